@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka 4.x broker (KRaft) for tests, from the official jars on Maven Central.
+#
+#   scripts/kafka.sh start    fetch the jars once (cached), format a fresh log dir, start, wait until it answers
+#   scripts/kafka.sh stop     stop it (SIGTERM, then SIGKILL after 30 s); no process is left behind
+#   scripts/kafka.sh status   exit 0 when the broker answers
+#
+# Needs: java (17+) and mvn on PATH. Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093),
+# KAFKA_CACHE (~/.cache/gzac-portal-bridge), KAFKA_STATE (target/kafka).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")
+port=${KAFKA_PORT:-19092}
+cport=${KAFKA_CONTROLLER_PORT:-19093}
+cache=${KAFKA_CACHE:-$HOME/.cache/gzac-portal-bridge}
+libs="$cache/kafka-$version/libs"
+state=${KAFKA_STATE:-$root/target/kafka}
+pidfile="$state/broker.pid"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null || die "$1 not found on PATH: install $2 (e.g. apt-get install $3)"
+}
+
+fetch() {
+  [ -f "$libs/.complete" ] && return 0
+  need java "a Java 17+ runtime" openjdk-17-jre-headless
+  need mvn "Apache Maven" maven
+  echo "kafka.sh: fetching Apache Kafka $version jars from Maven Central into $libs" >&2
+  rm -rf "$libs"; mkdir -p "$libs"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" >&2 \
+    || die "could not fetch org.apache.kafka:kafka_2.13:$version with Maven"
+  touch "$libs/.complete"
+}
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+start() {
+  if running; then echo "kafka.sh: broker already running on 127.0.0.1:$port" >&2; return 0; fi
+  answers && die "port $port is taken by another process; set KAFKA_PORT"
+  fetch
+  rm -rf "$state"; mkdir -p "$state/data"
+  cat > "$state/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$state/data
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+log.flush.interval.messages=9223372036854775807
+PROPS
+  local cp="$libs/*"
+  local heap=${KAFKA_HEAP:--Xmx1g -Xms256m}
+  java -cp "$cp" kafka.tools.StorageTool format --standalone \
+    -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+    -c "$state/server.properties" > "$state/format.log" 2>&1 \
+    || { cat "$state/format.log" >&2; die "formatting the KRaft log dir failed"; }
+  # setsid: the broker gets its own process group, so stop can end it and anything it spawned.
+  setsid java $heap -Dlog4j2.level=WARN -cp "$cp" kafka.Kafka "$state/server.properties" \
+    > "$state/broker.log" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  for _ in $(seq 1 120); do
+    if ! running; then tail -50 "$state/broker.log" >&2; die "broker exited during start-up"; fi
+    if answers && grep -q "Kafka Server started" "$state/broker.log"; then
+      echo "kafka.sh: Apache Kafka $version (KRaft) answers on 127.0.0.1:$port" >&2
+      return 0
+    fi
+    sleep 0.5
+  done
+  tail -50 "$state/broker.log" >&2; stop; die "broker did not answer within 60 s"
+}
+
+stop() {
+  running || { rm -f "$pidfile"; return 0; }
+  local pid; pid=$(cat "$pidfile")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+  echo "kafka.sh: broker stopped" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  fetch) fetch ;;
+  status) answers ;;
+  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+esac

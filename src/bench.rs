@@ -1,0 +1,141 @@
+//! `gzac-portal-bridge bench`: the Verzoek route against a raw byte-copy passthrough, on the same
+//! broker with the same transaction settings, in one run. Input is written first, then each route
+//! drains it; throughput is counted from the output records' own timestamps, so group join and
+//! start-up are not in the figure.
+
+use crate::client;
+use crate::codec::{Codec, CodecError};
+use crate::config::Config;
+use crate::demo::sample_verzoek;
+use crate::events::Event;
+use crate::pipeline::{self, Output, Payload, Route};
+use crate::registry::Registry;
+use crate::routes::verzoek::{self, VerzoekRoute};
+use crate::{schemas, topology};
+use apache_avro::Schema;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Records per route.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: usize,
+    /// Replication factor of the benchmark's topics.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
+}
+
+/// Copies each input record's bytes to one output topic, untouched.
+pub struct Passthrough {
+    input: String,
+    output: String,
+    seq: AtomicU64,
+}
+
+impl Route for Passthrough {
+    type Input = Vec<u8>;
+    fn name(&self) -> &'static str {
+        "passthrough"
+    }
+    fn input_topic(&self) -> &str {
+        &self.input
+    }
+    fn outputs(&self) -> Vec<(String, Schema)> {
+        vec![]
+    }
+    fn decode(&self, _: &Codec, _: &Handle, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        Ok(bytes.to_vec())
+    }
+    fn handle(&self, input: Vec<u8>) -> anyhow::Result<Vec<Output>> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
+        let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone() };
+        Ok(vec![Output { topic: self.output.clone(), key: n, value: Payload::Raw(input), event }])
+    }
+}
+
+struct Measured {
+    records: usize,
+    seconds: f64,
+}
+
+/// Run `route` until `output` holds `n` records; the rate is taken between the first and the
+/// last output record's timestamp.
+async fn drain<R: Route>(route: R, cfg: &Config, output: String, n: usize) -> anyhow::Result<Measured> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
+    let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s));
+    let c = cfg.clone();
+    let recs = tokio::task::spawn_blocking(move || {
+        client::read_n(&c, &[output], n, Duration::from_secs(600), Duration::from_millis(0))
+    })
+    .await??;
+    shutdown.store(true, Ordering::SeqCst);
+    worker.join().map_err(|_| anyhow::anyhow!("route panicked"))??;
+    let ts: Vec<i64> = recs.iter().filter_map(|r| r.timestamp).collect();
+    let (first, last) = (ts.iter().min().copied().unwrap_or(0), ts.iter().max().copied().unwrap_or(0));
+    Ok(Measured { records: recs.len(), seconds: ((last - first).max(1)) as f64 / 1000.0 })
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    cfg.topic_prefix = format!("bench-{run_id}.");
+    cfg.group_id = format!("bench-{run_id}");
+    let registry = Registry::new();
+    let (addr, _server) = registry.serve("127.0.0.1:0".parse()?).await?;
+    cfg.registry.url = format!("http://{addr}");
+
+    let raw_in = cfg.topic("passthrough.in");
+    let raw_out = cfg.topic("passthrough.out");
+    let mut wanted = topology::Topology::load()?.wanted(&cfg.topic_prefix)?;
+    let template = wanted[0].clone();
+    for name in [&raw_in, &raw_out] {
+        wanted.push(topology::Wanted { name: name.clone(), ..template.clone() });
+    }
+    topology::apply(&cfg.client_config(), &wanted, args.replication_factor, false).await?;
+    let ids = schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await?;
+    let subject = schemas::subject(&cfg.topic(verzoek::INPUT));
+    let id = ids.iter().find(|(s, _)| *s == subject).map(|(_, id)| *id).expect("verzoek subject registered");
+
+    println!("writing {} verzoeken to each input ...", args.records);
+    let producer = client::producer(&cfg)?;
+    let input = cfg.topic(verzoek::INPUT);
+    for i in 0..args.records {
+        let key = format!("bench-{i}");
+        let bytes = client::frame(id, &sample_verzoek(&key))?;
+        for topic in [&input, &raw_in] {
+            loop {
+                let rec = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&bytes);
+                match producer.send_result(rec) {
+                    Ok(_) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }
+    }
+    client::flush(&producer)?;
+
+    let started = Instant::now();
+    let raw = drain(Passthrough { input: raw_in, output: raw_out, seq: AtomicU64::new(0) }, &cfg, cfg.topic("passthrough.out"), args.records).await?;
+    let route = drain(VerzoekRoute::new(&cfg), &cfg, cfg.topic(verzoek::OUTPUT), args.records).await?;
+    let rate = |m: &Measured| m.records as f64 / m.seconds;
+    println!("\nbroker {} · batch {} records / {:?} · {} records each", cfg.bootstrap_servers, cfg.pipeline.batch_max_records, cfg.pipeline.batch_max_interval, args.records);
+    println!("{:<34} {:>10} {:>10}", "route", "records/s", "seconds");
+    println!("{:<34} {:>10.0} {:>10.2}", "passthrough (byte copy, EOS)", rate(&raw), raw.seconds);
+    println!("{:<34} {:>10.0} {:>10.2}", "verzoek (Avro+translate, EOS)", rate(&route), route.seconds);
+    println!("ratio verzoek / passthrough: {:.0}%", 100.0 * rate(&route) / rate(&raw));
+    if let Some(rss) = peak_rss_mib() {
+        println!("peak RSS of this process (bridge + bench client): {rss:.0} MiB");
+    }
+    println!("total wall time {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Wiring: which routes run, each on its own thread with the generic pipeline, until shutdown.
+
+use crate::config::Config;
+use crate::pipeline;
+use crate::routes::verzoek::VerzoekRoute;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::runtime::Handle;
+
+/// Handles to the running routes.
+pub struct Running {
+    pub shutdown: Arc<AtomicBool>,
+    threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>) -> (&'static str, JoinHandle<anyhow::Result<()>>) {
+    let (cfg, shutdown, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
+    let name = route.name();
+    let handle = std::thread::Builder::new()
+        .name(format!("route-{name}"))
+        .spawn(move || pipeline::run(route, &cfg, rt, shutdown))
+        .expect("spawn route thread");
+    (name, handle)
+}
+
+/// Start every route. Call from inside a multi-threaded tokio runtime.
+pub fn start(cfg: &Config) -> Running {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let threads = vec![spawn(VerzoekRoute::new(cfg), cfg, &shutdown)];
+    Running { shutdown, threads }
+}
+
+impl Running {
+    /// True while every route is still running.
+    pub fn healthy(&self) -> bool {
+        self.threads.iter().all(|(_, t)| !t.is_finished())
+    }
+
+    /// Ask every route to finish its open transaction and leave the group, and wait at most
+    /// `bound`. An error names each route that failed or did not stop in time.
+    pub async fn stop(self, bound: std::time::Duration) -> anyhow::Result<()> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut problems = Vec::new();
+        for (name, t) in self.threads {
+            while !t.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if !t.is_finished() {
+                problems.push(format!("route {name} did not stop within {bound:?}"));
+                continue;
+            }
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(format!("route {name}: {e:#}")),
+                Err(_) => problems.push(format!("route {name} panicked")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(problems.join("; "))
+        }
+    }
+
+    /// Wait until a route stops on its own (an error) or `shutdown` is set from outside.
+    pub async fn wait_for_failure(&self) {
+        while self.healthy() && !self.shutdown.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Configuration: built-in defaults (config.example.yaml), then an optional file, then environment.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../config.example.yaml");
+const ENV_PREFIX: &str = "GZAC_BRIDGE_";
+/// librdkafka properties the bridge sets itself; a user value would break exactly-once.
+const MANAGED: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "transactional.id",
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.idempotence",
+    "auto.offset.reset",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub instance_id: String,
+    #[serde(default)]
+    pub topic_prefix: String,
+    pub oin: String,
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    pub pipeline: PipelineConfig,
+    pub verzoek: VerzoekConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub batch_max_records: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_max_interval: Duration,
+    pub max_record_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerzoekConfig {
+    pub bron_naam: String,
+    pub verzoektypen: BTreeMap<String, String>,
+}
+
+/// Lay `over` onto `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Config {
+    /// Built-in defaults only (what the demo runs on).
+    pub fn defaults() -> Self {
+        serde_yaml::from_str(DEFAULTS).expect("config.example.yaml is valid")
+    }
+
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, &vars)
+    }
+
+    pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(DEFAULTS).expect("defaults parse");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+            let over: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut value, over);
+        }
+        let mut cfg: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.apply_env(env);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) {
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let value = value.clone();
+            match name {
+                "BOOTSTRAP_SERVERS" => self.bootstrap_servers = value,
+                "GROUP_ID" => self.group_id = value,
+                "INSTANCE_ID" => self.instance_id = value,
+                "OIN" => self.oin = value,
+                "TOPIC_PREFIX" => self.topic_prefix = value,
+                "REGISTRY_URL" => self.registry.url = value,
+                "REGISTRY_USERNAME" => self.registry.username = Some(value),
+                "REGISTRY_PASSWORD" => self.registry.password = Some(value),
+                other => {
+                    if let Some(prop) = other.strip_prefix("KAFKA__") {
+                        self.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(k) = self.kafka.keys().find(|k| MANAGED.contains(&k.as_str())) {
+            return bad(format!("kafka.{k} is managed by the bridge; set it through the bridge's own option or leave it out"));
+        }
+        if self.pipeline.batch_max_records == 0 {
+            return bad("pipeline.batch_max_records must be at least 1".into());
+        }
+        if self.pipeline.shutdown_timeout >= Duration::from_secs(45) {
+            return bad("pipeline.shutdown_timeout must stay below session.timeout.ms (45 s)".into());
+        }
+        if !self.oin.chars().all(|c| c.is_ascii_digit()) || self.oin.len() != 20 {
+            return bad(format!("oin must be 20 digits, got {:?}", self.oin));
+        }
+        if self.instance_id.is_empty() {
+            return bad("instance_id must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The name of a contract topic on this deployment.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// The CloudEvents source of everything the bridge writes.
+    pub fn ce_source(&self) -> String {
+        format!("urn:nld:oin:{}:systeem:gzac-portal-bridge", self.oin)
+    }
+
+    /// Registry client settings (schema_registry_converter), with credentials when configured.
+    pub fn sr_settings(&self) -> anyhow::Result<schema_registry_converter::async_impl::schema_registry::SrSettings> {
+        let mut b = schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(self.registry.url.clone());
+        b.set_timeout(self.registry.timeout);
+        if let Some(user) = &self.registry.username {
+            b.set_basic_authorization(user, self.registry.password.as_deref());
+        }
+        b.build().map_err(|e| anyhow::anyhow!("registry settings: {e}"))
+    }
+
+    /// Base librdkafka settings shared by every client: bootstrap plus the pass-through map.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.kafka {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_env_overrides() {
+        let env = vec![
+            ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), "k1:9093".to_string()),
+            ("GZAC_BRIDGE_KAFKA__SASL_MECHANISMS".to_string(), "SCRAM-SHA-512".to_string()),
+        ];
+        let c = Config::load_with_env(None, &env).unwrap();
+        assert_eq!(c.bootstrap_servers, "k1:9093");
+        assert_eq!(c.kafka["sasl.mechanisms"], "SCRAM-SHA-512");
+        assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn managed_kafka_property_is_refused() {
+        let env = vec![("GZAC_BRIDGE_KAFKA__ISOLATION_LEVEL".to_string(), "read_uncommitted".to_string())];
+        let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+        assert!(err.contains("kafka.isolation.level is managed"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, "pipeline:\n  batch_max_recrods: 3\n").unwrap();
+        let err = Config::load(Some(&dir)).unwrap_err().to_string();
+        assert!(err.contains("batch_max_recrods"), "{err}");
+    }
+}

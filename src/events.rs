@@ -1,0 +1,68 @@
+//! CloudEvents 1.0 Kafka binary-mode headers (NL GOV profile) and Kafka Connect style DLQ headers.
+
+use crate::model::Timestamp;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+/// What the route says about one output record; the pipeline adds source, time and tracing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `ce_id`: deterministic, so a replayed input yields the same id.
+    pub id: String,
+    /// `ce_type`, reverse DNS, e.g. `nl.overheid.verzoeken.verzoek-doorgestuurd`.
+    pub kind: &'static str,
+    /// `ce_subject`: the record's stable id (never a BSN).
+    pub subject: String,
+}
+
+/// Where the input came from, for `ce_causationid` and tracing.
+pub struct Cause<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub traceparent: Option<&'a [u8]>,
+}
+
+pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>) -> OwnedHeaders {
+    let time = Timestamp::now().rfc3339();
+    let causation = format!("{}/{}/{}", cause.topic, cause.partition, cause.offset);
+    let mut h = OwnedHeaders::new_with_capacity(9)
+        .insert(hdr("ce_specversion", "1.0"))
+        .insert(hdr("ce_id", &ev.id))
+        .insert(hdr("ce_source", source))
+        .insert(hdr("ce_type", ev.kind))
+        .insert(hdr("ce_time", &time))
+        .insert(hdr("ce_subject", &ev.subject))
+        .insert(hdr("content-type", "application/avro"))
+        .insert(hdr("ce_causationid", &causation));
+    if let Some(tp) = cause.traceparent {
+        h = h.insert(Header { key: "traceparent", value: Some(tp) });
+    }
+    h
+}
+
+fn hdr<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}
+
+/// Find a header's value on an input record.
+pub fn find<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a [u8]> {
+    headers?.iter().find(|h| h.key == key).and_then(|h| h.value)
+}
+
+/// Headers of a dead letter: the original headers, then Kafka Connect's `__connect.errors.*`.
+pub fn dlq_headers<H: Headers>(original: Option<&H>, cause: &Cause<'_>, class: &str, message: &str) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new();
+    if let Some(orig) = original {
+        for x in orig.iter() {
+            h = h.insert(Header { key: x.key, value: x.value });
+        }
+    }
+    let partition = cause.partition.to_string();
+    let offset = cause.offset.to_string();
+    h.insert(hdr("__connect.errors.topic", cause.topic))
+        .insert(hdr("__connect.errors.partition", &partition))
+        .insert(hdr("__connect.errors.offset", &offset))
+        .insert(hdr("__connect.errors.exception.class.name", class))
+        .insert(hdr("__connect.errors.exception.message", message))
+        .insert(hdr("__connect.errors.stage", "VALUE_CONVERTER"))
+}

@@ -1,0 +1,19 @@
+//! gzac-portal-bridge: exactly-once Kafka bridge between a citizen portal and GZAC.
+//!
+//! Imports flow one way: `main` (CLI) → `bridge` (wiring) → `routes` → `model`;
+//! `bridge` → `pipeline` → `codec`, `events`.
+
+pub mod bench;
+pub mod bridge;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod demo;
+pub mod events;
+pub mod identifiers;
+pub mod model;
+pub mod pipeline;
+pub mod registry;
+pub mod routes;
+pub mod schemas;
+pub mod topology;

@@ -1,0 +1,74 @@
+//! Records shared by both sides: what the bridge itself says (terugmeldingen, notificatie-opdrachten).
+
+use super::Timestamp;
+use apache_avro::AvroSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// What the bridge did with something the portal sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+#[serde(rename_all = "lowercase")]
+pub enum TerugmeldingStatus {
+    Ontvangen,
+    Doorgestuurd,
+    Afgewezen,
+}
+
+/// The kind of portal input a terugmelding answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+#[serde(rename_all = "lowercase")]
+pub enum Soort {
+    Verzoek,
+    Zaakverzoek,
+    Taakantwoord,
+}
+
+/// The bridge tells the portal what became of a record it sent. Never carries form data or a BSN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct Terugmelding {
+    /// Stable id of this terugmelding (derived from the input's id and the status).
+    pub id: String,
+    /// The portal's id of what it sent (e.g. the submission id of a verzoek).
+    pub referentie: String,
+    pub soort: Soort,
+    pub status: TerugmeldingStatus,
+    /// Machine-readable reason when afgewezen, e.g. `ONGELDIG_BSN`.
+    pub reden_code: Option<String>,
+    /// Human text without confidential content.
+    pub toelichting: String,
+    /// The id of the record forwarded to GZAC, when doorgestuurd.
+    pub gzac_id: Option<String>,
+    pub tijdstip: super::Timestamp,
+}
+
+/// Channel of a notificatie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+#[serde(rename_all = "lowercase")]
+pub enum Kanaal {
+    Email,
+    Sms,
+}
+
+/// An instruction for an email/SMS sender (e.g. NotifyNL): only says that something waits in the
+/// portal. Built from a template id and allow-listed personalisation, never from a bericht's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct Notificatieopdracht {
+    /// Deterministic: derived from the item id and the channel, so a replay yields the same id.
+    pub id: String,
+    pub kanaal: Kanaal,
+    /// Email address or phone number.
+    pub ontvanger: String,
+    #[serde(rename = "templateId")]
+    pub template_id: String,
+    pub personalisation: HashMap<String, String>,
+    /// Id of the bericht or taak this is about.
+    pub referentie: String,
+    /// The event that caused it, e.g. `bericht-gepubliceerd`.
+    pub gebeurtenis: String,
+    pub tijdstip: Timestamp,
+}

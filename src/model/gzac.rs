@@ -1,0 +1,212 @@
+//! The GZAC vocabulary: Open VTB / Valtimo verzoek, portaaltaak, bericht, zaak.
+
+use super::Timestamp;
+use apache_avro::AvroSchema;
+use serde::{Deserialize, Serialize};
+
+/// Kind of identifier of a GZAC party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "lowercase")]
+pub enum PartijSoort {
+    Bsn,
+    Kvk,
+    Vestigingsnummer,
+    Rsin,
+}
+
+/// A typed party; `urn` is e.g. `urn:nld:brp:bsn:…` or `urn:nld:hr:kvknummer:…`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Partij {
+    pub soort: PartijSoort,
+    pub waarde: String,
+    pub urn: String,
+}
+
+/// Where a verzoek came from (Open VTB `verzoekBron`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Bron {
+    pub naam: String,
+    pub kenmerk: String,
+}
+
+/// A document attached to a verzoek.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Bijlage {
+    pub url: String,
+    /// `formulier-pdf` or `bijlage`.
+    pub soort: String,
+}
+
+/// Payment of a verzoek (Open VTB `verzoekBetaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Betaling {
+    /// Amount in euro cents.
+    pub bedrag_centen: i64,
+    pub voltooid: bool,
+    #[serde(rename = "transactieReferentie")]
+    pub transactie_referentie: Option<String>,
+}
+
+/// A verzoek as GZAC takes it in (Open VTB / Valtimo verzoek plugin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Verzoek {
+    /// UUID v5 of the portal's submission id: a replay never makes a second verzoek.
+    pub uuid: String,
+    #[serde(rename = "type")]
+    pub verzoektype: String,
+    /// Zaaktype URL resolved from the configured verzoektype map.
+    pub zaaktype: String,
+    pub bron: Bron,
+    pub initiator: Partij,
+    /// Form data as a JSON document.
+    pub aanvraaggegevens: String,
+    pub bijlagen: Vec<Bijlage>,
+    /// ISO 639-2/B, e.g. `nld`.
+    pub taal: String,
+    pub betaling: Option<Betaling>,
+    #[serde(rename = "ingediendOp")]
+    pub ingediend_op: Timestamp,
+}
+
+/// Reference to a zaak on the GZAC side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct ZaakRef {
+    pub uuid: String,
+    pub url: Option<String>,
+    pub identificatie: Option<String>,
+}
+
+/// A request about an existing zaak, as GZAC takes it in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct ZaakVerzoek {
+    pub uuid: String,
+    #[serde(rename = "type")]
+    pub verzoektype: String,
+    pub zaak: ZaakRef,
+    pub indiener: Partij,
+    pub bron: Bron,
+    pub aanvraaggegevens: String,
+    pub bijlagen: Vec<Bijlage>,
+    pub taal: String,
+    #[serde(rename = "ingediendOp")]
+    pub ingediend_op: Timestamp,
+}
+
+/// Valtimo portaaltaak status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "lowercase")]
+pub enum TaakStatus {
+    Open,
+    Ingediend,
+    Verwerkt,
+    Gesloten,
+    Ingetrokken,
+    Verlopen,
+}
+
+/// Valtimo portaaltaak identificatie `{type, value}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Identificatie {
+    #[serde(rename = "type")]
+    pub soort: PartijSoort,
+    pub value: String,
+}
+
+/// How the portal finds the form: by id or by URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "lowercase")]
+pub enum FormulierType {
+    Id,
+    Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Formulier {
+    #[serde(rename = "type")]
+    pub soort: FormulierType,
+    pub value: String,
+}
+
+/// A Valtimo portaaltaak lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Taak {
+    pub uuid: String,
+    pub identificatie: Identificatie,
+    /// Prefill data as JSON.
+    pub data: String,
+    pub title: String,
+    pub status: TaakStatus,
+    pub formulier: Formulier,
+    pub verwerker_taak_id: String,
+    /// Zaak URL.
+    pub zaak: Option<String>,
+    pub verloopdatum: Option<Timestamp>,
+}
+
+/// A taak answer forwarded to GZAC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct TaakAntwoord {
+    pub uuid: String,
+    pub verwerker_taak_id: String,
+    pub verzonden_data: String,
+    pub documenten: Vec<String>,
+    pub status: TaakStatus,
+    #[serde(rename = "ingediendOp")]
+    pub ingediend_op: Timestamp,
+}
+
+/// A bericht from GZAC (Open VTB berichten).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Bericht {
+    pub uuid: String,
+    pub ontvanger: Partij,
+    /// At most 50 characters.
+    pub onderwerp: String,
+    /// At most 4000 characters; may be confidential.
+    #[serde(rename = "berichtTekst")]
+    pub bericht_tekst: String,
+    #[serde(rename = "berichtType")]
+    pub bericht_type: String,
+    pub publicatiedatum: Timestamp,
+    pub referentie: Option<String>,
+    pub handelingsperspectief: String,
+    #[serde(rename = "einddatumHandelingstermijn")]
+    pub einddatum_handelingstermijn: Option<Timestamp>,
+    pub bijlagen: Vec<String>,
+    /// Zaak URL.
+    pub zaak: Option<String>,
+}
+
+/// A party involved in a zaak, with its role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Betrokkene {
+    pub partij: Partij,
+    pub rol: String,
+}
+
+/// Snapshot of a zaak (compacted table keyed by zaak uuid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct Zaak {
+    pub uuid: String,
+    pub identificatie: String,
+    pub zaaktype: String,
+    pub status: String,
+    pub betrokkenen: Vec<Betrokkene>,
+}

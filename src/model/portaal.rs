@@ -1,0 +1,192 @@
+//! The portal vocabulary: Open Formulieren productaanvraag, NL Portal taak v2 and bericht.
+
+use super::Timestamp;
+use apache_avro::AvroSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which kind of identifier a portal party carries (NL Portal `identificatie.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum PartijType {
+    Bsn,
+    Kvk,
+}
+
+/// A klant as the portal identifies it (NL Portal `identificatie{type, value}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Partij {
+    #[serde(rename = "type")]
+    pub soort: PartijType,
+    pub value: String,
+}
+
+/// The role in which the submitter acts. Ketenpartners contribute to verzoeken; they do not file them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum Rol {
+    Klant,
+    Ketenpartner,
+}
+
+/// Payment state of a productaanvraag (Open Formulieren `payment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Payment {
+    pub completed: bool,
+    /// Amount in euro cents.
+    pub amount_cents: i64,
+    pub public_order_ids: Vec<String>,
+}
+
+/// A productaanvraag as Open Formulieren writes it (objecttype productaanvraag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Verzoek {
+    /// The form submission's id; the stable id of the verzoek.
+    pub submission_id: String,
+    /// The verzoektype (product), mapped to a zaaktype by the bridge's configuration.
+    #[serde(rename = "type")]
+    pub verzoektype: String,
+    pub bsn: Option<String>,
+    pub kvk: Option<String>,
+    pub rol: Rol,
+    /// Free-form form data as a JSON document.
+    pub data: String,
+    pub pdf_url: Option<String>,
+    pub attachments: Vec<String>,
+    /// ISO 639-1, e.g. `nl`.
+    pub language_code: String,
+    pub payment: Option<Payment>,
+    pub submitted_at: Timestamp,
+}
+
+/// Reference to an existing zaak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct ZaakReferentie {
+    pub uuid: String,
+    pub url: Option<String>,
+    pub identificatie: Option<String>,
+}
+
+/// A request about an existing zaak, from a klant or ketenpartner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct ZaakVerzoek {
+    pub submission_id: String,
+    #[serde(rename = "type")]
+    pub verzoektype: String,
+    pub zaak: ZaakReferentie,
+    pub indiener: Partij,
+    pub rol: Rol,
+    pub data: String,
+    pub attachments: Vec<String>,
+    pub language_code: String,
+    pub submitted_at: Timestamp,
+}
+
+/// NL Portal taak v2 status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum TaakStatus {
+    Open,
+    Afgerond,
+    Verwerkt,
+    Gesloten,
+    Verlopen,
+}
+
+/// NL Portal taak v2 `soort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum TaakSoort {
+    Portaalformulier,
+    Url,
+    Betaling,
+}
+
+/// Link of a taak to a zaak (NL Portal `koppeling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Koppeling {
+    /// `zaak` or `product`.
+    pub registratie: String,
+    pub uuid: String,
+}
+
+/// The form a klant fills in for a taak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Portaalformulier {
+    /// Form id or URL.
+    pub formulier: String,
+    /// Prefill data as JSON.
+    pub data: String,
+}
+
+/// An externe klant taak as NL Portal shows it (taak v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Taak {
+    pub id: String,
+    pub titel: String,
+    pub status: TaakStatus,
+    pub soort: TaakSoort,
+    pub identificatie: Partij,
+    pub verwerker_taak_id: String,
+    pub eigenaar: String,
+    pub koppeling: Option<Koppeling>,
+    pub verloopdatum: Option<Timestamp>,
+    pub portaalformulier: Option<Portaalformulier>,
+    pub url: Option<String>,
+}
+
+/// The answer a klant or ketenpartner gives to a taak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct TaakAntwoord {
+    pub id: String,
+    pub taak_id: String,
+    pub verwerker_taak_id: String,
+    pub ingediend_door: Partij,
+    /// Submitted form data as JSON.
+    pub verzonden_data: String,
+    pub documenten: Vec<String>,
+    pub ingediend_op: Timestamp,
+}
+
+/// A bericht as NL Portal's bericht objecttype shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Bericht {
+    pub id: String,
+    /// The recipient.
+    pub identificatie: Partij,
+    pub onderwerp: String,
+    #[serde(rename = "berichtTekst")]
+    pub bericht_tekst: String,
+    #[serde(rename = "berichtType")]
+    pub bericht_type: String,
+    pub bijlages: Vec<String>,
+    pub publicatiedatum: Timestamp,
+    pub referentie: Option<String>,
+    pub handelingsperspectief: String,
+    #[serde(rename = "einddatumHandelingstermijn")]
+    pub einddatum_handelingstermijn: Option<Timestamp>,
+    pub geopend: bool,
+}
+
+/// A klant's contact preferences (compacted table, keyed by the portal's klant id, never a BSN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Klantvoorkeur {
+    pub partij: Partij,
+    pub kanalen: Vec<super::common::Kanaal>,
+    pub email: Option<String>,
+    pub telefoonnummer: Option<String>,
+}

@@ -1,0 +1,232 @@
+//! Verzoek (portal → GZAC): validate a productaanvraag, translate it from the Open Formulieren
+//! vocabulary to Open VTB / Valtimo, and tell the portal whether it was forwarded or rejected.
+
+use super::derived_id;
+use crate::codec::{Codec, CodecError};
+use crate::config::{Config, VerzoekConfig};
+use crate::events::Event;
+use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
+use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
+use crate::model::{gzac, portaal, Timestamp};
+use crate::pipeline::{decode_avro, Output, Route};
+use tokio::runtime::Handle;
+use apache_avro::{AvroSchema, Schema};
+
+pub const INPUT: &str = "portaal.verzoeken.v1";
+pub const OUTPUT: &str = "gzac.verzoeken.v1";
+pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+
+pub const TYPE_DOORGESTUURD: &str = "nl.overheid.verzoeken.verzoek-doorgestuurd";
+pub const TYPE_AFGEWEZEN: &str = "nl.overheid.verzoeken.verzoek-afgewezen";
+pub const TYPE_TERUGMELDING_DOORGESTUURD: &str = "nl.overheid.verzoeken.terugmelding-doorgestuurd";
+
+pub struct VerzoekRoute {
+    cfg: VerzoekConfig,
+    input: String,
+    output: String,
+    terugmeldingen: String,
+    reader: Schema,
+}
+
+/// Why a verzoek is rejected: a code for machines and a text for people (never confidential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Afwijzing {
+    pub code: &'static str,
+    pub toelichting: String,
+}
+
+fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzing {
+    Afwijzing { code, toelichting: toelichting.into() }
+}
+
+/// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
+fn taal(code: &str) -> &'static str {
+    match code.to_ascii_lowercase().as_str() {
+        "nl" => "nld",
+        "en" => "eng",
+        "de" => "ger",
+        "fr" => "fre",
+        "fy" => "fry",
+        "tr" => "tur",
+        "ar" => "ara",
+        "pl" => "pol",
+        "es" => "spa",
+        "uk" => "ukr",
+        _ => "und",
+    }
+}
+
+impl VerzoekRoute {
+    pub fn new(cfg: &Config) -> Self {
+        VerzoekRoute {
+            cfg: cfg.verzoek.clone(),
+            input: cfg.topic(INPUT),
+            output: cfg.topic(OUTPUT),
+            terugmeldingen: cfg.topic(TERUGMELDINGEN),
+            reader: portaal::Verzoek::get_schema(),
+        }
+    }
+
+    /// The rules of SPEC §4.1; `Ok` carries the translated GZAC verzoek.
+    pub fn translate(&self, v: &portaal::Verzoek) -> Result<gzac::Verzoek, Afwijzing> {
+        if v.rol == portaal::Rol::Ketenpartner {
+            return Err(afwijzing(
+                "KETENPARTNER_DIENT_GEEN_VERZOEK_IN",
+                "Een ketenpartner kan geen verzoek indienen; dien het verzoek in als klant.",
+            ));
+        }
+        let initiator = match (v.bsn.as_deref(), v.kvk.as_deref()) {
+            (Some(_), Some(_)) => return Err(afwijzing("MEER_DAN_EEN_PARTIJ", "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer, niet beide.")),
+            (None, None) => return Err(afwijzing("GEEN_PARTIJ", "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer.")),
+            (Some(bsn), None) if !elfproef(bsn) => return Err(afwijzing("ONGELDIG_BSN", "Het BSN van de indiener is ongeldig (elfproef).")),
+            (None, Some(kvk)) if !is_kvk(kvk) => return Err(afwijzing("ONGELDIG_KVK", "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan.")),
+            (Some(bsn), None) => gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: bsn.into(), urn: bsn_urn(bsn) },
+            (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
+        };
+        let zaaktype = self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
+            afwijzing("ONBEKEND_VERZOEKTYPE", format!("Verzoektype '{}' is bij de gemeente niet bekend.", v.verzoektype))
+        })?;
+        if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
+            return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
+        }
+        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
+        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
+        Ok(gzac::Verzoek {
+            uuid: derived_id(&["verzoek", &v.submission_id]),
+            verzoektype: v.verzoektype.clone(),
+            zaaktype: zaaktype.clone(),
+            bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
+            initiator,
+            aanvraaggegevens: v.data.clone(),
+            bijlagen: pdf.chain(bijlagen).collect(),
+            taal: taal(&v.language_code).into(),
+            betaling: v.payment.as_ref().map(|p| gzac::Betaling {
+                bedrag_centen: p.amount_cents,
+                voltooid: p.completed,
+                transactie_referentie: p.public_order_ids.first().cloned(),
+            }),
+            ingediend_op: v.submitted_at,
+        })
+    }
+}
+
+impl Route for VerzoekRoute {
+    type Input = portaal::Verzoek;
+
+    fn name(&self) -> &'static str {
+        "verzoek"
+    }
+    fn input_topic(&self) -> &str {
+        &self.input
+    }
+    fn outputs(&self) -> Vec<(String, Schema)> {
+        vec![(self.output.clone(), gzac::Verzoek::get_schema()), (self.terugmeldingen.clone(), Terugmelding::get_schema())]
+    }
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
+        decode_avro(codec, rt, bytes, &self.reader)
+    }
+
+    fn handle(&self, v: portaal::Verzoek) -> anyhow::Result<Vec<Output>> {
+        let id = &v.submission_id;
+        let terugmelding = |status, reden_code: Option<&str>, toelichting: String, gzac_id: Option<String>| Terugmelding {
+            id: derived_id(&["terugmelding", "verzoek", id]),
+            referentie: id.clone(),
+            soort: Soort::Verzoek,
+            status,
+            reden_code: reden_code.map(str::to_string),
+            toelichting,
+            gzac_id,
+            tijdstip: Timestamp::now(),
+        };
+        let event = |id: &str, suffix: &'static str| Event { id: derived_id(&[suffix, id]), kind: suffix, subject: id.to_string() };
+        match self.translate(&v) {
+            Ok(g) => {
+                tracing::info!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
+                let t = terugmelding(TerugmeldingStatus::Doorgestuurd, None, "Uw verzoek is doorgestuurd naar de gemeente.".into(), Some(g.uuid.clone()));
+                Ok(vec![
+                    Output::new(&self.output, g.uuid.clone(), &g, event(&g.uuid, TYPE_DOORGESTUURD))?,
+                    Output::new(&self.terugmeldingen, id.clone(), &t, event(id, TYPE_TERUGMELDING_DOORGESTUURD))?,
+                ])
+            }
+            Err(a) => {
+                tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
+                let t = terugmelding(TerugmeldingStatus::Afgewezen, Some(a.code), a.toelichting, None);
+                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(id, TYPE_AFGEWEZEN))?])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> VerzoekRoute {
+        VerzoekRoute::new(&Config::defaults())
+    }
+
+    pub fn verzoek() -> portaal::Verzoek {
+        portaal::Verzoek {
+            submission_id: "sub-1".into(),
+            verzoektype: "parkeervergunning".into(),
+            bsn: Some("569312863".into()),
+            kvk: None,
+            rol: portaal::Rol::Klant,
+            data: r#"{"kenteken":"AB-123-C"}"#.into(),
+            pdf_url: Some("https://forms.example/pdf/1".into()),
+            attachments: vec!["https://forms.example/att/1".into()],
+            language_code: "nl".into(),
+            payment: None,
+            submitted_at: Timestamp(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn valid_verzoek_is_translated() {
+        let g = route().translate(&verzoek()).unwrap();
+        assert_eq!(g.uuid, derived_id(&["verzoek", "sub-1"]));
+        assert_eq!(g.initiator.urn, "urn:nld:brp:bsn:569312863");
+        assert_eq!(g.taal, "nld");
+        assert_eq!(g.bron.kenmerk, "sub-1");
+        assert_eq!(g.bijlagen.len(), 2);
+        assert_eq!(g.bijlagen[0].soort, "formulier-pdf");
+        assert!(g.zaaktype.starts_with("https://"));
+    }
+
+    #[test]
+    fn same_submission_same_uuid_other_submission_other_uuid() {
+        let a = route().translate(&verzoek()).unwrap().uuid;
+        let b = route().translate(&verzoek()).unwrap().uuid;
+        let c = route().translate(&portaal::Verzoek { submission_id: "sub-2".into(), ..verzoek() }).unwrap().uuid;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn rules_reject_with_reason_codes() {
+        let r = route();
+        let code = |v: portaal::Verzoek| r.translate(&v).unwrap_err().code;
+        assert_eq!(code(portaal::Verzoek { bsn: Some("123456789".into()), ..verzoek() }), "ONGELDIG_BSN");
+        assert_eq!(code(portaal::Verzoek { bsn: None, kvk: Some("1234".into()), ..verzoek() }), "ONGELDIG_KVK");
+        assert_eq!(code(portaal::Verzoek { kvk: Some("12345678".into()), ..verzoek() }), "MEER_DAN_EEN_PARTIJ");
+        assert_eq!(code(portaal::Verzoek { bsn: None, ..verzoek() }), "GEEN_PARTIJ");
+        assert_eq!(code(portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }), "ONBEKEND_VERZOEKTYPE");
+        assert_eq!(code(portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..verzoek() }), "KETENPARTNER_DIENT_GEEN_VERZOEK_IN");
+        assert_eq!(code(portaal::Verzoek { data: "{not json".into(), ..verzoek() }), "ONGELDIGE_FORMULIERDATA");
+    }
+
+    #[test]
+    fn organisation_as_klant_may_file() {
+        let g = route().translate(&portaal::Verzoek { bsn: None, kvk: Some("12345678".into()), ..verzoek() }).unwrap();
+        assert_eq!(g.initiator.urn, "urn:nld:hr:kvknummer:12345678");
+    }
+
+    #[test]
+    fn rejection_carries_no_bsn_and_no_form_data() {
+        let outs = route().handle(portaal::Verzoek { verzoektype: "onbekend".into(), ..verzoek() }).unwrap();
+        assert_eq!(outs.len(), 1);
+        assert_eq!(outs[0].topic, TERUGMELDINGEN);
+        let text = format!("{:?}", outs[0]);
+        assert!(!text.contains("569312863") && !text.contains("AB-123-C"), "{text}");
+    }
+}
