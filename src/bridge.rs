@@ -14,7 +14,11 @@ pub struct Running {
     threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
-fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>) -> (&'static str, JoinHandle<anyhow::Result<()>>) {
+fn spawn<R: pipeline::Route>(
+    route: R,
+    cfg: &Config,
+    shutdown: &Arc<AtomicBool>,
+) -> (&'static str, JoinHandle<anyhow::Result<()>>) {
     let (cfg, shutdown, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
     let name = route.name();
     let handle = std::thread::Builder::new()

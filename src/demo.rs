@@ -26,10 +26,16 @@ pub fn sample_verzoek(submission_id: &str) -> portaal::Verzoek {
         kvk: None,
         rol: portaal::Rol::Klant,
         data: r#"{"kenteken":"AB-123-C","zone":"centrum"}"#.into(),
-        pdf_url: Some(format!("https://formulieren.gemeente.example/pdf/{submission_id}")),
+        pdf_url: Some(format!(
+            "https://formulieren.gemeente.example/pdf/{submission_id}"
+        )),
         attachments: vec![],
         language_code: "nl".into(),
-        payment: Some(portaal::Payment { completed: true, amount_cents: 4250, public_order_ids: vec!["order-77".into()] }),
+        payment: Some(portaal::Payment {
+            completed: true,
+            amount_cents: 4250,
+            public_order_ids: vec!["order-77".into()],
+        }),
         submitted_at: Timestamp::now(),
     }
 }
@@ -38,19 +44,42 @@ pub fn sample_verzoek(submission_id: &str) -> portaal::Verzoek {
 fn scenario(verzoek_schema_id: u32) -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
     let enc = |v: &portaal::Verzoek| client::frame(verzoek_schema_id, v);
     Ok(vec![
-        ("a valid verzoek", "demo-1".into(), enc(&sample_verzoek("demo-1"))?),
-        ("an invalid BSN", "demo-2".into(), enc(&portaal::Verzoek { bsn: Some("123456789".into()), ..sample_verzoek("demo-2") })?),
+        (
+            "a valid verzoek",
+            "demo-1".into(),
+            enc(&sample_verzoek("demo-1"))?,
+        ),
+        (
+            "an invalid BSN",
+            "demo-2".into(),
+            enc(&portaal::Verzoek {
+                bsn: Some("123456789".into()),
+                ..sample_verzoek("demo-2")
+            })?,
+        ),
         (
             "an unknown verzoektype",
             "demo-3".into(),
-            enc(&portaal::Verzoek { verzoektype: "kapvergunning".into(), ..sample_verzoek("demo-3") })?,
+            enc(&portaal::Verzoek {
+                verzoektype: "kapvergunning".into(),
+                ..sample_verzoek("demo-3")
+            })?,
         ),
         (
             "a verzoek filed as ketenpartner",
             "demo-4".into(),
-            enc(&portaal::Verzoek { bsn: None, kvk: Some("12345678".into()), rol: portaal::Rol::Ketenpartner, ..sample_verzoek("demo-4") })?,
+            enc(&portaal::Verzoek {
+                bsn: None,
+                kvk: Some("12345678".into()),
+                rol: portaal::Rol::Ketenpartner,
+                ..sample_verzoek("demo-4")
+            })?,
         ),
-        ("garbage bytes", "demo-5".into(), b"\x00\xff\xfe this is not avro".to_vec()),
+        (
+            "garbage bytes",
+            "demo-5".into(),
+            b"\x00\xff\xfe this is not avro".to_vec(),
+        ),
     ])
 }
 
@@ -61,11 +90,16 @@ async fn describe(codec: &Codec, r: &Received) -> String {
     let body = if r.topic.ends_with(".dlq") {
         format!(
             "dead letter: {} ({})",
-            r.header("__connect.errors.exception.class.name").unwrap_or("?"),
-            r.header("__connect.errors.exception.message").unwrap_or("?")
+            r.header("__connect.errors.exception.class.name")
+                .unwrap_or("?"),
+            r.header("__connect.errors.exception.message")
+                .unwrap_or("?")
         )
     } else if r.topic.ends_with(verzoek::OUTPUT) {
-        match codec.decode::<gzac::Verzoek>(bytes, &gzac::Verzoek::get_schema()).await {
+        match codec
+            .decode::<gzac::Verzoek>(bytes, &gzac::Verzoek::get_schema())
+            .await
+        {
             Ok(v) => format!(
                 "verzoek {} zaaktype …{} initiator {:?} {} taal {} bijlagen {}",
                 v.uuid,
@@ -78,20 +112,38 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             Err(e) => format!("undecodable: {e}"),
         }
     } else {
-        match codec.decode::<common::Terugmelding>(bytes, &common::Terugmelding::get_schema()).await {
-            Ok(t) => format!("terugmelding {:?} {}: {}", t.status, t.reden_code.unwrap_or_default(), t.toelichting),
+        match codec
+            .decode::<common::Terugmelding>(bytes, &common::Terugmelding::get_schema())
+            .await
+        {
+            Ok(t) => format!(
+                "terugmelding {:?} {}: {}",
+                t.status,
+                t.reden_code.unwrap_or_default(),
+                t.toelichting
+            ),
             Err(e) => format!("undecodable: {e}"),
         }
     };
-    format!("  {:<28} key={:<8} {:<48} {}", r.topic, r.key_str(), kind, body)
+    format!(
+        "  {:<28} key={:<8} {:<48} {}",
+        r.topic,
+        r.key_str(),
+        kind,
+        body
+    )
 }
 
 pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mock = MockCluster::new(1)?;
-    println!("broker   : embedded librdkafka mock cluster at {}", mock.bootstrap_servers());
+    println!(
+        "broker   : embedded librdkafka mock cluster at {}",
+        mock.bootstrap_servers()
+    );
     println!("           (an in-process stand-in for the demo; the tests prove exactly-once on a real Apache Kafka broker)");
     let registry = Registry::new();
-    let (addr, _server) = registry.serve("127.0.0.1:0".parse()?).await?;
+    let server = registry.serve("127.0.0.1:0".parse()?).await?;
+    let addr = server.addr;
     println!("registry : http://{addr} (embedded, Confluent API)");
 
     let mut cfg = Config::defaults();
@@ -117,15 +169,32 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     let scenario = scenario(verzoek_id)?;
     println!("\nportal writes to {}:", cfg.topic(verzoek::INPUT));
     for (what, key, value) in &scenario {
-        client::send(&producer, &cfg.topic(verzoek::INPUT), key, value, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).await?;
+        client::send(
+            &producer,
+            &cfg.topic(verzoek::INPUT),
+            key,
+            value,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        )
+        .await?;
         println!("  key={key:<8} {what}");
     }
 
     // One GZAC verzoek, four terugmeldingen (one doorgestuurd, three afgewezen), one dead letter.
-    let out_topics = [cfg.topic(verzoek::OUTPUT), cfg.topic(verzoek::TERUGMELDINGEN), format!("{}.dlq", cfg.topic(verzoek::INPUT))];
+    let out_topics = [
+        cfg.topic(verzoek::OUTPUT),
+        cfg.topic(verzoek::TERUGMELDINGEN),
+        format!("{}.dlq", cfg.topic(verzoek::INPUT)),
+    ];
     let cfg2 = cfg.clone();
     let outputs = tokio::task::spawn_blocking(move || {
-        client::read_n(&cfg2, &out_topics, 6, Duration::from_secs(60), Duration::from_millis(500))
+        client::read_n(
+            &cfg2,
+            &out_topics,
+            6,
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+        )
     })
     .await??;
     let codec = Codec::new(cfg.sr_settings()?);
@@ -138,7 +207,11 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         println!("\nstill running. Point your own client at:");
         println!("  bootstrap.servers = {}", cfg.bootstrap_servers);
         println!("  schema registry   = {}", cfg.registry.url);
-        println!("  input topic       = {} (Avro, subject {})", cfg.topic(verzoek::INPUT), schemas::subject(&cfg.topic(verzoek::INPUT)));
+        println!(
+            "  input topic       = {} (Avro, subject {})",
+            cfg.topic(verzoek::INPUT),
+            schemas::subject(&cfg.topic(verzoek::INPUT))
+        );
         println!("Ctrl-C stops.");
         tokio::select! {
             _ = stop => {}
@@ -146,6 +219,10 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         }
     }
     running.stop(cfg.pipeline.shutdown_timeout).await?;
-    println!("\ndemo done: {} records out for {} in.", outputs.len(), scenario.len());
+    println!(
+        "\ndemo done: {} records out for {} in.",
+        outputs.len(),
+        scenario.len()
+    );
     Ok(())
 }

@@ -70,8 +70,18 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new<T: Serialize>(topic: &str, key: String, record: &T, event: Event) -> anyhow::Result<Self> {
-        Ok(Output { topic: topic.to_string(), key, value: Payload::Avro(apache_avro::to_value(record)?), event })
+    pub fn new<T: Serialize>(
+        topic: &str,
+        key: String,
+        record: &T,
+        event: Event,
+    ) -> anyhow::Result<Self> {
+        Ok(Output {
+            topic: topic.to_string(),
+            key,
+            value: Payload::Avro(apache_avro::to_value(record)?),
+            event,
+        })
     }
 }
 
@@ -126,7 +136,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { next: initial, initial, max }
+        Backoff {
+            next: initial,
+            initial,
+            max,
+        }
     }
     fn wait(&mut self, shutdown: &AtomicBool) {
         let until = Instant::now() + self.next;
@@ -154,7 +168,12 @@ struct Pipeline<R: Route> {
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
-pub fn run<R: Route>(route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run<R: Route>(
+    route: R,
+    cfg: &Config,
+    rt: Handle,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
@@ -187,7 +206,10 @@ pub fn run<R: Route>(route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBoo
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .client_config()
         .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", p.transaction_timeout.as_millis().to_string())
+        .set(
+            "transaction.timeout.ms",
+            p.transaction_timeout.as_millis().to_string(),
+        )
         .set("linger.ms", "5")
         .create()?;
     // Fences a crashed predecessor with the same id and aborts its open transaction.
@@ -205,7 +227,12 @@ pub fn run<R: Route>(route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBoo
     }
     consumer.subscribe(&[route.input_topic()])?;
     let transactional_id = transactional_id.as_str();
-    info!(route = route.name(), input = route.input_topic(), transactional_id, "route started");
+    info!(
+        route = route.name(),
+        input = route.input_topic(),
+        transactional_id,
+        "route started"
+    );
 
     let mut pipe = Pipeline {
         dlq: dlq_topic(route.input_topic()),
@@ -223,7 +250,12 @@ pub fn run<R: Route>(route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBoo
 }
 
 impl<R: Route> Pipeline<R> {
-    fn run_loop(&mut self, consumer: &BaseConsumer<GroupContext>, shutdown: &AtomicBool, backoff: &mut Backoff) -> anyhow::Result<()> {
+    fn run_loop(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<()> {
         let batch_max = self.cfg.pipeline.batch_max_records;
         let interval = self.cfg.pipeline.batch_max_interval;
         loop {
@@ -232,7 +264,9 @@ impl<R: Route> Pipeline<R> {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         let _ = self.abort_and_rewind(consumer);
-                        Err(anyhow::anyhow!("could not commit the last transaction at shutdown (aborted): {e}"))
+                        Err(anyhow::anyhow!(
+                            "could not commit the last transaction at shutdown (aborted): {e}"
+                        ))
                     }
                 };
             }
@@ -244,7 +278,10 @@ impl<R: Route> Pipeline<R> {
             // A revocation during this poll: what the open transaction holds of the revoked
             // partitions must not be committed by us, so drop it all and start again.
             if consumer.context().rebalanced.swap(false, Ordering::SeqCst) && self.open.is_some() {
-                info!(route = self.route.name(), "rebalance: aborting the open transaction");
+                info!(
+                    route = self.route.name(),
+                    "rebalance: aborting the open transaction"
+                );
                 self.recover(consumer, shutdown, backoff);
                 continue;
             }
@@ -257,7 +294,9 @@ impl<R: Route> Pipeline<R> {
                 Some(Ok(msg)) => self.process(&msg),
             };
             let step = step.and_then(|()| match &self.open {
-                Some((started, _, n)) if *n >= batch_max || started.elapsed() >= interval => self.commit(consumer),
+                Some((started, _, n)) if *n >= batch_max || started.elapsed() >= interval => {
+                    self.commit(consumer)
+                }
                 _ => Ok(()),
             });
             match step {
@@ -291,16 +330,26 @@ impl<R: Route> Pipeline<R> {
             Ok(records) => {
                 for (out, bytes) in records {
                     let headers = ce_headers(&out.event, &self.source, &cause);
-                    let rec = BaseRecord::to(&out.topic).key(out.key.as_bytes()).payload(&bytes).headers(headers);
+                    let rec = BaseRecord::to(&out.topic)
+                        .key(out.key.as_bytes())
+                        .payload(&bytes)
+                        .headers(headers);
                     self.send(rec)?;
                 }
             }
             Err(CodecError::Transient(e)) => return Err(StepError::Transient(e)),
             Err(CodecError::BadData { class, message }) => {
-                warn!(route = self.route.name(), topic = cause.topic, partition = cause.partition,
-                      offset = cause.offset, class, "bad record sent to the dead-letter topic");
+                warn!(
+                    route = self.route.name(),
+                    topic = cause.topic,
+                    partition = cause.partition,
+                    offset = cause.offset,
+                    class,
+                    "bad record sent to the dead-letter topic"
+                );
                 let headers = dlq_headers(msg.headers(), &cause, class, &message);
-                let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.dlq).headers(headers);
+                let mut rec: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&self.dlq).headers(headers);
                 if let Some(k) = msg.key() {
                     rec = rec.key(k);
                 }
@@ -324,10 +373,16 @@ impl<R: Route> Pipeline<R> {
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
         let max = self.cfg.pipeline.max_record_bytes;
         if bytes.len() > max {
-            return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
+            return Err(bad(
+                "oversize",
+                format!("{} bytes, more than the {max} allowed", bytes.len()),
+            ));
         }
         let input = self.route.decode(&self.codec, &self.rt, bytes)?;
-        let outputs = self.route.handle(input).map_err(|e| bad("processing-error", format!("{e:#}")))?;
+        let outputs = self
+            .route
+            .handle(input)
+            .map_err(|e| bad("processing-error", format!("{e:#}")))?;
         outputs
             .into_iter()
             .map(|o| {
@@ -358,7 +413,9 @@ impl<R: Route> Pipeline<R> {
     }
 
     fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), StepError> {
-        let Some((_, offsets, n)) = self.open.take() else { return Ok(()) };
+        let Some((_, offsets, n)) = self.open.take() else {
+            return Ok(());
+        };
         let mut tpl = TopicPartitionList::new();
         for (partition, next) in &offsets {
             tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
@@ -368,15 +425,28 @@ impl<R: Route> Pipeline<R> {
         let group = consumer
             .group_metadata()
             .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
-        self.producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(from_kafka)?;
-        self.producer.commit_transaction(timeout).map_err(from_kafka)?;
-        debug!(route = self.route.name(), records = n, "transaction committed");
+        self.producer
+            .send_offsets_to_transaction(&tpl, &group, timeout)
+            .map_err(from_kafka)?;
+        self.producer
+            .commit_transaction(timeout)
+            .map_err(from_kafka)?;
+        debug!(
+            route = self.route.name(),
+            records = n,
+            "transaction committed"
+        );
         Ok(())
     }
 
     /// Abort and rewind until it succeeds: reading on from the current position after a failed
     /// rewind would skip the aborted records.
-    fn recover(&mut self, consumer: &BaseConsumer<GroupContext>, shutdown: &AtomicBool, backoff: &mut Backoff) {
+    fn recover(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+    ) {
         while let Err(e) = self.abort_and_rewind(consumer) {
             warn!(route = self.route.name(), error = %e, "rewind failed, retrying");
             backoff.wait(shutdown);
@@ -389,7 +459,10 @@ impl<R: Route> Pipeline<R> {
 
     /// Abort the open transaction (if any) and seek every assigned partition back to its
     /// committed offset, so the aborted records are read again.
-    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), KafkaError> {
+    fn abort_and_rewind(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), KafkaError> {
         self.open = None;
         if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
             // Nothing open is fine; a producer that cannot abort fails again on the next begin.

@@ -9,8 +9,8 @@ use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
 use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
 use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Output, Route};
-use tokio::runtime::Handle;
 use apache_avro::{AvroSchema, Schema};
+use tokio::runtime::Handle;
 
 pub const INPUT: &str = "portaal.verzoeken.v1";
 pub const OUTPUT: &str = "gzac.verzoeken.v1";
@@ -36,7 +36,10 @@ pub struct Afwijzing {
 }
 
 fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzing {
-    Afwijzing { code, toelichting: toelichting.into() }
+    Afwijzing {
+        code,
+        toelichting: toelichting.into(),
+    }
 }
 
 /// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
@@ -76,26 +79,70 @@ impl VerzoekRoute {
             ));
         }
         let initiator = match (v.bsn.as_deref(), v.kvk.as_deref()) {
-            (Some(_), Some(_)) => return Err(afwijzing("MEER_DAN_EEN_PARTIJ", "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer, niet beide.")),
-            (None, None) => return Err(afwijzing("GEEN_PARTIJ", "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer.")),
-            (Some(bsn), None) if !elfproef(bsn) => return Err(afwijzing("ONGELDIG_BSN", "Het BSN van de indiener is ongeldig (elfproef).")),
-            (None, Some(kvk)) if !is_kvk(kvk) => return Err(afwijzing("ONGELDIG_KVK", "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan.")),
-            (Some(bsn), None) => gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: bsn.into(), urn: bsn_urn(bsn) },
-            (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
+            (Some(_), Some(_)) => return Err(afwijzing(
+                "MEER_DAN_EEN_PARTIJ",
+                "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer, niet beide.",
+            )),
+            (None, None) => {
+                return Err(afwijzing(
+                    "GEEN_PARTIJ",
+                    "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer.",
+                ))
+            }
+            (Some(bsn), None) if !elfproef(bsn) => {
+                return Err(afwijzing(
+                    "ONGELDIG_BSN",
+                    "Het BSN van de indiener is ongeldig (elfproef).",
+                ))
+            }
+            (None, Some(kvk)) if !is_kvk(kvk) => {
+                return Err(afwijzing(
+                    "ONGELDIG_KVK",
+                    "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan.",
+                ))
+            }
+            (Some(bsn), None) => gzac::Partij {
+                soort: gzac::PartijSoort::Bsn,
+                waarde: bsn.into(),
+                urn: bsn_urn(bsn),
+            },
+            (None, Some(kvk)) => gzac::Partij {
+                soort: gzac::PartijSoort::Kvk,
+                waarde: kvk.into(),
+                urn: kvk_urn(kvk),
+            },
         };
         let zaaktype = self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
-            afwijzing("ONBEKEND_VERZOEKTYPE", format!("Verzoektype '{}' is bij de gemeente niet bekend.", v.verzoektype))
+            afwijzing(
+                "ONBEKEND_VERZOEKTYPE",
+                format!(
+                    "Verzoektype '{}' is bij de gemeente niet bekend.",
+                    v.verzoektype
+                ),
+            )
         })?;
         if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
-            return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
+            return Err(afwijzing(
+                "ONGELDIGE_FORMULIERDATA",
+                "De formuliergegevens zijn geen geldig JSON-document.",
+            ));
         }
-        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
-        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
+        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage {
+            url: u.clone(),
+            soort: "formulier-pdf".into(),
+        });
+        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage {
+            url: u.clone(),
+            soort: "bijlage".into(),
+        });
         Ok(gzac::Verzoek {
             uuid: derived_id(&["verzoek", &v.submission_id]),
             verzoektype: v.verzoektype.clone(),
             zaaktype: zaaktype.clone(),
-            bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
+            bron: gzac::Bron {
+                naam: self.cfg.bron_naam.clone(),
+                kenmerk: v.submission_id.clone(),
+            },
             initiator,
             aanvraaggegevens: v.data.clone(),
             bijlagen: pdf.chain(bijlagen).collect(),
@@ -120,15 +167,26 @@ impl Route for VerzoekRoute {
         &self.input
     }
     fn outputs(&self) -> Vec<(String, Schema)> {
-        vec![(self.output.clone(), gzac::Verzoek::get_schema()), (self.terugmeldingen.clone(), Terugmelding::get_schema())]
+        vec![
+            (self.output.clone(), gzac::Verzoek::get_schema()),
+            (self.terugmeldingen.clone(), Terugmelding::get_schema()),
+        ]
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
+    fn decode(
+        &self,
+        codec: &Codec,
+        rt: &Handle,
+        bytes: &[u8],
+    ) -> Result<portaal::Verzoek, CodecError> {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
     fn handle(&self, v: portaal::Verzoek) -> anyhow::Result<Vec<Output>> {
         let id = &v.submission_id;
-        let terugmelding = |status, reden_code: Option<&str>, toelichting: String, gzac_id: Option<String>| Terugmelding {
+        let terugmelding = |status,
+                            reden_code: Option<&str>,
+                            toelichting: String,
+                            gzac_id: Option<String>| Terugmelding {
             id: derived_id(&["terugmelding", "verzoek", id]),
             referentie: id.clone(),
             soort: Soort::Verzoek,
@@ -138,20 +196,49 @@ impl Route for VerzoekRoute {
             gzac_id,
             tijdstip: Timestamp::now(),
         };
-        let event = |id: &str, suffix: &'static str| Event { id: derived_id(&[suffix, id]), kind: suffix, subject: id.to_string() };
+        let event = |id: &str, suffix: &'static str| Event {
+            id: derived_id(&[suffix, id]),
+            kind: suffix,
+            subject: id.to_string(),
+        };
         match self.translate(&v) {
             Ok(g) => {
                 tracing::info!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
-                let t = terugmelding(TerugmeldingStatus::Doorgestuurd, None, "Uw verzoek is doorgestuurd naar de gemeente.".into(), Some(g.uuid.clone()));
+                let t = terugmelding(
+                    TerugmeldingStatus::Doorgestuurd,
+                    None,
+                    "Uw verzoek is doorgestuurd naar de gemeente.".into(),
+                    Some(g.uuid.clone()),
+                );
                 Ok(vec![
-                    Output::new(&self.output, g.uuid.clone(), &g, event(&g.uuid, TYPE_DOORGESTUURD))?,
-                    Output::new(&self.terugmeldingen, id.clone(), &t, event(id, TYPE_TERUGMELDING_DOORGESTUURD))?,
+                    Output::new(
+                        &self.output,
+                        g.uuid.clone(),
+                        &g,
+                        event(&g.uuid, TYPE_DOORGESTUURD),
+                    )?,
+                    Output::new(
+                        &self.terugmeldingen,
+                        id.clone(),
+                        &t,
+                        event(id, TYPE_TERUGMELDING_DOORGESTUURD),
+                    )?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
-                let t = terugmelding(TerugmeldingStatus::Afgewezen, Some(a.code), a.toelichting, None);
-                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(id, TYPE_AFGEWEZEN))?])
+                let t = terugmelding(
+                    TerugmeldingStatus::Afgewezen,
+                    Some(a.code),
+                    a.toelichting,
+                    None,
+                );
+                Ok(vec![Output::new(
+                    &self.terugmeldingen,
+                    id.clone(),
+                    &t,
+                    event(id, TYPE_AFGEWEZEN),
+                )?])
             }
         }
     }
@@ -197,7 +284,13 @@ mod tests {
     fn same_submission_same_uuid_other_submission_other_uuid() {
         let a = route().translate(&verzoek()).unwrap().uuid;
         let b = route().translate(&verzoek()).unwrap().uuid;
-        let c = route().translate(&portaal::Verzoek { submission_id: "sub-2".into(), ..verzoek() }).unwrap().uuid;
+        let c = route()
+            .translate(&portaal::Verzoek {
+                submission_id: "sub-2".into(),
+                ..verzoek()
+            })
+            .unwrap()
+            .uuid;
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -206,27 +299,84 @@ mod tests {
     fn rules_reject_with_reason_codes() {
         let r = route();
         let code = |v: portaal::Verzoek| r.translate(&v).unwrap_err().code;
-        assert_eq!(code(portaal::Verzoek { bsn: Some("123456789".into()), ..verzoek() }), "ONGELDIG_BSN");
-        assert_eq!(code(portaal::Verzoek { bsn: None, kvk: Some("1234".into()), ..verzoek() }), "ONGELDIG_KVK");
-        assert_eq!(code(portaal::Verzoek { kvk: Some("12345678".into()), ..verzoek() }), "MEER_DAN_EEN_PARTIJ");
-        assert_eq!(code(portaal::Verzoek { bsn: None, ..verzoek() }), "GEEN_PARTIJ");
-        assert_eq!(code(portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }), "ONBEKEND_VERZOEKTYPE");
-        assert_eq!(code(portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..verzoek() }), "KETENPARTNER_DIENT_GEEN_VERZOEK_IN");
-        assert_eq!(code(portaal::Verzoek { data: "{not json".into(), ..verzoek() }), "ONGELDIGE_FORMULIERDATA");
+        assert_eq!(
+            code(portaal::Verzoek {
+                bsn: Some("123456789".into()),
+                ..verzoek()
+            }),
+            "ONGELDIG_BSN"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                bsn: None,
+                kvk: Some("1234".into()),
+                ..verzoek()
+            }),
+            "ONGELDIG_KVK"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                kvk: Some("12345678".into()),
+                ..verzoek()
+            }),
+            "MEER_DAN_EEN_PARTIJ"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                bsn: None,
+                ..verzoek()
+            }),
+            "GEEN_PARTIJ"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                verzoektype: "kapvergunning".into(),
+                ..verzoek()
+            }),
+            "ONBEKEND_VERZOEKTYPE"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                rol: portaal::Rol::Ketenpartner,
+                ..verzoek()
+            }),
+            "KETENPARTNER_DIENT_GEEN_VERZOEK_IN"
+        );
+        assert_eq!(
+            code(portaal::Verzoek {
+                data: "{not json".into(),
+                ..verzoek()
+            }),
+            "ONGELDIGE_FORMULIERDATA"
+        );
     }
 
     #[test]
     fn organisation_as_klant_may_file() {
-        let g = route().translate(&portaal::Verzoek { bsn: None, kvk: Some("12345678".into()), ..verzoek() }).unwrap();
+        let g = route()
+            .translate(&portaal::Verzoek {
+                bsn: None,
+                kvk: Some("12345678".into()),
+                ..verzoek()
+            })
+            .unwrap();
         assert_eq!(g.initiator.urn, "urn:nld:hr:kvknummer:12345678");
     }
 
     #[test]
     fn rejection_carries_no_bsn_and_no_form_data() {
-        let outs = route().handle(portaal::Verzoek { verzoektype: "onbekend".into(), ..verzoek() }).unwrap();
+        let outs = route()
+            .handle(portaal::Verzoek {
+                verzoektype: "onbekend".into(),
+                ..verzoek()
+            })
+            .unwrap();
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].topic, TERUGMELDINGEN);
         let text = format!("{:?}", outs[0]);
-        assert!(!text.contains("569312863") && !text.contains("AB-123-C"), "{text}");
+        assert!(
+            !text.contains("569312863") && !text.contains("AB-123-C"),
+            "{text}"
+        );
     }
 }

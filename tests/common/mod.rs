@@ -1,0 +1,136 @@
+//! Shared set-up for the tests against the real broker that `scripts/test.sh` starts.
+#![allow(dead_code)]
+
+use gzac_portal_bridge::client::{self, Received};
+use gzac_portal_bridge::config::Config;
+use gzac_portal_bridge::registry::Registry;
+use gzac_portal_bridge::routes::verzoek;
+use gzac_portal_bridge::{schemas, topology};
+use std::time::Duration;
+
+/// The real broker's address. Tests never skip: without a broker they fail and say what to do.
+pub fn bootstrap() -> String {
+    std::env::var("GZAC_TEST_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "GZAC_TEST_BOOTSTRAP is not set: run the tests with `scripts/test.sh`, which starts a real \
+             Apache Kafka broker (needs Java 17+ and Maven on PATH: apt-get install openjdk-17-jre-headless maven)"
+        )
+    })
+}
+
+/// One test's world: its own topic prefix, group, registry and registered schemas.
+pub struct World {
+    pub cfg: Config,
+    pub registry: Registry,
+    pub registry_server: Option<gzac_portal_bridge::registry::Server>,
+    pub ids: Vec<(String, u32)>,
+}
+
+impl World {
+    pub async fn new(name: &str) -> World {
+        let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let mut cfg = Config::defaults();
+        cfg.bootstrap_servers = bootstrap();
+        cfg.topic_prefix = format!("t-{name}-{run}.");
+        cfg.group_id = format!("g-{name}-{run}");
+        cfg.instance_id = "i0".into();
+        cfg.pipeline.batch_max_interval = Duration::from_millis(50);
+        cfg.pipeline.retry_backoff_max = Duration::from_secs(1);
+        cfg.kafka.insert("session.timeout.ms".into(), "6000".into());
+        cfg.kafka
+            .insert("heartbeat.interval.ms".into(), "500".into());
+        let registry = Registry::new();
+        let server = registry
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        cfg.registry.url = format!("http://{}", server.addr);
+        cfg.registry.timeout = Duration::from_secs(2);
+        let wanted = topology::Topology::load()
+            .unwrap()
+            .wanted(&cfg.topic_prefix)
+            .unwrap();
+        // Fewer partitions keep the broker light; several keep rebalances meaningful.
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .map(|w| topology::Wanted { partitions: 3, ..w })
+            .collect();
+        topology::apply(&cfg.client_config(), &wanted, 1, false)
+            .await
+            .expect("topics apply on the test broker");
+        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix)
+            .await
+            .unwrap();
+        World {
+            cfg,
+            registry,
+            registry_server: Some(server),
+            ids,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        self.cfg.topic(name)
+    }
+
+    pub fn schema_id(&self, topic: &str) -> u32 {
+        let subject = schemas::subject(&self.topic(topic));
+        self.ids
+            .iter()
+            .find(|(s, _)| *s == subject)
+            .map(|(_, id)| *id)
+            .expect("subject registered")
+    }
+
+    pub fn verzoek_id(&self) -> u32 {
+        self.schema_id(verzoek::INPUT)
+    }
+
+    /// Read the bridge's outputs for the Verzoek route (read_committed).
+    pub async fn read_verzoek_outputs(
+        &self,
+        n: usize,
+        timeout: Duration,
+        settle: Duration,
+    ) -> Vec<Received> {
+        let topics = vec![
+            self.topic(verzoek::OUTPUT),
+            self.topic(verzoek::TERUGMELDINGEN),
+            format!("{}.dlq", self.topic(verzoek::INPUT)),
+        ];
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || client::read_n(&cfg, &topics, n, timeout, settle))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Environment for a bridge process of this world.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(),
+                self.cfg.bootstrap_servers.clone(),
+            ),
+            (
+                "GZAC_BRIDGE_TOPIC_PREFIX".to_string(),
+                self.cfg.topic_prefix.clone(),
+            ),
+            (
+                "GZAC_BRIDGE_GROUP_ID".to_string(),
+                self.cfg.group_id.clone(),
+            ),
+            (
+                "GZAC_BRIDGE_REGISTRY_URL".to_string(),
+                self.cfg.registry.url.clone(),
+            ),
+        ];
+        for (k, v) in &self.cfg.kafka {
+            env.push((
+                format!("GZAC_BRIDGE_KAFKA__{}", k.replace('.', "_").to_uppercase()),
+                v.clone(),
+            ));
+        }
+        env
+    }
+}
