@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let cfg = || Config::load(cli.config.as_deref()).context("loading configuration");
