@@ -1,0 +1,181 @@
+//! The command line as a user runs it: topics apply (plan, idempotence, drift), schemas register,
+//! a clean SIGTERM shutdown, and the demo.
+
+mod common;
+
+use common::{bootstrap, World};
+use gzac_portal_bridge::client;
+use gzac_portal_bridge::demo::sample_verzoek;
+use gzac_portal_bridge::registry::Registry;
+use gzac_portal_bridge::routes::verzoek;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bridge(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_apply_plans_creates_is_idempotent_and_reports_drift() {
+    let prefix = format!("cli-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let env = vec![
+        ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), bootstrap()),
+        ("GZAC_BRIDGE_TOPIC_PREFIX".to_string(), prefix.clone()),
+    ];
+    // Drift planted before the first apply: a reference table created with the wrong policy.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let zaken = format!("{prefix}gzac.zaken.v1");
+    admin
+        .create_topics(
+            &[NewTopic::new(&zaken, 6, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+
+    let plan = bridge(
+        &["topics", "apply", "--dry-run", "--replication-factor", "1"],
+        &env,
+    );
+    let out = text(&plan);
+    assert!(
+        out.contains(&format!("create  {prefix}portaal.verzoeken.v1")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "DRIFT   {zaken}: cleanup.policy is delete, topics.yaml wants compact"
+        )),
+        "{out}"
+    );
+    assert!(!plan.status.success(), "drift makes the command fail");
+
+    let too_many = bridge(&["topics", "apply", "--replication-factor", "3"], &env);
+    assert!(
+        text(&too_many).contains("pass --replication-factor 1"),
+        "{}",
+        text(&too_many)
+    );
+
+    let first = bridge(&["topics", "apply", "--replication-factor", "1"], &env);
+    assert_eq!(
+        text(&first).matches("create  ").count(),
+        21,
+        "{}",
+        text(&first)
+    );
+    let second = bridge(&["topics", "apply", "--replication-factor", "1"], &env);
+    let out = text(&second);
+    assert_eq!(out.matches("create  ").count(), 0, "{out}");
+    assert_eq!(out.matches("ok      ").count(), 21, "{out}");
+    assert!(out.contains("DRIFT"), "drift is still reported: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_register_registers_every_subject() {
+    let server = Registry::new()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let env = vec![(
+        "GZAC_BRIDGE_REGISTRY_URL".to_string(),
+        format!("http://{}", server.addr),
+    )];
+    let out = tokio::task::spawn_blocking(move || bridge(&["schemas", "register"], &env))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 14, "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("portaal.verzoeken.v1-value\tid ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_transaction_and_exits_within_the_bound() {
+    let w = World::new("sigterm").await;
+    let p = client::producer(&w.cfg).unwrap();
+    for i in 0..50 {
+        let key = format!("t-{i}");
+        client::send(
+            &p,
+            &w.topic(verzoek::INPUT),
+            &key,
+            &client::frame(w.verzoek_id(), &sample_verzoek(&key)).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .arg("run")
+        .envs(w.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    w.read_verzoek_outputs(100, Duration::from_secs(60), Duration::ZERO)
+        .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    // Nothing is left uncommitted: a restarted bridge has nothing to redo.
+    let recs = w
+        .read_verzoek_outputs(100, Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    assert_eq!(recs.len(), 100);
+}
+
+#[test]
+fn demo_plays_the_scenario_and_exits_zero() {
+    let out = bridge(&["demo"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout.contains("mock cluster"),
+        "the demo says its broker is a stand-in: {stdout}"
+    );
+    assert!(
+        stdout.contains("demo done: 6 records out for 5 in."),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("verzoek-afgewezen").count(), 3, "{stdout}");
+    assert!(stdout.contains("portaal.verzoeken.v1.dlq"), "{stdout}");
+    assert!(
+        !stdout.contains("569312863"),
+        "the demo prints no BSN: {stdout}"
+    );
+}
