@@ -12,6 +12,7 @@ pub mod demo;
 pub mod events;
 pub mod identifiers;
 pub mod model;
+pub mod partitioner;
 pub mod pipeline;
 pub mod registry;
 pub mod routes;

@@ -203,7 +203,7 @@ impl Route for VerzoekRoute {
         };
         match self.translate(&v) {
             Ok(g) => {
-                tracing::info!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
+                tracing::debug!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
                 let t = terugmelding(
                     TerugmeldingStatus::Doorgestuurd,
                     None,
