@@ -8,4 +8,4 @@ cargo build --locked --all-targets
 scripts/kafka.sh start
 trap 'scripts/kafka.sh stop' EXIT
 export GZAC_TEST_BOOTSTRAP="127.0.0.1:${KAFKA_PORT:-19092}"
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

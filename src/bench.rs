@@ -8,7 +8,7 @@ use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::demo::sample_verzoek;
 use crate::events::Event;
-use crate::pipeline::{self, Output, Payload, Route};
+use crate::pipeline::{self, Ctx, Output, Payload, Route};
 use crate::registry::Registry;
 use crate::routes::verzoek::{self, VerzoekRoute};
 use crate::{schemas, topology};
@@ -37,6 +37,7 @@ pub struct Passthrough {
 
 impl Route for Passthrough {
     type Input = Vec<u8>;
+    type State = ();
     fn name(&self) -> &'static str {
         "passthrough"
     }
@@ -49,7 +50,7 @@ impl Route for Passthrough {
     fn decode(&self, _: &Codec, _: &Handle, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         Ok(bytes.to_vec())
     }
-    fn handle(&self, input: Vec<u8>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
         let event = Event {
             id: n.clone(),
@@ -61,6 +62,7 @@ impl Route for Passthrough {
             key: n,
             value: Payload::Raw(input),
             event,
+            partition: None,
         }])
     }
 }

@@ -130,6 +130,13 @@ impl Codec {
         Ok(schema)
     }
 
+    /// The full name of the record schema a framed value was written with.
+    pub async fn writer_name(&self, bytes: &[u8]) -> Result<String, CodecError> {
+        let (id, _) = Self::frame(bytes)?;
+        let writer = self.writer_schema(id).await?;
+        Ok(writer.name().map(|n| n.fullname(None)).unwrap_or_default())
+    }
+
     /// Decode a framed value into `T`, resolving the writer's schema to `reader`.
     pub async fn decode<T: DeserializeOwned>(
         &self,

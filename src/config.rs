@@ -40,6 +40,7 @@ pub struct Config {
     pub kafka: BTreeMap<String, String>,
     pub pipeline: PipelineConfig,
     pub verzoek: VerzoekConfig,
+    pub notificaties: NotificatieConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,6 +70,9 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// How often time-driven work runs (scheduled berichten, taak expiry).
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,6 +80,35 @@ pub struct PipelineConfig {
 pub struct VerzoekConfig {
     pub bron_naam: String,
     pub verzoektypen: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standaard {
+    Geen,
+    Email,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificatieConfig {
+    pub standaard: Standaard,
+    pub portaal_url: String,
+    pub templates: Templates,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    pub bericht: ChannelTemplates,
+    pub taak: ChannelTemplates,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelTemplates {
+    pub email: String,
+    pub sms: String,
 }
 
 /// Lay `over` onto `base`: mappings merge key by key, anything else replaces.

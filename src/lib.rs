@@ -17,4 +17,6 @@ pub mod pipeline;
 pub mod registry;
 pub mod routes;
 pub mod schemas;
+pub mod state;
+pub mod table;
 pub mod topology;

@@ -3,13 +3,15 @@
 //! Each route runs on its own thread with its own consumer and transactional producer. A
 //! transaction is opened at the first record of a batch and committed, with the consumer offsets
 //! sent to it (EOS v2), after `batch_max_records` records or `batch_max_interval`. Any failure
-//! aborts it and rewinds the consumer to the committed offsets, so every input is either fully
-//! processed once or not at all. The loop knows no route: routes only turn a typed input into
-//! typed outputs.
+//! aborts it, rolls the route's state back and rewinds the consumer to the committed offsets, so
+//! every input is either fully processed once or not at all. The loop knows no route: routes
+//! only turn a typed input (or the passing of time) into typed outputs and state changes.
 
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::{ce_headers, dlq_headers, find, Cause, Event};
+use crate::model::Timestamp;
+use crate::state::Store;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -21,29 +23,64 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
 /// A translation and rule step between one input topic and its outputs. No Kafka in here.
-pub trait Route: Send + Sync + 'static {
+pub trait Route: Send + 'static {
     type Input;
+    /// Per-key state kept in a changelog topic (`()` for stateless routes).
+    type State: Clone + Serialize + DeserializeOwned + Send;
     /// Short name, used in logs and the transactional id.
     fn name(&self) -> &'static str;
     fn input_topic(&self) -> &str;
     /// Every topic the route writes Avro to, with its record schema (registered at start).
     fn outputs(&self) -> Vec<(String, Schema)>;
-    /// Turn the framed input bytes into the input type; usually `codec.decode` with the route's
-    /// reader schema.
+    /// The compacted changelog topic of the route's state, when it keeps any.
+    fn changelog(&self) -> Option<&str> {
+        None
+    }
+    /// Runs before the route joins its group: e.g. wait until its global tables are read.
+    fn prepare(&mut self, _shutdown: &AtomicBool) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Turn the framed input bytes into the input type; usually `decode_avro`.
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<Self::Input, CodecError>;
     /// Turn one input into its outputs. An `Err` is a record that cannot be processed: it goes to
-    /// the dead-letter topic. Business rejections are outputs (terugmeldingen), not errors.
-    fn handle(&self, input: Self::Input) -> anyhow::Result<Vec<Output>>;
+    /// the dead-letter topic and its state changes are undone. Business rejections are outputs
+    /// (terugmeldingen), not errors.
+    fn handle(
+        &mut self,
+        input: Self::Input,
+        ctx: &mut Ctx<'_, Self::State>,
+    ) -> anyhow::Result<Vec<Output>>;
+    /// Time-driven work (scheduled publication, expiry), called every `tick_interval`.
+    fn tick(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>> {
+        Ok(vec![])
+    }
 }
 
-/// Decode an Avro input resolved to `T`'s own schema (what most routes' `decode` is).
-pub fn decode_avro<T: DeserializeOwned + apache_avro::AvroSchema>(
+/// What a route sees besides its input: the time, the input's partition and its state.
+pub struct Ctx<'a, S> {
+    pub now: Timestamp,
+    /// The input record's partition (state of other keys lives in other partitions).
+    pub partition: i32,
+    pub state: &'a mut Store<S>,
+}
+
+impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
+    pub fn get(&self, key: &str) -> Option<&S> {
+        self.state.get(self.partition, key)
+    }
+    pub fn put(&mut self, key: &str, value: Option<S>) {
+        self.state.put(self.partition, key, value)
+    }
+}
+
+/// Decode an Avro input resolved to the route's reader schema (what most routes' `decode` is).
+pub fn decode_avro<T: DeserializeOwned>(
     codec: &Codec,
     rt: &Handle,
     bytes: &[u8],
@@ -56,7 +93,7 @@ pub fn decode_avro<T: DeserializeOwned + apache_avro::AvroSchema>(
 pub enum Payload {
     /// Encoded with the schema registered for the output topic.
     Avro(Value),
-    /// Written as is (the benchmark's passthrough).
+    /// Written as is (repartitioning, the benchmark's passthrough).
     Raw(Vec<u8>),
 }
 
@@ -67,6 +104,8 @@ pub struct Output {
     pub key: String,
     pub value: Payload,
     pub event: Event,
+    /// A fixed partition (repartitioning); otherwise the producer's partitioner picks one.
+    pub partition: Option<i32>,
 }
 
 impl Output {
@@ -81,6 +120,7 @@ impl Output {
             key,
             value: Payload::Avro(apache_avro::to_value(record)?),
             event,
+            partition: None,
         })
     }
 }
@@ -89,10 +129,15 @@ pub fn dlq_topic(input: &str) -> String {
     format!("{input}.dlq")
 }
 
-/// Sets a flag when the group takes partitions away, so the loop aborts what it holds of them.
+/// Records what the group did during `poll`, so the loop can act on it on its own thread.
 #[derive(Default)]
 struct GroupContext {
-    rebalanced: AtomicBool,
+    revoked: Mutex<Vec<i32>>,
+    assigned: Mutex<Vec<i32>>,
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
 impl ClientContext for GroupContext {}
@@ -100,13 +145,20 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            info!(partitions = tpl.count(), "partitions revoked");
-            self.rebalanced.store(true, Ordering::SeqCst);
+            info!(partitions = ?partitions_of(tpl), "partitions revoked");
+            self.revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(partitions_of(tpl));
         }
     }
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            info!(partitions = tpl.count(), "partitions assigned");
+            info!(partitions = ?partitions_of(tpl), "partitions assigned");
+            self.assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(partitions_of(tpl));
         }
     }
 }
@@ -154,6 +206,13 @@ impl Backoff {
     }
 }
 
+/// The open transaction: when it began, the next offset per input partition, records in it.
+struct Open {
+    started: Instant,
+    offsets: BTreeMap<i32, i64>,
+    records: usize,
+}
+
 /// The running state of one route's loop.
 struct Pipeline<R: Route> {
     route: R,
@@ -163,13 +222,13 @@ struct Pipeline<R: Route> {
     rt: Handle,
     source: String,
     dlq: String,
-    /// Open transaction: when it began and the next offset per input partition.
-    open: Option<(Instant, BTreeMap<i32, i64>, usize)>,
+    store: Store<R::State>,
+    open: Option<Open>,
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
 pub fn run<R: Route>(
-    route: R,
+    mut route: R,
     cfg: &Config,
     rt: Handle,
     shutdown: Arc<AtomicBool>,
@@ -193,6 +252,7 @@ pub fn run<R: Route>(
         }
     }
     backoff.reset();
+    route.prepare(&shutdown)?;
 
     let consumer: BaseConsumer<GroupContext> = cfg
         .client_config()
@@ -202,6 +262,22 @@ pub fn run<R: Route>(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .create_with_context(GroupContext::default())?;
+    if let Some(changelog) = route.changelog() {
+        let count = |t: &str| -> anyhow::Result<usize> {
+            let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
+            Ok(md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0))
+        };
+        let (input, log) = (count(route.input_topic())?, count(changelog)?);
+        anyhow::ensure!(
+            log >= input && input > 0,
+            "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",
+            route.input_topic()
+        );
+    }
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .client_config()
@@ -226,11 +302,10 @@ pub fn run<R: Route>(
         }
     }
     consumer.subscribe(&[route.input_topic()])?;
-    let transactional_id = transactional_id.as_str();
     info!(
         route = route.name(),
         input = route.input_topic(),
-        transactional_id,
+        transactional_id = transactional_id.as_str(),
         "route started"
     );
 
@@ -242,6 +317,7 @@ pub fn run<R: Route>(
         codec,
         producer,
         rt,
+        store: Store::default(),
         open: None,
     };
     let result = pipe.run_loop(&consumer, &shutdown, &mut backoff);
@@ -258,6 +334,8 @@ impl<R: Route> Pipeline<R> {
     ) -> anyhow::Result<()> {
         let batch_max = self.cfg.pipeline.batch_max_records;
         let interval = self.cfg.pipeline.batch_max_interval;
+        let tick_every = self.cfg.pipeline.tick_interval;
+        let mut last_tick = Instant::now();
         loop {
             if shutdown.load(Ordering::SeqCst) {
                 return match self.commit(consumer) {
@@ -271,18 +349,12 @@ impl<R: Route> Pipeline<R> {
                 };
             }
             let wait = match &self.open {
-                Some((started, _, _)) => interval.saturating_sub(started.elapsed()),
+                Some(o) => interval.saturating_sub(o.started.elapsed()),
                 None => Duration::from_millis(100),
             };
             let polled = consumer.poll(wait);
-            // A revocation during this poll: what the open transaction holds of the revoked
-            // partitions must not be committed by us, so drop it all and start again.
-            if consumer.context().rebalanced.swap(false, Ordering::SeqCst) && self.open.is_some() {
-                info!(
-                    route = self.route.name(),
-                    "rebalance: aborting the open transaction"
-                );
-                self.recover(consumer, shutdown, backoff);
+            if !self.after_rebalance(consumer, shutdown, backoff) {
+                // The open transaction was aborted: whatever was polled is read again.
                 continue;
             }
             let step = match polled {
@@ -293,11 +365,17 @@ impl<R: Route> Pipeline<R> {
                 }
                 Some(Ok(msg)) => self.process(&msg),
             };
-            let step = step.and_then(|()| match &self.open {
-                Some((started, _, n)) if *n >= batch_max || started.elapsed() >= interval => {
-                    self.commit(consumer)
+            let step = step.and_then(|()| {
+                if last_tick.elapsed() >= tick_every {
+                    last_tick = Instant::now();
+                    self.tick()?;
                 }
-                _ => Ok(()),
+                match &self.open {
+                    Some(o) if o.records >= batch_max || o.started.elapsed() >= interval => {
+                        self.commit(consumer)
+                    }
+                    _ => Ok(()),
+                }
             });
             match step {
                 Ok(()) => backoff.reset(),
@@ -314,31 +392,84 @@ impl<R: Route> Pipeline<R> {
         }
     }
 
-    /// Decode, route and encode one record, and queue its outputs (or its dead letter).
-    fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), StepError> {
+    /// Act on what the group did during the last poll. A revocation while a transaction is open
+    /// aborts it (we must not commit output for partitions we no longer own): returns false then.
+    /// Newly assigned partitions get their state rebuilt before any of their records is processed.
+    fn after_rebalance(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+    ) -> bool {
+        let revoked: Vec<i32> = std::mem::take(
+            &mut *consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let assigned: Vec<i32> = std::mem::take(
+            &mut *consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut kept_going = true;
+        if !revoked.is_empty() {
+            if self.open.is_some() {
+                info!(
+                    route = self.route.name(),
+                    "rebalance: aborting the open transaction"
+                );
+                self.recover(consumer, shutdown, backoff);
+                kept_going = false;
+            }
+            self.store.forget(&revoked);
+        }
+        if !assigned.is_empty() {
+            if let Some(changelog) = self.route.changelog().map(str::to_string) {
+                let client = self.cfg.client_config();
+                while let Err(e) = self.store.restore(&client, &changelog, &assigned) {
+                    warn!(route = self.route.name(), error = %e, "restoring state failed, retrying");
+                    backoff.wait(shutdown);
+                    if shutdown.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                }
+                info!(route = self.route.name(), partitions = ?assigned, entries = self.store.len(), "state restored");
+            }
+        }
+        kept_going
+    }
+
+    fn begin(&mut self) -> Result<(), StepError> {
         if self.open.is_none() {
             self.producer.begin_transaction().map_err(from_kafka)?;
-            self.open = Some((Instant::now(), BTreeMap::new(), 0));
+            self.open = Some(Open {
+                started: Instant::now(),
+                offsets: BTreeMap::new(),
+                records: 0,
+            });
         }
+        Ok(())
+    }
+
+    /// Decode, route and encode one record, and queue its outputs, state changes (or its dead letter).
+    fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), StepError> {
+        self.begin()?;
         let cause = Cause {
             topic: msg.topic(),
             partition: msg.partition(),
             offset: msg.offset(),
             traceparent: find(msg.headers(), "traceparent"),
         };
-        match self.translate(msg.payload()) {
-            Ok(records) => {
-                for (out, bytes) in records {
-                    let headers = ce_headers(&out.event, &self.source, &cause);
-                    let rec = BaseRecord::to(&out.topic)
-                        .key(out.key.as_bytes())
-                        .payload(&bytes)
-                        .headers(headers);
-                    self.send(rec)?;
-                }
-            }
+        let mark = self.store.mark();
+        match self.translate(msg.partition(), msg.payload()) {
+            Ok(records) => self.send_all(records, &cause)?,
             Err(CodecError::Transient(e)) => return Err(StepError::Transient(e)),
             Err(CodecError::BadData { class, message }) => {
+                self.store.rollback_to(mark);
                 warn!(
                     route = self.route.name(),
                     topic = cause.topic,
@@ -362,13 +493,67 @@ impl<R: Route> Pipeline<R> {
                 self.send(rec)?;
             }
         }
-        let (_, offsets, n) = self.open.as_mut().expect("transaction is open");
-        offsets.insert(msg.partition(), msg.offset() + 1);
-        *n += 1;
+        let open = self.open.as_mut().expect("transaction is open");
+        open.offsets.insert(msg.partition(), msg.offset() + 1);
+        open.records += 1;
         Ok(())
     }
 
-    fn translate(&self, payload: Option<&[u8]>) -> Result<Vec<(Output, Vec<u8>)>, CodecError> {
+    /// Time-driven work of the route, in the current (or a new) transaction.
+    fn tick(&mut self) -> Result<(), StepError> {
+        let mark = self.store.mark();
+        let mut ctx = Ctx {
+            now: Timestamp::now(),
+            partition: -1,
+            state: &mut self.store,
+        };
+        let outputs = match self.route.tick(&mut ctx) {
+            Ok(o) => o,
+            Err(e) => {
+                self.store.rollback_to(mark);
+                warn!(route = self.route.name(), error = %format!("{e:#}"), "timer work failed; tried again next tick");
+                return Ok(());
+            }
+        };
+        let records: Result<Vec<_>, CodecError> =
+            outputs.into_iter().map(|o| self.encode(o)).collect();
+        let records = match records {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.rollback_to(mark);
+                warn!(route = self.route.name(), error = %e, "timer output could not be encoded");
+                return Ok(());
+            }
+        };
+        if records.is_empty() && self.store.pending_len() == 0 {
+            return Ok(());
+        }
+        self.begin()?;
+        let cause = Cause {
+            topic: "timer",
+            partition: -1,
+            offset: -1,
+            traceparent: None,
+        };
+        let n = records.len();
+        self.send_all(records, &cause)?;
+        self.open.as_mut().expect("transaction is open").records += n.max(1);
+        Ok(())
+    }
+
+    fn encode(&self, o: Output) -> Result<(Output, Vec<u8>), CodecError> {
+        let bytes = match &o.value {
+            Payload::Avro(v) => self.codec.encode(&o.topic, v.clone())?,
+            Payload::Raw(b) => b.clone(),
+        };
+        Ok((o, bytes))
+    }
+
+    fn translate(
+        &mut self,
+        partition: i32,
+        payload: Option<&[u8]>,
+    ) -> Result<Vec<(Output, Vec<u8>)>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
         let max = self.cfg.pipeline.max_record_bytes;
@@ -379,20 +564,49 @@ impl<R: Route> Pipeline<R> {
             ));
         }
         let input = self.route.decode(&self.codec, &self.rt, bytes)?;
+        let mut ctx = Ctx {
+            now: Timestamp::now(),
+            partition,
+            state: &mut self.store,
+        };
         let outputs = self
             .route
-            .handle(input)
+            .handle(input, &mut ctx)
             .map_err(|e| bad("processing-error", format!("{e:#}")))?;
-        outputs
-            .into_iter()
-            .map(|o| {
-                let bytes = match &o.value {
-                    Payload::Avro(v) => self.codec.encode(&o.topic, v.clone())?,
-                    Payload::Raw(b) => b.clone(),
-                };
-                Ok((o, bytes))
-            })
-            .collect()
+        outputs.into_iter().map(|o| self.encode(o)).collect()
+    }
+
+    /// Send a record's outputs, then the state changes it made (to the changelog).
+    fn send_all(
+        &mut self,
+        records: Vec<(Output, Vec<u8>)>,
+        cause: &Cause<'_>,
+    ) -> Result<(), StepError> {
+        for (out, bytes) in records {
+            let headers = ce_headers(&out.event, &self.source, cause);
+            let mut rec = BaseRecord::to(&out.topic)
+                .key(out.key.as_bytes())
+                .payload(&bytes)
+                .headers(headers);
+            if let Some(p) = out.partition {
+                rec = rec.partition(p);
+            }
+            self.send(rec)?;
+        }
+        let changes = self.store.take_pending();
+        if let Some(changelog) = self.route.changelog() {
+            let changelog = changelog.to_string();
+            for (partition, key, value) in &changes {
+                let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(&changelog)
+                    .key(key.as_str())
+                    .partition(*partition);
+                if let Some(v) = value {
+                    rec = rec.payload(v.as_slice());
+                }
+                self.send(rec)?;
+            }
+        }
+        Ok(())
     }
 
     fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
@@ -413,27 +627,34 @@ impl<R: Route> Pipeline<R> {
     }
 
     fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), StepError> {
-        let Some((_, offsets, n)) = self.open.take() else {
+        let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let mut tpl = TopicPartitionList::new();
-        for (partition, next) in &offsets {
-            tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
+        let timeout = Duration::from_secs(30);
+        if !open.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (partition, next) in &open.offsets {
+                tpl.add_partition_offset(
+                    self.route.input_topic(),
+                    *partition,
+                    Offset::Offset(*next),
+                )
+                .map_err(from_kafka)?;
+            }
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, timeout)
                 .map_err(from_kafka)?;
         }
-        let timeout = Duration::from_secs(30);
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
-        self.producer
-            .send_offsets_to_transaction(&tpl, &group, timeout)
-            .map_err(from_kafka)?;
         self.producer
             .commit_transaction(timeout)
             .map_err(from_kafka)?;
+        self.store.committed();
         debug!(
             route = self.route.name(),
-            records = n,
+            records = open.records,
             "transaction committed"
         );
         Ok(())
@@ -457,17 +678,19 @@ impl<R: Route> Pipeline<R> {
         }
     }
 
-    /// Abort the open transaction (if any) and seek every assigned partition back to its
-    /// committed offset, so the aborted records are read again.
+    /// Abort the open transaction (if any), undo its state changes, and seek every assigned
+    /// partition back to its committed offset, so the aborted records are read again.
     fn abort_and_rewind(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
     ) -> Result<(), KafkaError> {
-        self.open = None;
-        if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
-            // Nothing open is fine; a producer that cannot abort fails again on the next begin.
-            debug!(route = self.route.name(), error = %e, "abort_transaction");
+        if self.open.take().is_some() {
+            if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
+                // A producer that cannot abort fails again on the next begin, as fatal.
+                debug!(route = self.route.name(), error = %e, "abort_transaction");
+            }
         }
+        self.store.rolled_back();
         let assigned = consumer.assignment()?;
         if assigned.count() == 0 {
             return Ok(());

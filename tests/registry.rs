@@ -36,7 +36,7 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
 
 #[tokio::test]
 async fn register_lookup_and_fetch_through_the_client_path() {
-    let url = start().await;
+    let (url, _server) = start().await;
     let sr = SrSettings::new(url.clone());
     let reg = post_schema(
         &sr,
@@ -92,7 +92,7 @@ async fn register_lookup_and_fetch_through_the_client_path() {
 
 #[tokio::test]
 async fn compatibility_is_enforced_by_schema_resolution() {
-    let url = start().await;
+    let (url, _server) = start().await;
     let post = |body: &str| {
         call(
             reqwest::Method::POST,
@@ -136,7 +136,7 @@ async fn compatibility_is_enforced_by_schema_resolution() {
 
 #[tokio::test]
 async fn errors_have_confluent_codes() {
-    let url = start().await;
+    let (url, _server) = start().await;
     let (s, v) = call(reqwest::Method::GET, format!("{url}/schemas/ids/99"), None).await;
     assert_eq!((s, v["error_code"].as_u64()), (404, Some(40403)));
     let (s, v) = call(

@@ -1,7 +1,17 @@
 //! One module per pattern: typed translation and rules, no Kafka. The pipeline runs them.
+//! What several routes share lives here: deterministic ids, parties, terugmeldingen.
 
+pub mod bericht;
+pub mod notificatie;
+pub mod repartition;
+pub mod taak;
 pub mod verzoek;
+pub mod zaakverzoek;
 
+use crate::events::Event;
+use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
+use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
+use crate::model::{gzac, portaal, Timestamp};
 use uuid::Uuid;
 
 /// Namespace for the bridge's deterministic (v5) ids.
@@ -10,4 +20,105 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0e_55b2_8f3c_4d1e_9b7a_2c4d_6e8f_
 /// A stable id derived from `parts`: the same input always yields the same id.
 pub fn derived_id(parts: &[&str]) -> String {
     Uuid::new_v5(&ID_NAMESPACE, parts.join("\u{1f}").as_bytes()).to_string()
+}
+
+/// CloudEvents metadata for an output whose id derives from its type and subject.
+pub fn event(kind: &'static str, subject: &str) -> Event {
+    Event {
+        id: derived_id(&[kind, subject]),
+        kind,
+        subject: subject.to_string(),
+    }
+}
+
+/// Why the portal's input is rejected: a code for machines and a text for people (never
+/// confidential, never personal data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Afwijzing {
+    pub code: &'static str,
+    pub toelichting: String,
+}
+
+pub fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzing {
+    Afwijzing {
+        code,
+        toelichting: toelichting.into(),
+    }
+}
+
+/// The terugmelding for portal input `referentie` of kind `soort`: doorgestuurd (with the id
+/// it got on the GZAC side) or afgewezen.
+pub fn terugmelding(
+    soort: Soort,
+    referentie: &str,
+    outcome: Result<&str, &Afwijzing>,
+) -> Terugmelding {
+    let (status, reden_code, toelichting, gzac_id) = match outcome {
+        Ok(gzac_id) => (
+            TerugmeldingStatus::Doorgestuurd,
+            None,
+            "Doorgestuurd naar de gemeente.".to_string(),
+            Some(gzac_id.to_string()),
+        ),
+        Err(a) => (
+            TerugmeldingStatus::Afgewezen,
+            Some(a.code.to_string()),
+            a.toelichting.clone(),
+            None,
+        ),
+    };
+    let soort_name = format!("{soort:?}");
+    Terugmelding {
+        id: derived_id(&["terugmelding", &soort_name, referentie]),
+        referentie: referentie.to_string(),
+        soort,
+        status,
+        reden_code,
+        toelichting,
+        gzac_id,
+        tijdstip: Timestamp::now(),
+    }
+}
+
+/// A portal party checked (elfproef, 8-digit KVK) and typed for GZAC.
+pub fn gzac_partij(p: &portaal::Partij) -> Result<gzac::Partij, Afwijzing> {
+    match p.soort {
+        portaal::PartijType::Bsn if elfproef(&p.value) => Ok(gzac::Partij {
+            soort: gzac::PartijSoort::Bsn,
+            waarde: p.value.clone(),
+            urn: bsn_urn(&p.value),
+        }),
+        portaal::PartijType::Bsn => {
+            Err(afwijzing("ONGELDIG_BSN", "Het BSN is ongeldig (elfproef)."))
+        }
+        portaal::PartijType::Kvk if is_kvk(&p.value) => Ok(gzac::Partij {
+            soort: gzac::PartijSoort::Kvk,
+            waarde: p.value.clone(),
+            urn: kvk_urn(&p.value),
+        }),
+        portaal::PartijType::Kvk => Err(afwijzing(
+            "ONGELDIG_KVK",
+            "Een KVK-nummer bestaat uit 8 cijfers.",
+        )),
+    }
+}
+
+/// The portal's identification of a GZAC party; only BSN and KVK exist in the portal.
+pub fn portaal_partij(soort: gzac::PartijSoort, waarde: &str) -> anyhow::Result<portaal::Partij> {
+    let soort = match soort {
+        gzac::PartijSoort::Bsn if elfproef(waarde) => portaal::PartijType::Bsn,
+        gzac::PartijSoort::Kvk if is_kvk(waarde) => portaal::PartijType::Kvk,
+        other => {
+            anyhow::bail!("a party of kind {other:?} with this value has no portal identification")
+        }
+    };
+    Ok(portaal::Partij {
+        soort,
+        value: waarde.to_string(),
+    })
+}
+
+/// The lookup key of a party in the klantvoorkeuren table, e.g. `bsn:…`. Only in memory.
+pub fn partij_key(p: &portaal::Partij) -> String {
+    format!("{:?}:{}", p.soort, p.value).to_lowercase()
 }

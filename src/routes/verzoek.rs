@@ -1,14 +1,13 @@
 //! Verzoek (portal → GZAC): validate a productaanvraag, translate it from the Open Formulieren
 //! vocabulary to Open VTB / Valtimo, and tell the portal whether it was forwarded or rejected.
 
-use super::derived_id;
+use super::{afwijzing, derived_id, event, terugmelding, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
-use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
-use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
-use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{decode_avro, Output, Route};
+use crate::model::common::{Soort, Terugmelding};
+use crate::model::{gzac, portaal};
+use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use apache_avro::{AvroSchema, Schema};
 use tokio::runtime::Handle;
 
@@ -28,22 +27,8 @@ pub struct VerzoekRoute {
     reader: Schema,
 }
 
-/// Why a verzoek is rejected: a code for machines and a text for people (never confidential).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Afwijzing {
-    pub code: &'static str,
-    pub toelichting: String,
-}
-
-fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzing {
-    Afwijzing {
-        code,
-        toelichting: toelichting.into(),
-    }
-}
-
 /// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
-fn taal(code: &str) -> &'static str {
+pub fn taal(code: &str) -> &'static str {
     match code.to_ascii_lowercase().as_str() {
         "nl" => "nld",
         "en" => "eng",
@@ -159,6 +144,7 @@ impl VerzoekRoute {
 
 impl Route for VerzoekRoute {
     type Input = portaal::Verzoek;
+    type State = ();
 
     fn name(&self) -> &'static str {
         "verzoek"
@@ -181,63 +167,35 @@ impl Route for VerzoekRoute {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
-    fn handle(&self, v: portaal::Verzoek) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::Verzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let id = &v.submission_id;
-        let terugmelding = |status,
-                            reden_code: Option<&str>,
-                            toelichting: String,
-                            gzac_id: Option<String>| Terugmelding {
-            id: derived_id(&["terugmelding", "verzoek", id]),
-            referentie: id.clone(),
-            soort: Soort::Verzoek,
-            status,
-            reden_code: reden_code.map(str::to_string),
-            toelichting,
-            gzac_id,
-            tijdstip: Timestamp::now(),
-        };
-        let event = |id: &str, suffix: &'static str| Event {
-            id: derived_id(&[suffix, id]),
-            kind: suffix,
-            subject: id.to_string(),
-        };
         match self.translate(&v) {
             Ok(g) => {
                 tracing::debug!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
-                let t = terugmelding(
-                    TerugmeldingStatus::Doorgestuurd,
-                    None,
-                    "Uw verzoek is doorgestuurd naar de gemeente.".into(),
-                    Some(g.uuid.clone()),
-                );
+                let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
                 Ok(vec![
                     Output::new(
                         &self.output,
                         g.uuid.clone(),
                         &g,
-                        event(&g.uuid, TYPE_DOORGESTUURD),
+                        event(TYPE_DOORGESTUURD, &g.uuid),
                     )?,
                     Output::new(
                         &self.terugmeldingen,
                         id.clone(),
                         &t,
-                        event(id, TYPE_TERUGMELDING_DOORGESTUURD),
+                        event(TYPE_TERUGMELDING_DOORGESTUURD, id),
                     )?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
-                let t = terugmelding(
-                    TerugmeldingStatus::Afgewezen,
-                    Some(a.code),
-                    a.toelichting,
-                    None,
-                );
+                let t = terugmelding(Soort::Verzoek, id, Err(&a));
                 Ok(vec![Output::new(
                     &self.terugmeldingen,
                     id.clone(),
                     &t,
-                    event(id, TYPE_AFGEWEZEN),
+                    event(TYPE_AFGEWEZEN, id),
                 )?])
             }
         }

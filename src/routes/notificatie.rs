@@ -1,0 +1,152 @@
+//! Notificaties: one opdracht per channel the klant chose, built only from a template id and an
+//! allow-listed personalisation (portal link, kind of item, deadline date). Nothing of a
+//! bericht's or taak's content can reach an email or SMS: this module never sees it.
+
+use super::{derived_id, event, partij_key};
+use crate::config::{NotificatieConfig, Standaard};
+use crate::model::common::{Kanaal, Notificatieopdracht};
+use crate::model::{portaal, Timestamp};
+use crate::pipeline::Output;
+use crate::table::GlobalTable;
+use std::collections::HashMap;
+
+pub const TOPIC: &str = "notificaties.opdrachten.v1";
+pub const TYPE: &str = "nl.overheid.notificaties.notificatie-opdracht";
+
+/// What the notificatie is about: all it may say.
+pub struct Item<'a> {
+    /// `bericht` or `taak`.
+    pub soort: &'static str,
+    /// The portal's id of the item (never the source's own text).
+    pub id: &'a str,
+    pub deadline: Option<Timestamp>,
+    /// The event that caused it, e.g. `bericht-gepubliceerd`.
+    pub gebeurtenis: &'static str,
+}
+
+/// The channels and addresses to use for this klant, by the klant's choice or the default.
+pub fn channels(
+    voorkeur: Option<&portaal::Klantvoorkeur>,
+    standaard: Standaard,
+) -> Vec<(Kanaal, String)> {
+    let Some(v) = voorkeur else { return vec![] };
+    let address = |k: Kanaal| match k {
+        Kanaal::Email => v.email.clone(),
+        Kanaal::Sms => v.telefoonnummer.clone(),
+    };
+    let chosen: Vec<Kanaal> = if v.kanalen.is_empty() && standaard == Standaard::Email {
+        vec![Kanaal::Email]
+    } else {
+        v.kanalen.clone()
+    };
+    let mut out: Vec<(Kanaal, String)> = Vec::new();
+    for k in chosen {
+        if let Some(a) = address(k).filter(|a| !a.is_empty()) {
+            if !out.iter().any(|(c, _)| *c == k) {
+                out.push((k, a));
+            }
+        }
+    }
+    out
+}
+
+fn date(t: Timestamp) -> String {
+    t.rfc3339()[..10].to_string()
+}
+
+/// The notificatie opdrachten for `ontvanger` about `item`. Ids derive from item and channel, so
+/// a replay yields the same ids.
+pub fn opdrachten(
+    cfg: &NotificatieConfig,
+    voorkeuren: &GlobalTable<portaal::Klantvoorkeur>,
+    ontvanger: &portaal::Partij,
+    item: &Item<'_>,
+    topic: &str,
+) -> anyhow::Result<Vec<Output>> {
+    let voorkeur = voorkeuren.lookup(&partij_key(ontvanger));
+    let templates = if item.soort == "taak" {
+        &cfg.templates.taak
+    } else {
+        &cfg.templates.bericht
+    };
+    let plural = if item.soort == "taak" {
+        "taken"
+    } else {
+        "berichten"
+    };
+    let mut personalisation = HashMap::from([
+        (
+            "link".to_string(),
+            format!(
+                "{}/{plural}/{}",
+                cfg.portaal_url.trim_end_matches('/'),
+                item.id
+            ),
+        ),
+        ("soort".to_string(), item.soort.to_string()),
+    ]);
+    if let Some(d) = item.deadline {
+        personalisation.insert("uiterste_datum".into(), date(d));
+    }
+    channels(voorkeur.as_ref(), cfg.standaard)
+        .into_iter()
+        .map(|(kanaal, ontvanger_adres)| {
+            let id = derived_id(&["notificatie", item.soort, item.id, &format!("{kanaal:?}")]);
+            let n = Notificatieopdracht {
+                id: id.clone(),
+                kanaal,
+                ontvanger: ontvanger_adres,
+                template_id: match kanaal {
+                    Kanaal::Email => templates.email.clone(),
+                    Kanaal::Sms => templates.sms.clone(),
+                },
+                personalisation: personalisation.clone(),
+                referentie: item.id.to_string(),
+                gebeurtenis: item.gebeurtenis.to_string(),
+                tijdstip: Timestamp::now(),
+            };
+            Output::new(topic, id.clone(), &n, event(TYPE, &id))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voorkeur(
+        kanalen: Vec<Kanaal>,
+        email: Option<&str>,
+        tel: Option<&str>,
+    ) -> portaal::Klantvoorkeur {
+        portaal::Klantvoorkeur {
+            partij: portaal::Partij {
+                soort: portaal::PartijType::Bsn,
+                value: "569312863".into(),
+            },
+            kanalen,
+            email: email.map(Into::into),
+            telefoonnummer: tel.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn chosen_channels_with_an_address() {
+        let v = voorkeur(vec![Kanaal::Email, Kanaal::Sms], Some("a@b.nl"), None);
+        assert_eq!(
+            channels(Some(&v), Standaard::Geen),
+            vec![(Kanaal::Email, "a@b.nl".to_string())]
+        );
+    }
+
+    #[test]
+    fn default_applies_only_without_a_choice() {
+        let v = voorkeur(vec![], Some("a@b.nl"), Some("0612345678"));
+        assert_eq!(channels(Some(&v), Standaard::Geen), vec![]);
+        assert_eq!(
+            channels(Some(&v), Standaard::Email),
+            vec![(Kanaal::Email, "a@b.nl".to_string())]
+        );
+        assert_eq!(channels(None, Standaard::Email), vec![]);
+    }
+}

@@ -1,0 +1,361 @@
+//! Externe taak: GZAC's portaaltaak lifecycle to the portal (NL Portal taak v2), the assignee
+//! notified of a new taak, and the portal's antwoord checked against the taak's state before it
+//! reaches GZAC. Both inputs arrive through one repartition topic keyed by taak uuid (see
+//! `repartition`), so a taak's events and antwoorden are handled in order, by one instance, against
+//! one state. An open taak past its verloopdatum becomes verlopen on both sides.
+
+use super::notificatie::{self, Item};
+use super::{afwijzing, derived_id, event, portaal_partij, terugmelding, Afwijzing};
+use crate::codec::{Codec, CodecError};
+use crate::config::{Config, NotificatieConfig};
+use crate::model::common::{Notificatieopdracht, Soort, Terugmelding};
+use crate::model::{gzac, portaal};
+use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::table::GlobalTable;
+use apache_avro::{AvroSchema, Schema};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+
+pub const GZAC_TAKEN: &str = "gzac.taken.v1";
+pub const PORTAAL_TAKEN: &str = "portaal.taken.v1";
+pub const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
+pub const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
+pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+pub const REPARTITION: &str = "gzac-portal-bridge.taken-repartition.v1";
+pub const CHANGELOG: &str = "gzac-portal-bridge.taken-state.v1";
+
+pub const TYPE_AANGEMAAKT: &str = "nl.overheid.taken.externetaak-aangemaakt";
+pub const TYPE_GEWIJZIGD: &str = "nl.overheid.taken.externetaak-gewijzigd";
+pub const TYPE_VERLOPEN: &str = "nl.overheid.taken.externetaak-verlopen";
+pub const TYPE_ANTWOORD: &str = "nl.overheid.taken.taakantwoord-doorgestuurd";
+pub const TYPE_ANTWOORD_AFGEWEZEN: &str = "nl.overheid.taken.taakantwoord-afgewezen";
+
+/// What the bridge knows of a taak, keyed by its uuid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaakState {
+    /// The latest lifecycle event, with the status as the bridge sees it now.
+    pub taak: gzac::Taak,
+    pub beantwoord: bool,
+}
+
+/// The two kinds of record on the repartition topic.
+pub enum TaakInput {
+    Taak(gzac::Taak),
+    Antwoord(portaal::TaakAntwoord),
+}
+
+pub struct TaakRoute {
+    input: String,
+    portaal_taken: String,
+    gzac_taken: String,
+    gzac_antwoorden: String,
+    terugmeldingen: String,
+    notificaties: String,
+    changelog: String,
+    cfg: NotificatieConfig,
+    voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
+}
+
+/// Valtimo portaaltaak status → NL Portal taak v2 status.
+pub fn portaal_status(s: gzac::TaakStatus) -> portaal::TaakStatus {
+    match s {
+        gzac::TaakStatus::Open => portaal::TaakStatus::Open,
+        gzac::TaakStatus::Ingediend => portaal::TaakStatus::Afgerond,
+        gzac::TaakStatus::Verwerkt => portaal::TaakStatus::Verwerkt,
+        gzac::TaakStatus::Gesloten | gzac::TaakStatus::Ingetrokken => portaal::TaakStatus::Gesloten,
+        gzac::TaakStatus::Verlopen => portaal::TaakStatus::Verlopen,
+    }
+}
+
+/// The portal's view of a taak; it keeps the GZAC uuid as its id, which the antwoord refers to.
+pub fn translate(t: &gzac::Taak) -> anyhow::Result<portaal::Taak> {
+    let identificatie = portaal_partij(t.identificatie.soort, &t.identificatie.value)?;
+    let (soort, portaalformulier, url) = match t.formulier.soort {
+        gzac::FormulierType::Id => (
+            portaal::TaakSoort::Portaalformulier,
+            Some(portaal::Portaalformulier {
+                formulier: t.formulier.value.clone(),
+                data: t.data.clone(),
+            }),
+            None,
+        ),
+        gzac::FormulierType::Url => (
+            portaal::TaakSoort::Url,
+            None,
+            Some(t.formulier.value.clone()),
+        ),
+    };
+    let koppeling = t.zaak.as_ref().map(|url| portaal::Koppeling {
+        registratie: "zaak".into(),
+        uuid: url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    });
+    Ok(portaal::Taak {
+        id: t.uuid.clone(),
+        titel: t.title.clone(),
+        status: portaal_status(t.status),
+        soort,
+        identificatie,
+        verwerker_taak_id: t.verwerker_taak_id.clone(),
+        eigenaar: "gzac".into(),
+        koppeling,
+        verloopdatum: t.verloopdatum,
+        portaalformulier,
+        url,
+    })
+}
+
+/// Is this antwoord acceptable for this taak state? `Ok` is the GZAC answer to forward.
+pub fn check(
+    state: Option<&TaakState>,
+    a: &portaal::TaakAntwoord,
+) -> Result<gzac::TaakAntwoord, Afwijzing> {
+    let s = state.ok_or_else(|| {
+        afwijzing(
+            "ONBEKENDE_TAAK",
+            "Deze taak is bij de gemeente niet bekend.",
+        )
+    })?;
+    if s.beantwoord {
+        return Err(afwijzing(
+            "TAAK_AL_BEANTWOORD",
+            "Deze taak is al beantwoord.",
+        ));
+    }
+    if s.taak.status != gzac::TaakStatus::Open {
+        return Err(afwijzing(
+            "TAAK_NIET_OPEN",
+            "Deze taak staat niet meer open.",
+        ));
+    }
+    let assignee = portaal_partij(s.taak.identificatie.soort, &s.taak.identificatie.value).ok();
+    if assignee.as_ref() != Some(&a.ingediend_door) {
+        return Err(afwijzing(
+            "NIET_TOEGEWEZEN",
+            "Deze taak is niet aan u toegewezen.",
+        ));
+    }
+    Ok(gzac::TaakAntwoord {
+        uuid: derived_id(&["taakantwoord", &a.id]),
+        verwerker_taak_id: s.taak.verwerker_taak_id.clone(),
+        verzonden_data: a.verzonden_data.clone(),
+        documenten: a.documenten.clone(),
+        status: gzac::TaakStatus::Ingediend,
+        ingediend_op: a.ingediend_op,
+    })
+}
+
+impl TaakRoute {
+    pub fn new(cfg: &Config, voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>) -> Self {
+        TaakRoute {
+            input: cfg.topic(REPARTITION),
+            portaal_taken: cfg.topic(PORTAAL_TAKEN),
+            gzac_taken: cfg.topic(GZAC_TAKEN),
+            gzac_antwoorden: cfg.topic(GZAC_ANTWOORDEN),
+            terugmeldingen: cfg.topic(TERUGMELDINGEN),
+            notificaties: cfg.topic(notificatie::TOPIC),
+            changelog: cfg.topic(CHANGELOG),
+            cfg: cfg.notificaties.clone(),
+            voorkeuren,
+        }
+    }
+
+    fn portal_update(&self, t: &gzac::Taak, kind: &'static str) -> anyhow::Result<Output> {
+        let p = translate(t)?;
+        let subject = format!("{}/{:?}", p.id, p.status);
+        Ok(Output::new(
+            &self.portaal_taken,
+            p.id.clone(),
+            &p,
+            super::Event {
+                subject: p.id.clone(),
+                ..event(kind, &subject)
+            },
+        )?)
+    }
+
+    fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+        let previous = ctx.get(&t.uuid).cloned();
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.taak.status == t.status && p.taak == t)
+        {
+            return Ok(vec![]); // nothing new (e.g. the verlopen the bridge itself wrote to GZAC)
+        }
+        let kind = match (previous.is_some(), t.status) {
+            (_, gzac::TaakStatus::Verlopen) => TYPE_VERLOPEN,
+            (false, _) => TYPE_AANGEMAAKT,
+            (true, _) => TYPE_GEWIJZIGD,
+        };
+        let mut out = vec![self.portal_update(&t, kind)?];
+        if previous.is_none() && t.status == gzac::TaakStatus::Open {
+            let p = translate(&t)?;
+            let item = Item {
+                soort: "taak",
+                id: &p.id,
+                deadline: p.verloopdatum,
+                gebeurtenis: "taak-aangemaakt",
+            };
+            out.extend(notificatie::opdrachten(
+                &self.cfg,
+                &self.voorkeuren,
+                &p.identificatie,
+                &item,
+                &self.notificaties,
+            )?);
+        }
+        let beantwoord = previous.is_some_and(|p| p.beantwoord);
+        ctx.put(
+            &t.uuid.clone(),
+            Some(TaakState {
+                taak: t,
+                beantwoord,
+            }),
+        );
+        Ok(out)
+    }
+
+    fn on_antwoord(
+        &self,
+        a: portaal::TaakAntwoord,
+        ctx: &mut Ctx<'_, TaakState>,
+    ) -> anyhow::Result<Vec<Output>> {
+        let state = ctx.get(&a.taak_id).cloned();
+        match check(state.as_ref(), &a) {
+            Ok(g) => {
+                tracing::info!(taak = %a.taak_id, antwoord = %a.id, "taakantwoord doorgestuurd");
+                let mut s = state.expect("checked");
+                s.beantwoord = true;
+                s.taak.status = gzac::TaakStatus::Ingediend;
+                let out = vec![
+                    Output::new(
+                        &self.gzac_antwoorden,
+                        a.taak_id.clone(),
+                        &g,
+                        event(TYPE_ANTWOORD, &g.uuid),
+                    )?,
+                    self.portal_update(&s.taak, TYPE_GEWIJZIGD)?,
+                    self.terugmelding(&a, Ok(&g.uuid))?,
+                ];
+                ctx.put(&a.taak_id, Some(s));
+                Ok(out)
+            }
+            Err(r) => {
+                tracing::info!(taak = %a.taak_id, antwoord = %a.id, reden = r.code, "taakantwoord afgewezen");
+                Ok(vec![self.terugmelding(&a, Err(&r))?])
+            }
+        }
+    }
+
+    fn terugmelding(
+        &self,
+        a: &portaal::TaakAntwoord,
+        outcome: Result<&str, &Afwijzing>,
+    ) -> anyhow::Result<Output> {
+        let kind = if outcome.is_ok() {
+            TYPE_ANTWOORD
+        } else {
+            TYPE_ANTWOORD_AFGEWEZEN
+        };
+        let t: Terugmelding = terugmelding(Soort::Taakantwoord, &a.id, outcome);
+        Output::new(&self.terugmeldingen, a.id.clone(), &t, event(kind, &t.id))
+    }
+}
+
+impl Route for TaakRoute {
+    type Input = TaakInput;
+    type State = TaakState;
+
+    fn name(&self) -> &'static str {
+        "taak"
+    }
+    fn input_topic(&self) -> &str {
+        &self.input
+    }
+    fn outputs(&self) -> Vec<(String, Schema)> {
+        vec![
+            (self.portaal_taken.clone(), portaal::Taak::get_schema()),
+            (self.gzac_taken.clone(), gzac::Taak::get_schema()),
+            (
+                self.gzac_antwoorden.clone(),
+                gzac::TaakAntwoord::get_schema(),
+            ),
+            (self.terugmeldingen.clone(), Terugmelding::get_schema()),
+            (self.notificaties.clone(), Notificatieopdracht::get_schema()),
+        ]
+    }
+    fn changelog(&self) -> Option<&str> {
+        Some(&self.changelog)
+    }
+    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
+        self.voorkeuren.wait_ready(shutdown)
+    }
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
+        let name = rt.block_on(codec.writer_name(bytes))?;
+        match name.as_str() {
+            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(
+                codec,
+                rt,
+                bytes,
+                &gzac::Taak::get_schema(),
+            )?)),
+            "nl.gzac.portaal.TaakAntwoord" => Ok(TaakInput::Antwoord(decode_avro(
+                codec,
+                rt,
+                bytes,
+                &portaal::TaakAntwoord::get_schema(),
+            )?)),
+            other => Err(CodecError::BadData {
+                class: "schema-mismatch",
+                message: format!("unexpected record {other}"),
+            }),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        input: TaakInput,
+        ctx: &mut Ctx<'_, TaakState>,
+    ) -> anyhow::Result<Vec<Output>> {
+        match input {
+            TaakInput::Taak(t) => self.on_taak(t, ctx),
+            TaakInput::Antwoord(a) => self.on_antwoord(a, ctx),
+        }
+    }
+
+    /// Open taken past their verloopdatum become verlopen, in the portal and in GZAC.
+    fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for (partition, key, mut s) in ctx.state.entries() {
+            let due = s.taak.verloopdatum.is_some_and(|d| d <= ctx.now);
+            if s.taak.status == gzac::TaakStatus::Open && due {
+                tracing::info!(taak = %key, "taak verlopen");
+                s.taak.status = gzac::TaakStatus::Verlopen;
+                out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
+                out.push(Output::new(
+                    &self.gzac_taken,
+                    key.clone(),
+                    &s.taak,
+                    event(TYPE_VERLOPEN, &key),
+                )?);
+                ctx.state.put(partition, &key, Some(s));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The key antwoorden and taken are repartitioned by.
+pub fn taak_key(t: &gzac::Taak) -> String {
+    t.uuid.clone()
+}
+
+pub fn antwoord_key(a: &portaal::TaakAntwoord) -> String {
+    a.taak_id.clone()
+}

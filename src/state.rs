@@ -1,0 +1,201 @@
+//! Keyed state of a route, partitioned like its input and backed by a compacted changelog topic.
+//!
+//! Every change is written to the changelog partition with the number of the input partition it
+//! belongs to, in the same transaction as the route's outputs; the in-memory map changes at once
+//! and an undo log puts it back if the transaction aborts. When the group assigns partitions the
+//! state of exactly those partitions is rebuilt from the changelog (read_committed, up to its end)
+//! before any record of theirs is processed.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A change waiting to be written to the changelog: partition, key, new value (None deletes).
+pub type Change = (i32, String, Option<Vec<u8>>);
+
+pub struct Store<S> {
+    parts: HashMap<i32, HashMap<String, S>>,
+    /// Old values of the keys changed in the open transaction, oldest first.
+    undo: Vec<(i32, String, Option<S>)>,
+    /// Changelog records not yet handed to the producer.
+    pending: Vec<Change>,
+}
+
+impl<S> Default for Store<S> {
+    fn default() -> Self {
+        Store {
+            parts: HashMap::new(),
+            undo: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
+    pub fn get(&self, partition: i32, key: &str) -> Option<&S> {
+        self.parts.get(&partition)?.get(key)
+    }
+
+    /// Set (or with `None` delete) a key's value in `partition`.
+    pub fn put(&mut self, partition: i32, key: &str, value: Option<S>) {
+        let bytes = value
+            .as_ref()
+            .map(|v| serde_json::to_vec(v).expect("state serialises"));
+        let part = self.parts.entry(partition).or_default();
+        let old = match value {
+            Some(v) => part.insert(key.to_string(), v),
+            None => part.remove(key),
+        };
+        self.undo.push((partition, key.to_string(), old));
+        self.pending.push((partition, key.to_string(), bytes));
+    }
+
+    /// Every entry of every assigned partition (for timers).
+    pub fn entries(&self) -> Vec<(i32, String, S)> {
+        let mut out: Vec<(i32, String, S)> = self
+            .parts
+            .iter()
+            .flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k.clone(), v.clone())))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A savepoint: `rollback_to` it undoes only what came after (one bad record's changes).
+    pub(crate) fn mark(&self) -> (usize, usize) {
+        (self.undo.len(), self.pending.len())
+    }
+
+    pub(crate) fn rollback_to(&mut self, mark: (usize, usize)) {
+        self.pending.truncate(mark.1);
+        while self.undo.len() > mark.0 {
+            let (p, k, old) = self.undo.pop().expect("undo entry");
+            let part = self.parts.entry(p).or_default();
+            match old {
+                Some(v) => part.insert(k, v),
+                None => part.remove(&k),
+            };
+        }
+    }
+
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Drop the state of partitions the group took away.
+    pub(crate) fn forget(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.parts.remove(p);
+        }
+    }
+
+    pub(crate) fn take_pending(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub(crate) fn committed(&mut self) {
+        self.undo.clear();
+        self.pending.clear();
+    }
+
+    pub(crate) fn rolled_back(&mut self) {
+        self.rollback_to((0, 0));
+    }
+
+    /// Rebuild `partitions` from `changelog` (other partitions stay as they are).
+    pub(crate) fn restore(
+        &mut self,
+        client: &ClientConfig,
+        changelog: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<()> {
+        self.forget(partitions);
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let consumer: BaseConsumer = client
+            .clone()
+            .set("group.id", "unused-restore")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(changelog, *p, Duration::from_secs(30))?;
+            if high > low {
+                ends.insert(*p, high);
+                tpl.add_partition_offset(changelog, *p, Offset::Beginning)?;
+            }
+            self.parts.entry(*p).or_default();
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        consumer.assign(&tpl)?;
+        // Read until every partition's position reaches the end it had when we started; with
+        // read_committed that also waits for a transaction a dead predecessor left open.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ends.is_empty() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "restoring {changelog} took more than 120 s"
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                let part = self.parts.entry(m.partition()).or_default();
+                match m.payload() {
+                    Some(v) => {
+                        let value: S = serde_json::from_slice(v).map_err(|e| {
+                            anyhow::anyhow!("{changelog}/{}@{}: {e}", m.partition(), m.offset())
+                        })?;
+                        part.insert(key, value);
+                    }
+                    None => {
+                        part.remove(&key);
+                    }
+                }
+            }
+            for pos in consumer.position()?.elements() {
+                if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
+                    if n >= *end {
+                        ends.remove(&pos.partition());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_restores_the_values_before_the_transaction() {
+        let mut s: Store<u32> = Store::default();
+        s.put(0, "a", Some(1));
+        s.committed();
+        s.put(0, "a", Some(2));
+        s.put(0, "b", Some(3));
+        s.put(0, "a", None);
+        assert_eq!(s.take_pending().len(), 3);
+        s.rolled_back();
+        assert_eq!(s.get(0, "a"), Some(&1));
+        assert_eq!(s.get(0, "b"), None);
+    }
+}
