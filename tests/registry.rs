@@ -13,12 +13,13 @@ const V1: &str =
 const V2_COMPATIBLE: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"b","type":"int","default":0}]}"#;
 const V2_BREAKING: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"c","type":"int"}]}"#;
 
-async fn start() -> String {
+/// A registry for one test; it stops when the returned server is dropped.
+async fn start() -> (String, gzac_portal_bridge::registry::Server) {
     let server = Registry::new()
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    format!("http://{}", server.addr)
+    (format!("http://{}", server.addr), server)
 }
 
 async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {

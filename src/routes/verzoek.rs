@@ -205,6 +205,7 @@ impl Route for VerzoekRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Timestamp;
 
     fn route() -> VerzoekRoute {
         VerzoekRoute::new(&Config::defaults())
@@ -323,12 +324,17 @@ mod tests {
 
     #[test]
     fn rejection_carries_no_bsn_and_no_form_data() {
-        let outs = route()
-            .handle(portaal::Verzoek {
-                verzoektype: "onbekend".into(),
-                ..verzoek()
-            })
-            .unwrap();
+        let mut store = crate::state::Store::default();
+        let mut ctx = Ctx {
+            now: Timestamp(0),
+            partition: 0,
+            state: &mut store,
+        };
+        let v = portaal::Verzoek {
+            verzoektype: "onbekend".into(),
+            ..verzoek()
+        };
+        let outs = route().handle(v, &mut ctx).unwrap();
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].topic, TERUGMELDINGEN);
         let text = format!("{:?}", outs[0]);
