@@ -1,8 +1,16 @@
 //! Wiring: which routes run, each on its own thread with the generic pipeline, until shutdown.
 
 use crate::config::Config;
+use crate::model::{gzac, portaal};
 use crate::pipeline;
+use crate::routes::bericht::BerichtRoute;
+use crate::routes::partij_key;
+use crate::routes::repartition::Repartition;
+use crate::routes::taak::{self, TaakRoute};
 use crate::routes::verzoek::VerzoekRoute;
+use crate::routes::zaakverzoek::{self, ZaakVerzoekRoute};
+use crate::table::GlobalTable;
+use apache_avro::AvroSchema;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,11 +36,54 @@ fn spawn<R: pipeline::Route>(
     (name, handle)
 }
 
-/// Start every route. Call from inside a multi-threaded tokio runtime.
-pub fn start(cfg: &Config) -> Running {
+/// Start every route. Call from inside a multi-threaded tokio runtime. Routes that join with a
+/// reference table wait (in `prepare`) until it has been read before they consume anything.
+pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     let shutdown = Arc::new(AtomicBool::new(false));
-    let threads = vec![spawn(VerzoekRoute::new(cfg), cfg, &shutdown)];
-    Running { shutdown, threads }
+    let rt = Handle::current();
+    let voorkeuren = Arc::new(GlobalTable::start(
+        cfg,
+        cfg.topic("portaal.klantvoorkeuren.v1"),
+        portaal::Klantvoorkeur::get_schema(),
+        |v: &portaal::Klantvoorkeur| partij_key(&v.partij),
+        rt.clone(),
+    )?);
+    let zaken = Arc::new(GlobalTable::start(
+        cfg,
+        cfg.topic(zaakverzoek::ZAKEN),
+        gzac::Zaak::get_schema(),
+        |z: &gzac::Zaak| z.uuid.clone(),
+        rt,
+    )?);
+    let threads = vec![
+        spawn(VerzoekRoute::new(cfg), cfg, &shutdown),
+        spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
+        spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown),
+        spawn(
+            Repartition::<gzac::Taak>::new(
+                cfg,
+                "taak-herverdeling",
+                taak::GZAC_TAKEN,
+                taak::REPARTITION,
+                taak::taak_key,
+            ),
+            cfg,
+            &shutdown,
+        ),
+        spawn(
+            Repartition::<portaal::TaakAntwoord>::new(
+                cfg,
+                "antwoord-herverdeling",
+                taak::ANTWOORDEN,
+                taak::REPARTITION,
+                taak::antwoord_key,
+            ),
+            cfg,
+            &shutdown,
+        ),
+        spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown),
+    ];
+    Ok(Running { shutdown, threads })
 }
 
 impl Running {

@@ -164,7 +164,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         .map(|(_, id)| *id)
         .ok_or_else(|| anyhow::anyhow!("the verzoek schema was not registered"))?;
 
-    let running = bridge::start(&cfg);
+    let running = bridge::start(&cfg)?;
     let producer = client::producer(&cfg)?;
     let scenario = scenario(verzoek_id)?;
     println!("\nportal writes to {}:", cfg.topic(verzoek::INPUT));

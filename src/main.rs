@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run => {
             let cfg = cfg()?;
-            let running = bridge::start(&cfg);
+            let running = bridge::start(&cfg)?;
             tokio::select! {
                 _ = shutdown_signal() => tracing::info!("shutdown requested"),
                 _ = running.wait_for_failure() => tracing::error!("a route stopped; shutting down"),

@@ -44,7 +44,7 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     .await
     .unwrap();
 
-    let running = bridge::start(&w.cfg);
+    let running = bridge::start(&w.cfg).unwrap();
     let recs = w
         .read_verzoek_outputs(2, Duration::from_secs(60), Duration::from_secs(1))
         .await;
@@ -230,7 +230,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
             .unwrap();
     }
 
-    let running = bridge::start(&w.cfg);
+    let running = bridge::start(&w.cfg).unwrap();
     // 2 forwarded + 4 terugmeldingen + 7 dead letters.
     let recs = w
         .read_verzoek_outputs(13, Duration::from_secs(60), Duration::from_secs(1))
@@ -318,7 +318,7 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
         .await
         .unwrap();
     }
-    let running = bridge::start(&w.cfg);
+    let running = bridge::start(&w.cfg).unwrap();
     w.read_verzoek_outputs(40, Duration::from_secs(60), Duration::ZERO)
         .await;
 
