@@ -4,30 +4,18 @@
 
 mod common;
 
-use common::World;
+use common::{kill9, spawn_bridge, World};
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::demo::sample_verzoek;
 use gzac_portal_bridge::routes::{derived_id, verzoek};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const N: usize = 10_000;
-
-fn spawn_bridge(w: &World, log: &str) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .arg("run")
-        .envs(w.env())
-        .env("RUST_LOG", "warn,gzac_portal_bridge::pipeline=info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the bridge binary")
-}
 
 /// Counts committed outputs as they appear, so the test can kill the bridge mid-stream.
 fn progress(w: &World, stop: Arc<AtomicBool>) -> (Arc<AtomicUsize>, std::thread::JoinHandle<()>) {
@@ -68,12 +56,6 @@ fn wait_for(count: &AtomicUsize, at_least: usize, bridge: &mut Child, timeout: D
     }
 }
 
-fn kill9(child: &mut Child) {
-    // SIGKILL: no shutdown hook, the open transaction is left for the next instance to abort.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
     let w = World::new("eos").await;
@@ -98,17 +80,14 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (count, counter) = progress(&w, stop.clone());
-    let logs = std::env::temp_dir().join(format!("eos-{}", w.cfg.group_id));
-    std::fs::create_dir_all(&logs).unwrap();
-    let log = |n: usize| logs.join(format!("bridge-{n}.log")).display().to_string();
     let minutes = Duration::from_secs(240);
 
-    let mut bridge = spawn_bridge(&w, &log(1));
+    let mut bridge = spawn_bridge(&w, "i0", &[]);
     wait_for(&count, N / 5, &mut bridge, minutes);
     kill9(&mut bridge);
     let at_first_kill = count.load(Ordering::SeqCst);
 
-    let mut bridge = spawn_bridge(&w, &log(2));
+    let mut bridge = spawn_bridge(&w, "i0", &[]);
     wait_for(&count, at_first_kill + N / 4, &mut bridge, minutes);
     kill9(&mut bridge);
     let at_second_kill = count.load(Ordering::SeqCst);
@@ -117,7 +96,7 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
         "the second kill came after the stream ended; it must be mid-stream"
     );
 
-    let mut bridge = spawn_bridge(&w, &log(3));
+    let mut bridge = spawn_bridge(&w, "i0", &[]);
     wait_for(&count, N, &mut bridge, minutes);
     stop.store(true, Ordering::SeqCst);
     counter.join().unwrap();

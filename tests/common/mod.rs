@@ -134,3 +134,91 @@ impl World {
         env
     }
 }
+
+impl World {
+    /// Write `record` to the contract topic `topic` (framed with its registered schema id).
+    pub async fn send<T: serde::Serialize + apache_avro::AvroSchema>(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &T,
+    ) {
+        let p = client::producer(&self.cfg).unwrap();
+        let bytes = client::frame(self.schema_id(topic), record).unwrap();
+        client::send(&p, &self.topic(topic), key, &bytes, None)
+            .await
+            .unwrap();
+    }
+
+    /// A compacted-table tombstone.
+    pub async fn tombstone(&self, topic: &str, key: &str) {
+        let p = client::producer(&self.cfg).unwrap();
+        let topic = self.topic(topic);
+        let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(key);
+        p.send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    /// Read at least `n` records from the contract topics `topics`, then `settle` longer.
+    pub async fn read(&self, topics: &[&str], n: usize, settle: Duration) -> Vec<Received> {
+        let topics: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            client::read_n(&cfg, &topics, n, Duration::from_secs(60), settle)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
+    /// Decode a record read back, with its type's own schema as reader.
+    pub async fn decode<T: serde::de::DeserializeOwned + apache_avro::AvroSchema>(
+        &self,
+        r: &Received,
+    ) -> T {
+        let codec = gzac_portal_bridge::codec::Codec::new(self.cfg.sr_settings().unwrap());
+        codec
+            .decode::<T>(r.value.as_deref().unwrap(), &T::get_schema())
+            .await
+            .unwrap()
+    }
+
+    /// Write a config file for a bridge process of this world (settings the environment lacks).
+    pub fn config_file(&self, yaml: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("{}.yaml", self.cfg.group_id));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+/// Start a bridge process for `w`; its log goes to a file named after the test.
+pub fn spawn_bridge(w: &World, instance: &str, extra_args: &[&str]) -> std::process::Child {
+    let log = std::env::temp_dir().join(format!("{}-{instance}.log", w.cfg.group_id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(extra_args)
+        .arg("run")
+        .envs(w.env())
+        .env("GZAC_BRIDGE_INSTANCE_ID", instance)
+        .env("RUST_LOG", "info,rdkafka=warn,librdkafka=error")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the bridge binary")
+}
+
+pub fn kill9(child: &mut std::process::Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+pub fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap()
+}
