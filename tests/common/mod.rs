@@ -24,6 +24,8 @@ pub struct World {
     pub registry: Registry,
     pub registry_server: Option<gzac_portal_bridge::registry::Server>,
     pub ids: Vec<(String, u32)>,
+    /// The portal's and GZAC's producer in this test (librdkafka's default partitioner).
+    pub producer: rdkafka::producer::FutureProducer,
 }
 
 impl World {
@@ -61,11 +63,13 @@ impl World {
         let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix)
             .await
             .unwrap();
+        let producer = client::producer(&cfg).unwrap();
         World {
             cfg,
             registry,
             registry_server: Some(server),
             ids,
+            producer,
         }
     }
 
@@ -143,19 +147,18 @@ impl World {
         key: &str,
         record: &T,
     ) {
-        let p = client::producer(&self.cfg).unwrap();
         let bytes = client::frame(self.schema_id(topic), record).unwrap();
-        client::send(&p, &self.topic(topic), key, &bytes, None)
+        client::send(&self.producer, &self.topic(topic), key, &bytes, None)
             .await
             .unwrap();
     }
 
     /// A compacted-table tombstone.
     pub async fn tombstone(&self, topic: &str, key: &str) {
-        let p = client::producer(&self.cfg).unwrap();
         let topic = self.topic(topic);
         let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(key);
-        p.send(rec, Duration::from_secs(30))
+        self.producer
+            .send(rec, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| e)
             .unwrap();
