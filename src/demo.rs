@@ -40,53 +40,220 @@ pub fn sample_verzoek(submission_id: &str) -> portaal::Verzoek {
     }
 }
 
-/// The scenario: (what it shows, key, value bytes or garbage).
-fn scenario(verzoek_schema_id: u32) -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
-    let enc = |v: &portaal::Verzoek| client::frame(verzoek_schema_id, v);
-    Ok(vec![
-        (
-            "a valid verzoek",
-            "demo-1".into(),
-            enc(&sample_verzoek("demo-1"))?,
-        ),
-        (
-            "an invalid BSN",
-            "demo-2".into(),
-            enc(&portaal::Verzoek {
-                bsn: Some("123456789".into()),
-                ..sample_verzoek("demo-2")
-            })?,
-        ),
-        (
-            "an unknown verzoektype",
-            "demo-3".into(),
-            enc(&portaal::Verzoek {
-                verzoektype: "kapvergunning".into(),
-                ..sample_verzoek("demo-3")
-            })?,
-        ),
-        (
-            "a verzoek filed as ketenpartner",
-            "demo-4".into(),
-            enc(&portaal::Verzoek {
-                bsn: None,
-                kvk: Some("12345678".into()),
-                rol: portaal::Rol::Ketenpartner,
-                ..sample_verzoek("demo-4")
-            })?,
-        ),
-        (
-            "garbage bytes",
-            "demo-5".into(),
-            b"\x00\xff\xfe this is not avro".to_vec(),
-        ),
-    ])
+const BSN: &str = "569312863";
+const OTHER_BSN: &str = "111222333";
+
+pub fn sample_bericht(uuid: &str, publicatiedatum: Timestamp) -> gzac::Bericht {
+    gzac::Bericht {
+        uuid: uuid.into(),
+        ontvanger: gzac::Partij {
+            soort: gzac::PartijSoort::Bsn,
+            waarde: BSN.into(),
+            urn: format!("urn:nld:brp:bsn:{BSN}"),
+        },
+        onderwerp: "Besluit op uw aanvraag".into(),
+        bericht_tekst: "Vertrouwelijk: uw aanvraag is toegekend onder voorwaarden.".into(),
+        bericht_type: "besluit".into(),
+        publicatiedatum,
+        referentie: Some("Z-2026-0042".into()),
+        handelingsperspectief: "lezen".into(),
+        einddatum_handelingstermijn: None,
+        bijlagen: vec![],
+        zaak: None,
+    }
+}
+
+pub fn sample_taak(uuid: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
+    gzac::Taak {
+        uuid: uuid.into(),
+        identificatie: gzac::Identificatie {
+            soort: gzac::PartijSoort::Bsn,
+            value: BSN.into(),
+        },
+        data: "{}".into(),
+        title: "Upload de plattegrond van het evenement".into(),
+        status: gzac::TaakStatus::Open,
+        formulier: gzac::Formulier {
+            soort: gzac::FormulierType::Id,
+            value: "plattegrond".into(),
+        },
+        verwerker_taak_id: format!("camunda-{uuid}"),
+        zaak: Some("https://zaken.gemeente.example/zaken/z-1".into()),
+        verloopdatum,
+    }
+}
+
+fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
+    portaal::TaakAntwoord {
+        id: id.into(),
+        taak_id: taak_id.into(),
+        verwerker_taak_id: format!("camunda-{taak_id}"),
+        ingediend_door: portaal::Partij {
+            soort: portaal::PartijType::Bsn,
+            value: bsn.into(),
+        },
+        verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
+        documenten: vec!["https://documenten.gemeente.example/9".into()],
+        ingediend_op: Timestamp::now(),
+    }
+}
+
+fn zaakverzoek(id: &str, bsn: &str) -> portaal::ZaakVerzoek {
+    portaal::ZaakVerzoek {
+        submission_id: id.into(),
+        verzoektype: "evenement-uitbreiden".into(),
+        zaak: portaal::ZaakReferentie {
+            uuid: "z-1".into(),
+            url: None,
+            identificatie: None,
+        },
+        indiener: portaal::Partij {
+            soort: portaal::PartijType::Bsn,
+            value: bsn.into(),
+        },
+        rol: portaal::Rol::Klant,
+        data: r#"{"bezoekers":2000}"#.into(),
+        attachments: vec![],
+        language_code: "nl".into(),
+        submitted_at: Timestamp::now(),
+    }
+}
+
+/// Writes scenario records and says what each one is.
+struct Writer<'a> {
+    cfg: &'a Config,
+    ids: &'a [(String, u32)],
+    producer: rdkafka::producer::FutureProducer,
+    written: usize,
+}
+
+impl Writer<'_> {
+    async fn raw(
+        &mut self,
+        topic: &str,
+        key: &str,
+        bytes: &[u8],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let topic = self.cfg.topic(topic);
+        client::send(
+            &self.producer,
+            &topic,
+            key,
+            bytes,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        )
+        .await?;
+        println!("  {topic:<28} key={key:<10} {what}");
+        self.written += 1;
+        Ok(())
+    }
+
+    async fn send<T: serde::Serialize + AvroSchema>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let subject = schemas::subject(&self.cfg.topic(topic));
+        let id = self
+            .ids
+            .iter()
+            .find(|(s, _)| *s == subject)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| anyhow::anyhow!("{subject} not registered"))?;
+        let bytes = client::frame(id, record)?;
+        self.raw(topic, key, &bytes, what).await
+    }
 }
 
 /// One line per output record: topic, key, CloudEvents type and a summary without personal data.
 async fn describe(codec: &Codec, r: &Received) -> String {
     let bytes = r.value.as_deref().unwrap_or_default();
     let kind = r.header("ce_type").unwrap_or("-");
+    let decode = |_: ()| async {
+        let name = codec.writer_name(bytes).await?;
+        let text = match name.as_str() {
+            "nl.gzac.zaak.Verzoek" => {
+                let v: gzac::Verzoek = codec.decode(bytes, &gzac::Verzoek::get_schema()).await?;
+                format!(
+                    "verzoek for zaaktype …{}, initiator {:?} {}, taal {}",
+                    &v.zaaktype[v.zaaktype.len().saturating_sub(12)..],
+                    v.initiator.soort,
+                    mask(&v.initiator.waarde),
+                    v.taal
+                )
+            }
+            "nl.gzac.common.Terugmelding" => {
+                let t: common::Terugmelding = codec
+                    .decode(bytes, &common::Terugmelding::get_schema())
+                    .await?;
+                format!(
+                    "{:?} {} {:?} {}",
+                    t.soort,
+                    t.referentie,
+                    t.status,
+                    t.reden_code.unwrap_or_default()
+                )
+            }
+            "nl.gzac.portaal.Bericht" => {
+                let b: portaal::Bericht =
+                    codec.decode(bytes, &portaal::Bericht::get_schema()).await?;
+                format!(
+                    "bericht for {:?} {} (onderwerp {} chars)",
+                    b.identificatie.soort,
+                    mask(&b.identificatie.value),
+                    b.onderwerp.chars().count()
+                )
+            }
+            "nl.gzac.common.Notificatieopdracht" => {
+                let n: common::Notificatieopdracht = codec
+                    .decode(bytes, &common::Notificatieopdracht::get_schema())
+                    .await?;
+                let mut p: Vec<String> = n
+                    .personalisation
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                p.sort();
+                format!(
+                    "{:?} to {} template {} [{}]",
+                    n.kanaal,
+                    mask(&n.ontvanger),
+                    n.template_id,
+                    p.join(", ")
+                )
+            }
+            "nl.gzac.portaal.Taak" => {
+                let t: portaal::Taak = codec.decode(bytes, &portaal::Taak::get_schema()).await?;
+                format!("taak {} status {:?}", t.id, t.status)
+            }
+            "nl.gzac.zaak.Taak" => {
+                let t: gzac::Taak = codec.decode(bytes, &gzac::Taak::get_schema()).await?;
+                format!("taak {} status {:?}", t.uuid, t.status)
+            }
+            "nl.gzac.zaak.TaakAntwoord" => {
+                let a: gzac::TaakAntwoord = codec
+                    .decode(bytes, &gzac::TaakAntwoord::get_schema())
+                    .await?;
+                format!("antwoord for {} status {:?}", a.verwerker_taak_id, a.status)
+            }
+            "nl.gzac.zaak.ZaakVerzoek" => {
+                let z: gzac::ZaakVerzoek = codec
+                    .decode(bytes, &gzac::ZaakVerzoek::get_schema())
+                    .await?;
+                format!(
+                    "zaakverzoek on zaak {} by {:?} {}",
+                    z.zaak.uuid,
+                    z.indiener.soort,
+                    mask(&z.indiener.waarde)
+                )
+            }
+            other => other.to_string(),
+        };
+        Ok::<String, crate::codec::CodecError>(text)
+    };
     let body = if r.topic.ends_with(".dlq") {
         format!(
             "dead letter: {} ({})",
@@ -95,43 +262,55 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             r.header("__connect.errors.exception.message")
                 .unwrap_or("?")
         )
-    } else if r.topic.ends_with(verzoek::OUTPUT) {
-        match codec
-            .decode::<gzac::Verzoek>(bytes, &gzac::Verzoek::get_schema())
-            .await
-        {
-            Ok(v) => format!(
-                "verzoek {} zaaktype …{} initiator {:?} {} taal {} bijlagen {}",
-                v.uuid,
-                &v.zaaktype[v.zaaktype.len().saturating_sub(12)..],
-                v.initiator.soort,
-                mask(&v.initiator.waarde),
-                v.taal,
-                v.bijlagen.len()
-            ),
-            Err(e) => format!("undecodable: {e}"),
-        }
     } else {
-        match codec
-            .decode::<common::Terugmelding>(bytes, &common::Terugmelding::get_schema())
+        decode(())
             .await
-        {
-            Ok(t) => format!(
-                "terugmelding {:?} {}: {}",
-                t.status,
-                t.reden_code.unwrap_or_default(),
-                t.toelichting
-            ),
-            Err(e) => format!("undecodable: {e}"),
-        }
+            .unwrap_or_else(|e| format!("undecodable: {e}"))
     };
     format!(
-        "  {:<28} key={:<8} {:<48} {}",
+        "  {:<28} key={:<38} {:<46} {}",
         r.topic,
         r.key_str(),
         kind,
         body
     )
+}
+
+/// Every topic the bridge writes to.
+const OUTPUTS: &[&str] = &[
+    "gzac.verzoeken.v1",
+    "portaal.verzoeken.v1.dlq",
+    "portaal.berichten.v1",
+    "notificaties.opdrachten.v1",
+    "portaal.taken.v1",
+    "gzac.taken.v1",
+    "gzac.taakantwoorden.v1",
+    "gzac.zaakverzoeken.v1",
+    "portaal.terugmeldingen.v1",
+];
+
+/// Records the bridge wrote (GZAC's own records on gzac.taken.v1 carry no CloudEvents source).
+fn by_bridge(recs: &[Received]) -> Vec<&Received> {
+    recs.iter()
+        .filter(|r| r.header("ce_source").is_some() || r.topic.ends_with(".dlq"))
+        .collect()
+}
+
+async fn read(cfg: &Config, n: usize, settle: Duration) -> anyhow::Result<Vec<Received>> {
+    let (cfg, topics) = (
+        cfg.clone(),
+        OUTPUTS.iter().map(|t| cfg.topic(t)).collect::<Vec<_>>(),
+    );
+    let mut reached = None;
+    tokio::task::spawn_blocking(move || {
+        client::read_until(&cfg, &topics, Duration::from_secs(90), |recs| {
+            if by_bridge(recs).len() >= n && reached.is_none() {
+                reached = Some(std::time::Instant::now());
+            }
+            reached.is_some_and(|t: std::time::Instant| t.elapsed() >= settle)
+        })
+    })
+    .await?
 }
 
 pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -143,13 +322,16 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     println!("           (an in-process stand-in for the demo; the tests prove exactly-once on a real Apache Kafka broker)");
     let registry = Registry::new();
     let server = registry.serve("127.0.0.1:0".parse()?).await?;
-    let addr = server.addr;
-    println!("registry : http://{addr} (embedded, Confluent API)");
+    println!(
+        "registry : http://{} (embedded, Confluent API)",
+        server.addr
+    );
 
     let mut cfg = Config::defaults();
     cfg.bootstrap_servers = mock.bootstrap_servers();
-    cfg.registry.url = format!("http://{addr}");
+    cfg.registry.url = format!("http://{}", server.addr);
     cfg.pipeline.batch_max_interval = Duration::from_millis(50);
+    cfg.pipeline.tick_interval = Duration::from_millis(250);
 
     let topics = topology::Topology::load()?.wanted(&cfg.topic_prefix)?;
     for t in &topics {
@@ -158,48 +340,187 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     println!("topics   : {} created from topics.yaml (the mock broker has no CreateTopics; `topics apply` does this on a real cluster)", topics.len());
     let ids = schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await?;
     println!("schemas  : {} subjects registered", ids.len());
-    let verzoek_id = ids
-        .iter()
-        .find(|(s, _)| *s == schemas::subject(&cfg.topic(verzoek::INPUT)))
-        .map(|(_, id)| *id)
-        .ok_or_else(|| anyhow::anyhow!("the verzoek schema was not registered"))?;
+    let mut w = Writer {
+        cfg: &cfg,
+        ids: &ids,
+        producer: client::producer(&cfg)?,
+        written: 0,
+    };
+
+    println!("\nreference tables:");
+    w.send(
+        "portaal.klantvoorkeuren.v1",
+        "klant-1",
+        &portaal::Klantvoorkeur {
+            partij: portaal::Partij {
+                soort: portaal::PartijType::Bsn,
+                value: BSN.into(),
+            },
+            kanalen: vec![common::Kanaal::Email, common::Kanaal::Sms],
+            email: Some("klant@example.nl".into()),
+            telefoonnummer: Some("+31612345678".into()),
+        },
+        "klantvoorkeur: email and sms",
+    )
+    .await?;
+    w.send(
+        "gzac.zaken.v1",
+        "z-1",
+        &gzac::Zaak {
+            uuid: "z-1".into(),
+            identificatie: "ZAAK-2026-0042".into(),
+            zaaktype: cfg.verzoek.verzoektypen["evenementenvergunning"].clone(),
+            status: "in behandeling".into(),
+            betrokkenen: vec![gzac::Betrokkene {
+                partij: gzac::Partij {
+                    soort: gzac::PartijSoort::Bsn,
+                    waarde: BSN.into(),
+                    urn: format!("urn:nld:brp:bsn:{BSN}"),
+                },
+                rol: "initiator".into(),
+            }],
+        },
+        "zaak z-1 with one betrokkene",
+    )
+    .await?;
 
     let running = bridge::start(&cfg)?;
-    let producer = client::producer(&cfg)?;
-    let scenario = scenario(verzoek_id)?;
-    println!("\nportal writes to {}:", cfg.topic(verzoek::INPUT));
-    for (what, key, value) in &scenario {
-        client::send(
-            &producer,
-            &cfg.topic(verzoek::INPUT),
-            key,
-            value,
-            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        )
-        .await?;
-        println!("  key={key:<8} {what}");
-    }
+    println!("\nportal files verzoeken:");
+    w.send(
+        verzoek::INPUT,
+        "demo-1",
+        &sample_verzoek("demo-1"),
+        "a valid verzoek",
+    )
+    .await?;
+    w.send(
+        verzoek::INPUT,
+        "demo-2",
+        &portaal::Verzoek {
+            bsn: Some("123456789".into()),
+            ..sample_verzoek("demo-2")
+        },
+        "an invalid BSN",
+    )
+    .await?;
+    w.send(
+        verzoek::INPUT,
+        "demo-3",
+        &portaal::Verzoek {
+            verzoektype: "kapvergunning".into(),
+            ..sample_verzoek("demo-3")
+        },
+        "an unknown verzoektype",
+    )
+    .await?;
+    w.send(
+        verzoek::INPUT,
+        "demo-4",
+        &portaal::Verzoek {
+            bsn: None,
+            kvk: Some("12345678".into()),
+            rol: portaal::Rol::Ketenpartner,
+            ..sample_verzoek("demo-4")
+        },
+        "a verzoek filed as ketenpartner",
+    )
+    .await?;
+    w.raw(
+        verzoek::INPUT,
+        "demo-5",
+        b"\x00\xff\xfe this is not avro",
+        "garbage bytes",
+    )
+    .await?;
 
-    // One GZAC verzoek, four terugmeldingen (one doorgestuurd, three afgewezen), one dead letter.
-    let out_topics = [
-        cfg.topic(verzoek::OUTPUT),
-        cfg.topic(verzoek::TERUGMELDINGEN),
-        format!("{}.dlq", cfg.topic(verzoek::INPUT)),
-    ];
+    let now = Timestamp::now().0;
+    println!("\nGZAC sends berichten and taken:");
+    w.send(
+        "gzac.berichten.v1",
+        "b-1",
+        &sample_bericht("b-1", Timestamp(now - 1000)),
+        "a bericht to publish now",
+    )
+    .await?;
+    w.send(
+        "gzac.berichten.v1",
+        "b-2",
+        &sample_bericht("b-2", Timestamp(now + 6000)),
+        "a bericht scheduled 6 s from now",
+    )
+    .await?;
+    w.send(
+        "gzac.taken.v1",
+        "t-1",
+        &sample_taak("t-1", None),
+        "a taak for the klant",
+    )
+    .await?;
+    w.send(
+        "gzac.taken.v1",
+        "t-2",
+        &sample_taak("t-2", Some(Timestamp(now + 5000))),
+        "a taak that expires in 5 s",
+    )
+    .await?;
+
+    // The klant answers once the portal shows the taak.
     let cfg2 = cfg.clone();
-    let outputs = tokio::task::spawn_blocking(move || {
-        client::read_n(
+    tokio::task::spawn_blocking(move || {
+        client::read_until(
             &cfg2,
-            &out_topics,
-            6,
+            &[cfg2.topic("portaal.taken.v1")],
             Duration::from_secs(60),
-            Duration::from_millis(500),
+            |r| r.len() >= 2,
         )
     })
     .await??;
+    println!("\nportal sends antwoorden and zaakverzoeken:");
+    w.send(
+        "portaal.taakantwoorden.v1",
+        "t-1",
+        &antwoord("a-1", "t-1", OTHER_BSN),
+        "an antwoord on t-1 by someone else",
+    )
+    .await?;
+    w.send(
+        "portaal.taakantwoorden.v1",
+        "t-1",
+        &antwoord("a-2", "t-1", BSN),
+        "an antwoord on t-1 by its assignee",
+    )
+    .await?;
+    w.send(
+        "portaal.taakantwoorden.v1",
+        "t-1",
+        &antwoord("a-3", "t-1", BSN),
+        "a second antwoord on t-1",
+    )
+    .await?;
+    w.send(
+        "portaal.zaakverzoeken.v1",
+        "z-1",
+        &zaakverzoek("zv-1", OTHER_BSN),
+        "a zaakverzoek by a non-betrokkene",
+    )
+    .await?;
+    w.send(
+        "portaal.zaakverzoeken.v1",
+        "z-1",
+        &zaakverzoek("zv-2", BSN),
+        "a zaakverzoek by a betrokkene",
+    )
+    .await?;
+
+    // verzoeken 6, berichten 6, taken 9, antwoorden 4, zaakverzoeken 3.
+    let expected = 28;
+    println!("\nwaiting for the scheduled bericht and the expiring taak ...");
+    let outputs = read(&cfg, expected, Duration::from_millis(1500)).await?;
     let codec = Codec::new(cfg.sr_settings()?);
-    println!("\nbridge wrote (read_committed):");
-    for r in &outputs {
+    let mut written = by_bridge(&outputs);
+    written.sort_by_key(|r| r.timestamp);
+    println!("\nbridge wrote (read_committed, by time written):");
+    for r in &written {
         println!("{}", describe(&codec, r).await);
     }
 
@@ -207,11 +528,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         println!("\nstill running. Point your own client at:");
         println!("  bootstrap.servers = {}", cfg.bootstrap_servers);
         println!("  schema registry   = {}", cfg.registry.url);
-        println!(
-            "  input topic       = {} (Avro, subject {})",
-            cfg.topic(verzoek::INPUT),
-            schemas::subject(&cfg.topic(verzoek::INPUT))
-        );
+        println!("  input topics      = portaal.verzoeken.v1, portaal.zaakverzoeken.v1, portaal.taakantwoorden.v1, gzac.berichten.v1, gzac.taken.v1 (Avro, subject <topic>-value)");
         println!("Ctrl-C stops.");
         tokio::select! {
             _ = stop => {}
@@ -219,10 +536,11 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         }
     }
     running.stop(cfg.pipeline.shutdown_timeout).await?;
+    server.stop().await;
     println!(
-        "\ndemo done: {} records out for {} in.",
-        outputs.len(),
-        scenario.len()
+        "\ndemo done: {} records written by the bridge for {} records in.",
+        written.len(),
+        w.written
     );
     Ok(())
 }

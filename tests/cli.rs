@@ -164,7 +164,7 @@ async fn sigterm_finishes_the_transaction_and_exits_within_the_bound() {
 }
 
 #[test]
-fn demo_plays_the_scenario_and_exits_zero() {
+fn demo_plays_every_pattern_and_exits_zero() {
     let out = bridge(&["demo"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
@@ -173,11 +173,42 @@ fn demo_plays_the_scenario_and_exits_zero() {
         "the demo says its broker is a stand-in: {stdout}"
     );
     assert!(
-        stdout.contains("demo done: 6 records out for 5 in."),
+        stdout.contains("demo done: 28 records written by the bridge for 16 records in."),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("verzoek-afgewezen").count(), 3, "{stdout}");
-    assert!(stdout.contains("portaal.verzoeken.v1.dlq"), "{stdout}");
+    let lines = |needle: &str| stdout.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        lines("nl.overheid.verzoeken.verzoek-afgewezen"),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(lines("dead letter: unknown-schema-id"), 1, "{stdout}");
+    assert_eq!(
+        lines("nl.overheid.berichten.bericht-gepubliceerd"),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        lines("template bericht-email-v1") + lines("template bericht-sms-v1"),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(lines("template taak-"), 4, "{stdout}");
+    assert_eq!(
+        lines("NIET_TOEGEWEZEN") + lines("TAAK_AL_BEANTWOORD") + lines("GEEN_BETROKKENE"),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(
+        lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        lines("externetaak-verlopen"),
+        2,
+        "verlopen on both sides: {stdout}"
+    );
     assert!(
         !stdout.contains("569312863"),
         "the demo prints no BSN: {stdout}"
