@@ -52,18 +52,8 @@ impl Route for Passthrough {
     }
     fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
-        let event = Event {
-            id: n.clone(),
-            kind: "bench.passthrough",
-            subject: n.clone(),
-        };
-        Ok(vec![Output {
-            topic: self.output.clone(),
-            key: n,
-            value: Payload::Raw(input),
-            event,
-            partition: None,
-        }])
+        let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone() };
+        Ok(vec![Output { topic: self.output.clone(), key: n, value: Payload::Raw(input), event, partition: None }])
     }
 }
 
@@ -74,39 +64,20 @@ struct Measured {
 
 /// Run `route` until `output` holds `n` records; the rate is taken between the first and the
 /// last output record's timestamp.
-async fn drain<R: Route>(
-    route: R,
-    cfg: &Config,
-    output: String,
-    n: usize,
-) -> anyhow::Result<Measured> {
+async fn drain<R: Route>(route: R, cfg: &Config, output: String, n: usize) -> anyhow::Result<Measured> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
     let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s));
     let c = cfg.clone();
     let recs = tokio::task::spawn_blocking(move || {
-        client::read_n(
-            &c,
-            &[output],
-            n,
-            Duration::from_secs(600),
-            Duration::from_millis(0),
-        )
+        client::read_n(&c, &[output], n, Duration::from_secs(600), Duration::from_millis(0))
     })
     .await??;
     shutdown.store(true, Ordering::SeqCst);
-    worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("route panicked"))??;
+    worker.join().map_err(|_| anyhow::anyhow!("route panicked"))??;
     let ts: Vec<i64> = recs.iter().filter_map(|r| r.timestamp).collect();
-    let (first, last) = (
-        ts.iter().min().copied().unwrap_or(0),
-        ts.iter().max().copied().unwrap_or(0),
-    );
-    Ok(Measured {
-        records: recs.len(),
-        seconds: ((last - first).max(1)) as f64 / 1000.0,
-    })
+    let (first, last) = (ts.iter().min().copied().unwrap_or(0), ts.iter().max().copied().unwrap_or(0));
+    Ok(Measured { records: recs.len(), seconds: ((last - first).max(1)) as f64 / 1000.0 })
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -130,25 +101,12 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
     let mut wanted = topology::Topology::load()?.wanted(&cfg.topic_prefix)?;
     let template = wanted[0].clone();
     for name in [&raw_in, &raw_out] {
-        wanted.push(topology::Wanted {
-            name: name.clone(),
-            ..template.clone()
-        });
+        wanted.push(topology::Wanted { name: name.clone(), ..template.clone() });
     }
-    topology::apply(
-        &cfg.client_config(),
-        &wanted,
-        args.replication_factor,
-        false,
-    )
-    .await?;
+    topology::apply(&cfg.client_config(), &wanted, args.replication_factor, false).await?;
     let ids = schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await?;
     let subject = schemas::subject(&cfg.topic(verzoek::INPUT));
-    let id = ids
-        .iter()
-        .find(|(s, _)| *s == subject)
-        .map(|(_, id)| *id)
-        .expect("verzoek subject registered");
+    let id = ids.iter().find(|(s, _)| *s == subject).map(|(_, id)| *id).expect("verzoek subject registered");
 
     println!("writing {} verzoeken to each input ...", args.records);
     let producer = client::producer(&cfg)?;
@@ -158,9 +116,7 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
         let bytes = client::frame(id, &sample_verzoek(&key))?;
         for topic in [&input, &raw_in] {
             loop {
-                let rec = rdkafka::producer::FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&bytes);
+                let rec = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&bytes);
                 match producer.send_result(rec) {
                     Ok(_) => break,
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -172,48 +128,22 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let raw = drain(
-        Passthrough {
-            input: raw_in,
-            output: raw_out,
-            seq: AtomicU64::new(0),
-        },
+        Passthrough { input: raw_in, output: raw_out, seq: AtomicU64::new(0) },
         &cfg,
         cfg.topic("passthrough.out"),
         args.records,
     )
     .await?;
-    let route = drain(
-        VerzoekRoute::new(&cfg),
-        &cfg,
-        cfg.topic(verzoek::OUTPUT),
-        args.records,
-    )
-    .await?;
+    let route = drain(VerzoekRoute::new(&cfg), &cfg, cfg.topic(verzoek::OUTPUT), args.records).await?;
     let rate = |m: &Measured| m.records as f64 / m.seconds;
     println!(
         "\nbroker {} · batch {} records / {:?} · {} records each",
-        cfg.bootstrap_servers,
-        cfg.pipeline.batch_max_records,
-        cfg.pipeline.batch_max_interval,
-        args.records
+        cfg.bootstrap_servers, cfg.pipeline.batch_max_records, cfg.pipeline.batch_max_interval, args.records
     );
     println!("{:<34} {:>10} {:>10}", "route", "records/s", "seconds");
-    println!(
-        "{:<34} {:>10.0} {:>10.2}",
-        "passthrough (byte copy, EOS)",
-        rate(&raw),
-        raw.seconds
-    );
-    println!(
-        "{:<34} {:>10.0} {:>10.2}",
-        "verzoek (Avro+translate, EOS)",
-        rate(&route),
-        route.seconds
-    );
-    println!(
-        "ratio verzoek / passthrough: {:.0}%",
-        100.0 * rate(&route) / rate(&raw)
-    );
+    println!("{:<34} {:>10.0} {:>10.2}", "passthrough (byte copy, EOS)", rate(&raw), raw.seconds);
+    println!("{:<34} {:>10.0} {:>10.2}", "verzoek (Avro+translate, EOS)", rate(&route), route.seconds);
+    println!("ratio verzoek / passthrough: {:.0}%", 100.0 * rate(&route) / rate(&raw));
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS of this process (bridge + bench client): {rss:.0} MiB");
     }

@@ -24,35 +24,21 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(k, _)| k == key).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
     pub fn key_str(&self) -> &str {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .unwrap_or("")
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("")
     }
 }
 
 /// Frame `record` with `schema_id` in the Confluent wire format.
 pub fn frame<T: Serialize + AvroSchema>(schema_id: u32, record: &T) -> anyhow::Result<Vec<u8>> {
-    Ok(crate::codec::encode_with_id(
-        schema_id,
-        &T::get_schema(),
-        apache_avro::to_value(record)?,
-    )?)
+    Ok(crate::codec::encode_with_id(schema_id, &T::get_schema(), apache_avro::to_value(record)?)?)
 }
 
 /// A plain (non-transactional, idempotent) producer like a portal's.
 pub fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
-    Ok(cfg
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?)
+    Ok(cfg.client_config().set("enable.idempotence", "true").set("linger.ms", "5").create()?)
 }
 
 /// Write one record and wait for the broker's acknowledgement.
@@ -65,18 +51,10 @@ pub async fn send(
 ) -> anyhow::Result<()> {
     let mut headers = OwnedHeaders::new();
     if let Some(tp) = traceparent {
-        headers = headers.insert(Header {
-            key: "traceparent",
-            value: Some(tp),
-        });
+        headers = headers.insert(Header { key: "traceparent", value: Some(tp) });
     }
-    let rec = FutureRecord::to(topic)
-        .key(key)
-        .payload(value)
-        .headers(headers);
-    p.send(rec, Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| anyhow::anyhow!("send to {topic}: {e}"))?;
+    let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
+    p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("send to {topic}: {e}"))?;
     Ok(())
 }
 
@@ -115,10 +93,7 @@ pub fn read_until(
     let mut out = Vec::new();
     while !done(&out) {
         if Instant::now() > deadline {
-            anyhow::bail!(
-                "timed out after {timeout:?} reading {topics:?}: {} record(s) read",
-                out.len()
-            );
+            anyhow::bail!("timed out after {timeout:?} reading {topics:?}: {} record(s) read", out.len());
         }
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
@@ -130,11 +105,7 @@ pub fn read_until(
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
                     .unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
             });

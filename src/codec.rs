@@ -10,9 +10,7 @@
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::types::Value;
 use apache_avro::{from_avro_datum, from_value, to_avro_datum, Schema};
-use schema_registry_converter::async_impl::schema_registry::{
-    get_schema_by_id, post_schema, SrSettings,
-};
+use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde::de::DeserializeOwned;
@@ -25,18 +23,12 @@ pub enum CodecError {
     #[error("registry unavailable: {0}")]
     Transient(String),
     #[error("{class}: {message}")]
-    BadData {
-        class: &'static str,
-        message: String,
-    },
+    BadData { class: &'static str, message: String },
 }
 
 impl CodecError {
     fn bad(class: &'static str, message: impl ToString) -> Self {
-        CodecError::BadData {
-            class,
-            message: message.to_string(),
-        }
+        CodecError::BadData { class, message: message.to_string() }
     }
 }
 
@@ -71,21 +63,16 @@ impl Codec {
 
     /// Register (or find) `schema` under `<topic>-value` and remember its id for encoding.
     pub async fn prepare_output(&mut self, topic: &str, schema: Schema) -> Result<u32, CodecError> {
-        let supplied = SuppliedSchema::new(
-            None,
-            SchemaType::Avro,
-            serde_json::to_string(&schema).expect("schema serialises"),
-        );
-        let reg = post_schema(&self.sr, crate::schemas::subject(topic), supplied)
-            .await
-            .map_err(|e| {
-                let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-                if text.contains("409") || text.contains("422") {
-                    CodecError::bad("schema-incompatible", format!("{topic}: {text}"))
-                } else {
-                    CodecError::Transient(text)
-                }
-            })?;
+        let supplied =
+            SuppliedSchema::new(None, SchemaType::Avro, serde_json::to_string(&schema).expect("schema serialises"));
+        let reg = post_schema(&self.sr, crate::schemas::subject(topic), supplied).await.map_err(|e| {
+            let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
+            if text.contains("409") || text.contains("422") {
+                CodecError::bad("schema-incompatible", format!("{topic}: {text}"))
+            } else {
+                CodecError::Transient(text)
+            }
+        })?;
         self.outputs.insert(topic.to_string(), (reg.id, schema));
         Ok(reg.id)
     }
@@ -99,34 +86,20 @@ impl Codec {
             ));
         }
         if bytes[0] != 0 {
-            return Err(CodecError::bad(
-                "bad-magic-byte",
-                format!("magic byte {} (expected 0)", bytes[0]),
-            ));
+            return Err(CodecError::bad("bad-magic-byte", format!("magic byte {} (expected 0)", bytes[0])));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         Ok((id, &bytes[5..]))
     }
 
     async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, CodecError> {
-        if let Some(s) = self
-            .writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
+        if let Some(s) = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(s.clone());
         }
-        let reg = get_schema_by_id(id, &self.sr)
-            .await
-            .map_err(|e| classify(&e))?;
-        let schema = Schema::parse_str(&reg.schema)
-            .map_err(|e| CodecError::bad("unparsable-writer-schema", e))?;
+        let reg = get_schema_by_id(id, &self.sr).await.map_err(|e| classify(&e))?;
+        let schema = Schema::parse_str(&reg.schema).map_err(|e| CodecError::bad("unparsable-writer-schema", e))?;
         let schema = Arc::new(schema);
-        self.writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, schema.clone());
+        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, schema.clone());
         Ok(schema)
     }
 
@@ -138,57 +111,37 @@ impl Codec {
     }
 
     /// Decode a framed value into `T`, resolving the writer's schema to `reader`.
-    pub async fn decode<T: DeserializeOwned>(
-        &self,
-        bytes: &[u8],
-        reader: &Schema,
-    ) -> Result<T, CodecError> {
+    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
         let (id, mut body) = Self::frame(bytes)?;
         let writer = self.writer_schema(id).await?;
         let reader_name = reader.name().map(|n| n.fullname(None)).unwrap_or_default();
         let key = (id, reader_name);
-        let known = self
-            .resolvable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied();
+        let known = self.resolvable.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
         let ok = known.unwrap_or_else(|| {
-            let ok = matches!(
-                SchemaCompatibility::can_read(&writer, reader),
-                Ok(Compatibility::Full)
-            );
-            self.resolvable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), ok);
+            let ok = matches!(SchemaCompatibility::can_read(&writer, reader), Ok(Compatibility::Full));
+            self.resolvable.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), ok);
             ok
         });
         if !ok {
             return Err(CodecError::bad(
                 "schema-mismatch",
-                format!(
-                    "schema id {id} cannot be read as {} (Avro schema resolution fails)",
-                    key.1
-                ),
+                format!("schema id {id} cannot be read as {} (Avro schema resolution fails)", key.1),
             ));
         }
         let value = from_avro_datum(&writer, &mut body, Some(reader))
             .map_err(|e| CodecError::bad("undecodable", format!("schema id {id}: {e}")))?;
         if !body.is_empty() {
-            return Err(CodecError::bad(
-                "undecodable",
-                format!("{} trailing bytes after the record", body.len()),
-            ));
+            return Err(CodecError::bad("undecodable", format!("{} trailing bytes after the record", body.len())));
         }
         from_value::<T>(&value).map_err(|e| CodecError::bad("schema-mismatch", e))
     }
 
     /// Encode a record for `topic` in the Confluent wire format.
     pub fn encode(&self, topic: &str, value: Value) -> Result<Vec<u8>, CodecError> {
-        let (id, schema) = self.outputs.get(topic).ok_or_else(|| {
-            CodecError::bad("no-output-schema", format!("{topic} was not prepared"))
-        })?;
+        let (id, schema) = self
+            .outputs
+            .get(topic)
+            .ok_or_else(|| CodecError::bad("no-output-schema", format!("{topic} was not prepared")))?;
         let body = to_avro_datum(schema, value).map_err(|e| CodecError::bad("unencodable", e))?;
         let mut out = Vec::with_capacity(body.len() + 5);
         out.push(0);
@@ -199,11 +152,7 @@ impl Codec {
 }
 
 /// Encode `value` with a known schema id (for producers of test and demo input).
-pub fn encode_with_id(
-    id: u32,
-    schema: &Schema,
-    value: Value,
-) -> Result<Vec<u8>, apache_avro::Error> {
+pub fn encode_with_id(id: u32, schema: &Schema, value: Value) -> Result<Vec<u8>, apache_avro::Error> {
     let body = to_avro_datum(schema, value)?;
     let mut out = vec![0];
     out.extend_from_slice(&id.to_be_bytes());
@@ -217,20 +166,8 @@ mod tests {
 
     #[test]
     fn frame_checks_length_and_magic_byte() {
-        assert!(matches!(
-            Codec::frame(&[0, 0, 1]),
-            Err(CodecError::BadData {
-                class: "too-short",
-                ..
-            })
-        ));
-        assert!(matches!(
-            Codec::frame(&[7, 0, 0, 0, 1, 2]),
-            Err(CodecError::BadData {
-                class: "bad-magic-byte",
-                ..
-            })
-        ));
+        assert!(matches!(Codec::frame(&[0, 0, 1]), Err(CodecError::BadData { class: "too-short", .. })));
+        assert!(matches!(Codec::frame(&[7, 0, 0, 0, 1, 2]), Err(CodecError::BadData { class: "bad-magic-byte", .. })));
         let (id, body) = Codec::frame(&[0, 0, 0, 1, 2, 9]).unwrap();
         assert_eq!((id, body), (258, &[9u8][..]));
     }

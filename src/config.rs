@@ -140,20 +140,15 @@ impl Config {
         Self::load_with_env(file, &vars)
     }
 
-    pub fn load_with_env(
-        file: Option<&Path>,
-        env: &[(String, String)],
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut value: serde_yaml::Value = serde_yaml::from_str(DEFAULTS).expect("defaults parse");
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-            let over: serde_yaml::Value = serde_yaml::from_str(&text)
-                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+            let over: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
             merge(&mut value, over);
         }
-        let mut cfg: Config =
-            serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut cfg: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.apply_env(env);
         cfg.validate()?;
         Ok(cfg)
@@ -176,8 +171,7 @@ impl Config {
                 "REGISTRY_PASSWORD" => self.registry.password = Some(value),
                 other => {
                     if let Some(prop) = other.strip_prefix("KAFKA__") {
-                        self.kafka
-                            .insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                        self.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), value);
                     }
                 }
             }
@@ -187,15 +181,15 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if let Some(k) = self.kafka.keys().find(|k| MANAGED.contains(&k.as_str())) {
-            return bad(format!("kafka.{k} is managed by the bridge; set it through the bridge's own option or leave it out"));
+            return bad(format!(
+                "kafka.{k} is managed by the bridge; set it through the bridge's own option or leave it out"
+            ));
         }
         if self.pipeline.batch_max_records == 0 {
             return bad("pipeline.batch_max_records must be at least 1".into());
         }
         if self.pipeline.shutdown_timeout >= Duration::from_secs(45) {
-            return bad(
-                "pipeline.shutdown_timeout must stay below session.timeout.ms (45 s)".into(),
-            );
+            return bad("pipeline.shutdown_timeout must stay below session.timeout.ms (45 s)".into());
         }
         if !self.oin.chars().all(|c| c.is_ascii_digit()) || self.oin.len() != 20 {
             return bad(format!("oin must be 20 digits, got {:?}", self.oin));
@@ -217,18 +211,14 @@ impl Config {
     }
 
     /// Registry client settings (schema_registry_converter), with credentials when configured.
-    pub fn sr_settings(
-        &self,
-    ) -> anyhow::Result<schema_registry_converter::async_impl::schema_registry::SrSettings> {
-        let mut b = schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(
-            self.registry.url.clone(),
-        );
+    pub fn sr_settings(&self) -> anyhow::Result<schema_registry_converter::async_impl::schema_registry::SrSettings> {
+        let mut b =
+            schema_registry_converter::async_impl::schema_registry::SrSettings::new_builder(self.registry.url.clone());
         b.set_timeout(self.registry.timeout);
         if let Some(user) = &self.registry.username {
             b.set_basic_authorization(user, self.registry.password.as_deref());
         }
-        b.build()
-            .map_err(|e| anyhow::anyhow!("registry settings: {e}"))
+        b.build().map_err(|e| anyhow::anyhow!("registry settings: {e}"))
     }
 
     /// Base librdkafka settings shared by every client: bootstrap plus the pass-through map.
@@ -249,14 +239,8 @@ mod tests {
     #[test]
     fn defaults_load_and_env_overrides() {
         let env = vec![
-            (
-                "GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(),
-                "k1:9093".to_string(),
-            ),
-            (
-                "GZAC_BRIDGE_KAFKA__SASL_MECHANISMS".to_string(),
-                "SCRAM-SHA-512".to_string(),
-            ),
+            ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), "k1:9093".to_string()),
+            ("GZAC_BRIDGE_KAFKA__SASL_MECHANISMS".to_string(), "SCRAM-SHA-512".to_string()),
         ];
         let c = Config::load_with_env(None, &env).unwrap();
         assert_eq!(c.bootstrap_servers, "k1:9093");
@@ -266,10 +250,7 @@ mod tests {
 
     #[test]
     fn managed_kafka_property_is_refused() {
-        let env = vec![(
-            "GZAC_BRIDGE_KAFKA__ISOLATION_LEVEL".to_string(),
-            "read_uncommitted".to_string(),
-        )];
+        let env = vec![("GZAC_BRIDGE_KAFKA__ISOLATION_LEVEL".to_string(), "read_uncommitted".to_string())];
         let err = Config::load_with_env(None, &env).unwrap_err().to_string();
         assert!(err.contains("kafka.isolation.level is managed"), "{err}");
     }

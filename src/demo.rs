@@ -26,9 +26,7 @@ pub fn sample_verzoek(submission_id: &str) -> portaal::Verzoek {
         kvk: None,
         rol: portaal::Rol::Klant,
         data: r#"{"kenteken":"AB-123-C","zone":"centrum"}"#.into(),
-        pdf_url: Some(format!(
-            "https://formulieren.gemeente.example/pdf/{submission_id}"
-        )),
+        pdf_url: Some(format!("https://formulieren.gemeente.example/pdf/{submission_id}")),
         attachments: vec![],
         language_code: "nl".into(),
         payment: Some(portaal::Payment {
@@ -66,17 +64,11 @@ pub fn sample_bericht(uuid: &str, publicatiedatum: Timestamp) -> gzac::Bericht {
 pub fn sample_taak(uuid: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
     gzac::Taak {
         uuid: uuid.into(),
-        identificatie: gzac::Identificatie {
-            soort: gzac::PartijSoort::Bsn,
-            value: BSN.into(),
-        },
+        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: BSN.into() },
         data: "{}".into(),
         title: "Upload de plattegrond van het evenement".into(),
         status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier {
-            soort: gzac::FormulierType::Id,
-            value: "plattegrond".into(),
-        },
+        formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond".into() },
         verwerker_taak_id: format!("camunda-{uuid}"),
         zaak: Some("https://zaken.gemeente.example/zaken/z-1".into()),
         verloopdatum,
@@ -88,10 +80,7 @@ fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
         id: id.into(),
         taak_id: taak_id.into(),
         verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
         documenten: vec!["https://documenten.gemeente.example/9".into()],
         ingediend_op: Timestamp::now(),
@@ -102,15 +91,8 @@ fn zaakverzoek(id: &str, bsn: &str) -> portaal::ZaakVerzoek {
     portaal::ZaakVerzoek {
         submission_id: id.into(),
         verzoektype: "evenement-uitbreiden".into(),
-        zaak: portaal::ZaakReferentie {
-            uuid: "z-1".into(),
-            url: None,
-            identificatie: None,
-        },
-        indiener: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        zaak: portaal::ZaakReferentie { uuid: "z-1".into(), url: None, identificatie: None },
+        indiener: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         rol: portaal::Rol::Klant,
         data: r#"{"bezoekers":2000}"#.into(),
         attachments: vec![],
@@ -128,13 +110,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    async fn raw(
-        &mut self,
-        topic: &str,
-        key: &str,
-        bytes: &[u8],
-        what: &str,
-    ) -> anyhow::Result<()> {
+    async fn raw(&mut self, topic: &str, key: &str, bytes: &[u8], what: &str) -> anyhow::Result<()> {
         let topic = self.cfg.topic(topic);
         client::send(
             &self.producer,
@@ -186,20 +162,11 @@ async fn describe(codec: &Codec, r: &Received) -> String {
                 )
             }
             "nl.gzac.common.Terugmelding" => {
-                let t: common::Terugmelding = codec
-                    .decode(bytes, &common::Terugmelding::get_schema())
-                    .await?;
-                format!(
-                    "{:?} {} {:?} {}",
-                    t.soort,
-                    t.referentie,
-                    t.status,
-                    t.reden_code.unwrap_or_default()
-                )
+                let t: common::Terugmelding = codec.decode(bytes, &common::Terugmelding::get_schema()).await?;
+                format!("{:?} {} {:?} {}", t.soort, t.referentie, t.status, t.reden_code.unwrap_or_default())
             }
             "nl.gzac.portaal.Bericht" => {
-                let b: portaal::Bericht =
-                    codec.decode(bytes, &portaal::Bericht::get_schema()).await?;
+                let b: portaal::Bericht = codec.decode(bytes, &portaal::Bericht::get_schema()).await?;
                 format!(
                     "bericht for {:?} {} (onderwerp {} chars)",
                     b.identificatie.soort,
@@ -208,22 +175,11 @@ async fn describe(codec: &Codec, r: &Received) -> String {
                 )
             }
             "nl.gzac.common.Notificatieopdracht" => {
-                let n: common::Notificatieopdracht = codec
-                    .decode(bytes, &common::Notificatieopdracht::get_schema())
-                    .await?;
-                let mut p: Vec<String> = n
-                    .personalisation
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+                let n: common::Notificatieopdracht =
+                    codec.decode(bytes, &common::Notificatieopdracht::get_schema()).await?;
+                let mut p: Vec<String> = n.personalisation.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 p.sort();
-                format!(
-                    "{:?} to {} template {} [{}]",
-                    n.kanaal,
-                    mask(&n.ontvanger),
-                    n.template_id,
-                    p.join(", ")
-                )
+                format!("{:?} to {} template {} [{}]", n.kanaal, mask(&n.ontvanger), n.template_id, p.join(", "))
             }
             "nl.gzac.portaal.Taak" => {
                 let t: portaal::Taak = codec.decode(bytes, &portaal::Taak::get_schema()).await?;
@@ -234,21 +190,12 @@ async fn describe(codec: &Codec, r: &Received) -> String {
                 format!("taak {} status {:?}", t.uuid, t.status)
             }
             "nl.gzac.zaak.TaakAntwoord" => {
-                let a: gzac::TaakAntwoord = codec
-                    .decode(bytes, &gzac::TaakAntwoord::get_schema())
-                    .await?;
+                let a: gzac::TaakAntwoord = codec.decode(bytes, &gzac::TaakAntwoord::get_schema()).await?;
                 format!("antwoord for {} status {:?}", a.verwerker_taak_id, a.status)
             }
             "nl.gzac.zaak.ZaakVerzoek" => {
-                let z: gzac::ZaakVerzoek = codec
-                    .decode(bytes, &gzac::ZaakVerzoek::get_schema())
-                    .await?;
-                format!(
-                    "zaakverzoek on zaak {} by {:?} {}",
-                    z.zaak.uuid,
-                    z.indiener.soort,
-                    mask(&z.indiener.waarde)
-                )
+                let z: gzac::ZaakVerzoek = codec.decode(bytes, &gzac::ZaakVerzoek::get_schema()).await?;
+                format!("zaakverzoek on zaak {} by {:?} {}", z.zaak.uuid, z.indiener.soort, mask(&z.indiener.waarde))
             }
             other => other.to_string(),
         };
@@ -257,23 +204,13 @@ async fn describe(codec: &Codec, r: &Received) -> String {
     let body = if r.topic.ends_with(".dlq") {
         format!(
             "dead letter: {} ({})",
-            r.header("__connect.errors.exception.class.name")
-                .unwrap_or("?"),
-            r.header("__connect.errors.exception.message")
-                .unwrap_or("?")
+            r.header("__connect.errors.exception.class.name").unwrap_or("?"),
+            r.header("__connect.errors.exception.message").unwrap_or("?")
         )
     } else {
-        decode(())
-            .await
-            .unwrap_or_else(|e| format!("undecodable: {e}"))
+        decode(()).await.unwrap_or_else(|e| format!("undecodable: {e}"))
     };
-    format!(
-        "  {:<28} key={:<38} {:<46} {}",
-        r.topic,
-        r.key_str(),
-        kind,
-        body
-    )
+    format!("  {:<28} key={:<38} {:<46} {}", r.topic, r.key_str(), kind, body)
 }
 
 /// Every topic the bridge writes to.
@@ -291,16 +228,11 @@ const OUTPUTS: &[&str] = &[
 
 /// Records the bridge wrote (GZAC's own records on gzac.taken.v1 carry no CloudEvents source).
 fn by_bridge(recs: &[Received]) -> Vec<&Received> {
-    recs.iter()
-        .filter(|r| r.header("ce_source").is_some() || r.topic.ends_with(".dlq"))
-        .collect()
+    recs.iter().filter(|r| r.header("ce_source").is_some() || r.topic.ends_with(".dlq")).collect()
 }
 
 async fn read(cfg: &Config, n: usize, settle: Duration) -> anyhow::Result<Vec<Received>> {
-    let (cfg, topics) = (
-        cfg.clone(),
-        OUTPUTS.iter().map(|t| cfg.topic(t)).collect::<Vec<_>>(),
-    );
+    let (cfg, topics) = (cfg.clone(), OUTPUTS.iter().map(|t| cfg.topic(t)).collect::<Vec<_>>());
     let mut reached = None;
     tokio::task::spawn_blocking(move || {
         client::read_until(&cfg, &topics, Duration::from_secs(90), |recs| {
@@ -315,17 +247,13 @@ async fn read(cfg: &Config, n: usize, settle: Duration) -> anyhow::Result<Vec<Re
 
 pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mock = MockCluster::new(1)?;
+    println!("broker   : embedded librdkafka mock cluster at {}", mock.bootstrap_servers());
     println!(
-        "broker   : embedded librdkafka mock cluster at {}",
-        mock.bootstrap_servers()
+        "           (an in-process stand-in for the demo; the tests prove exactly-once on a real Apache Kafka broker)"
     );
-    println!("           (an in-process stand-in for the demo; the tests prove exactly-once on a real Apache Kafka broker)");
     let registry = Registry::new();
     let server = registry.serve("127.0.0.1:0".parse()?).await?;
-    println!(
-        "registry : http://{} (embedded, Confluent API)",
-        server.addr
-    );
+    println!("registry : http://{} (embedded, Confluent API)", server.addr);
 
     let mut cfg = Config::defaults();
     cfg.bootstrap_servers = mock.bootstrap_servers();
@@ -340,22 +268,14 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     println!("topics   : {} created from topics.yaml (the mock broker has no CreateTopics; `topics apply` does this on a real cluster)", topics.len());
     let ids = schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await?;
     println!("schemas  : {} subjects registered", ids.len());
-    let mut w = Writer {
-        cfg: &cfg,
-        ids: &ids,
-        producer: client::producer(&cfg)?,
-        written: 0,
-    };
+    let mut w = Writer { cfg: &cfg, ids: &ids, producer: client::producer(&cfg)?, written: 0 };
 
     println!("\nreference tables:");
     w.send(
         "portaal.klantvoorkeuren.v1",
         "klant-1",
         &portaal::Klantvoorkeur {
-            partij: portaal::Partij {
-                soort: portaal::PartijType::Bsn,
-                value: BSN.into(),
-            },
+            partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() },
             kanalen: vec![common::Kanaal::Email, common::Kanaal::Sms],
             email: Some("klant@example.nl".into()),
             telefoonnummer: Some("+31612345678".into()),
@@ -386,30 +306,18 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
 
     let running = bridge::start(&cfg)?;
     println!("\nportal files verzoeken:");
-    w.send(
-        verzoek::INPUT,
-        "demo-1",
-        &sample_verzoek("demo-1"),
-        "a valid verzoek",
-    )
-    .await?;
+    w.send(verzoek::INPUT, "demo-1", &sample_verzoek("demo-1"), "a valid verzoek").await?;
     w.send(
         verzoek::INPUT,
         "demo-2",
-        &portaal::Verzoek {
-            bsn: Some("123456789".into()),
-            ..sample_verzoek("demo-2")
-        },
+        &portaal::Verzoek { bsn: Some("123456789".into()), ..sample_verzoek("demo-2") },
         "an invalid BSN",
     )
     .await?;
     w.send(
         verzoek::INPUT,
         "demo-3",
-        &portaal::Verzoek {
-            verzoektype: "kapvergunning".into(),
-            ..sample_verzoek("demo-3")
-        },
+        &portaal::Verzoek { verzoektype: "kapvergunning".into(), ..sample_verzoek("demo-3") },
         "an unknown verzoektype",
     )
     .await?;
@@ -425,23 +333,12 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         "a verzoek filed as ketenpartner",
     )
     .await?;
-    w.raw(
-        verzoek::INPUT,
-        "demo-5",
-        b"\x00\xff\xfe this is not avro",
-        "garbage bytes",
-    )
-    .await?;
+    w.raw(verzoek::INPUT, "demo-5", b"\x00\xff\xfe this is not avro", "garbage bytes").await?;
 
     let now = Timestamp::now().0;
     println!("\nGZAC sends berichten and taken:");
-    w.send(
-        "gzac.berichten.v1",
-        "b-1",
-        &sample_bericht("b-1", Timestamp(now - 1000)),
-        "a bericht to publish now",
-    )
-    .await?;
+    w.send("gzac.berichten.v1", "b-1", &sample_bericht("b-1", Timestamp(now - 1000)), "a bericht to publish now")
+        .await?;
     w.send(
         "gzac.berichten.v1",
         "b-2",
@@ -449,30 +346,14 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         "a bericht scheduled 6 s from now",
     )
     .await?;
-    w.send(
-        "gzac.taken.v1",
-        "t-1",
-        &sample_taak("t-1", None),
-        "a taak for the klant",
-    )
-    .await?;
-    w.send(
-        "gzac.taken.v1",
-        "t-2",
-        &sample_taak("t-2", Some(Timestamp(now + 5000))),
-        "a taak that expires in 5 s",
-    )
-    .await?;
+    w.send("gzac.taken.v1", "t-1", &sample_taak("t-1", None), "a taak for the klant").await?;
+    w.send("gzac.taken.v1", "t-2", &sample_taak("t-2", Some(Timestamp(now + 5000))), "a taak that expires in 5 s")
+        .await?;
 
     // The klant answers once the portal shows the taak.
     let cfg2 = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        client::read_until(
-            &cfg2,
-            &[cfg2.topic("portaal.taken.v1")],
-            Duration::from_secs(60),
-            |r| r.len() >= 2,
-        )
+        client::read_until(&cfg2, &[cfg2.topic("portaal.taken.v1")], Duration::from_secs(60), |r| r.len() >= 2)
     })
     .await??;
     println!("\nportal sends antwoorden and zaakverzoeken:");
@@ -483,34 +364,12 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         "an antwoord on t-1 by someone else",
     )
     .await?;
-    w.send(
-        "portaal.taakantwoorden.v1",
-        "t-1",
-        &antwoord("a-2", "t-1", BSN),
-        "an antwoord on t-1 by its assignee",
-    )
-    .await?;
-    w.send(
-        "portaal.taakantwoorden.v1",
-        "t-1",
-        &antwoord("a-3", "t-1", BSN),
-        "a second antwoord on t-1",
-    )
-    .await?;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-1", OTHER_BSN),
-        "a zaakverzoek by a non-betrokkene",
-    )
-    .await?;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-2", BSN),
-        "a zaakverzoek by a betrokkene",
-    )
-    .await?;
+    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-2", "t-1", BSN), "an antwoord on t-1 by its assignee")
+        .await?;
+    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-3", "t-1", BSN), "a second antwoord on t-1").await?;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-1", OTHER_BSN), "a zaakverzoek by a non-betrokkene")
+        .await?;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-2", BSN), "a zaakverzoek by a betrokkene").await?;
 
     // verzoeken 6, berichten 6, taken 9, antwoorden 4, zaakverzoeken 3.
     let expected = 28;
@@ -537,10 +396,6 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     }
     running.stop(cfg.pipeline.shutdown_timeout).await?;
     server.stop().await;
-    println!(
-        "\ndemo done: {} records written by the bridge for {} records in.",
-        written.len(),
-        w.written
-    );
+    println!("\ndemo done: {} records written by the bridge for {} records in.", written.len(), w.written);
     Ok(())
 }

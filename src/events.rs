@@ -35,19 +35,13 @@ pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>) -> OwnedHeaders {
         .insert(hdr("content-type", "application/avro"))
         .insert(hdr("ce_causationid", &causation));
     if let Some(tp) = cause.traceparent {
-        h = h.insert(Header {
-            key: "traceparent",
-            value: Some(tp),
-        });
+        h = h.insert(Header { key: "traceparent", value: Some(tp) });
     }
     h
 }
 
 fn hdr<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
+    Header { key, value: Some(value) }
 }
 
 /// Find a header's value on an input record.
@@ -56,19 +50,11 @@ pub fn find<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a [u8
 }
 
 /// Headers of a dead letter: the original headers, then Kafka Connect's `__connect.errors.*`.
-pub fn dlq_headers<H: Headers>(
-    original: Option<&H>,
-    cause: &Cause<'_>,
-    class: &str,
-    message: &str,
-) -> OwnedHeaders {
+pub fn dlq_headers<H: Headers>(original: Option<&H>, cause: &Cause<'_>, class: &str, message: &str) -> OwnedHeaders {
     let mut h = OwnedHeaders::new();
     if let Some(orig) = original {
         for x in orig.iter() {
-            h = h.insert(Header {
-                key: x.key,
-                value: x.value,
-            });
+            h = h.insert(Header { key: x.key, value: x.value });
         }
     }
     let partition = cause.partition.to_string();

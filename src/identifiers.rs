@@ -3,19 +3,11 @@
 /// The elfproef for BSN and RSIN: 9 digits d1..d9 with 9·d1 + 8·d2 + … + 2·d8 − d9 ≡ 0 (mod 11),
 /// and not all zeros.
 pub fn elfproef(value: &str) -> bool {
-    let digits: Vec<i64> = value
-        .chars()
-        .filter_map(|c| c.to_digit(10).map(i64::from))
-        .collect();
+    let digits: Vec<i64> = value.chars().filter_map(|c| c.to_digit(10).map(i64::from)).collect();
     if value.len() != 9 || digits.len() != 9 || digits.iter().all(|d| *d == 0) {
         return false;
     }
-    let sum: i64 = digits[..8]
-        .iter()
-        .zip((2..=9).rev())
-        .map(|(d, w)| d * w)
-        .sum::<i64>()
-        - digits[8];
+    let sum: i64 = digits[..8].iter().zip((2..=9).rev()).map(|(d, w)| d * w).sum::<i64>() - digits[8];
     sum % 11 == 0
 }
 
@@ -34,11 +26,7 @@ pub fn kvk_urn(kvk: &str) -> String {
 /// Mask a BSN (or any identifier) for logs: only the last two characters stay.
 pub fn mask(value: &str) -> String {
     let n = value.chars().count();
-    value
-        .chars()
-        .enumerate()
-        .map(|(i, c)| if i + 2 < n { '*' } else { c })
-        .collect()
+    value.chars().enumerate().map(|(i, c)| if i + 2 < n { '*' } else { c }).collect()
 }
 
 #[cfg(test)]

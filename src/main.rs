@@ -8,11 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "gzac-portal-bridge",
-    version,
-    about = "Exactly-once Kafka bridge between a citizen portal and GZAC"
-)]
+#[command(name = "gzac-portal-bridge", version, about = "Exactly-once Kafka bridge between a citizen portal and GZAC")]
 struct Cli {
     /// Configuration file (YAML), laid over the built-in defaults; see config.example.yaml.
     #[arg(long, global = true, env = "GZAC_BRIDGE_CONFIG")]
@@ -75,8 +71,7 @@ enum SchemasAction {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -87,8 +82,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -106,49 +100,28 @@ async fn main() -> anyhow::Result<()> {
             running.stop(cfg.pipeline.shutdown_timeout).await
         }
         Command::Demo { keep_running } => demo::run(keep_running, shutdown_signal()).await,
-        Command::Topics {
-            action:
-                TopicsAction::Apply {
-                    dry_run,
-                    replication_factor,
-                },
-        } => {
+        Command::Topics { action: TopicsAction::Apply { dry_run, replication_factor } } => {
             let cfg = cfg()?;
             let topo = topology::Topology::load()?;
             let rf = replication_factor.unwrap_or(topo.defaults.replication_factor);
-            let steps = topology::apply(
-                &cfg.client_config(),
-                &topo.wanted(&cfg.topic_prefix)?,
-                rf,
-                dry_run,
-            )
-            .await?;
+            let steps = topology::apply(&cfg.client_config(), &topo.wanted(&cfg.topic_prefix)?, rf, dry_run).await?;
             for s in &steps {
                 println!("{s}");
             }
-            let drift = steps
-                .iter()
-                .filter(|s| matches!(s, topology::Step::Drift { .. }))
-                .count();
+            let drift = steps.iter().filter(|s| matches!(s, topology::Step::Drift { .. })).count();
             if drift > 0 {
                 anyhow::bail!("{drift} topic setting(s) differ from topics.yaml");
             }
             Ok(())
         }
-        Command::Schemas {
-            action: SchemasAction::Register,
-        } => {
+        Command::Schemas { action: SchemasAction::Register } => {
             let cfg = cfg()?;
-            for (subject, id) in
-                schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await?
-            {
+            for (subject, id) in schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await? {
                 println!("{subject}\tid {id}");
             }
             Ok(())
         }
-        Command::Schemas {
-            action: SchemasAction::Export { dir },
-        } => {
+        Command::Schemas { action: SchemasAction::Export { dir } } => {
             for p in schemas::export(&dir)? {
                 println!("{}", p.display());
             }

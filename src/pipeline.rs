@@ -51,11 +51,7 @@ pub trait Route: Send + 'static {
     /// Turn one input into its outputs. An `Err` is a record that cannot be processed: it goes to
     /// the dead-letter topic and its state changes are undone. Business rejections are outputs
     /// (terugmeldingen), not errors.
-    fn handle(
-        &mut self,
-        input: Self::Input,
-        ctx: &mut Ctx<'_, Self::State>,
-    ) -> anyhow::Result<Vec<Output>>;
+    fn handle(&mut self, input: Self::Input, ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>>;
     /// Time-driven work (scheduled publication, expiry), called every `tick_interval`.
     fn tick(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>> {
         Ok(vec![])
@@ -109,12 +105,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new<T: Serialize>(
-        topic: &str,
-        key: String,
-        record: &T,
-        event: Event,
-    ) -> anyhow::Result<Self> {
+    pub fn new<T: Serialize>(topic: &str, key: String, record: &T, event: Event) -> anyhow::Result<Self> {
         Ok(Output {
             topic: topic.to_string(),
             key,
@@ -122,6 +113,26 @@ impl Output {
             event,
             partition: None,
         })
+    }
+}
+
+/// Retry a start-up step that can fail for a while (metadata of a topic just created, a broker
+/// still electing leaders) every 500 ms for up to two minutes, or until shutdown.
+pub fn with_retries<T>(
+    what: &str,
+    shutdown: &AtomicBool,
+    mut step: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match step() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline && !shutdown.load(Ordering::SeqCst) => {
+                debug!(error = %format!("{e:#}"), "{what} failed, retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.context(format!("{what} failed for two minutes"))),
+        }
     }
 }
 
@@ -146,19 +157,13 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             info!(partitions = ?partitions_of(tpl), "partitions revoked");
-            self.revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(partitions_of(tpl));
+            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
         }
     }
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             info!(partitions = ?partitions_of(tpl), "partitions assigned");
-            self.assigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(partitions_of(tpl));
+            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
         }
     }
 }
@@ -188,11 +193,7 @@ struct Backoff {
 
 impl Backoff {
     fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            next: initial,
-            initial,
-            max,
-        }
+        Backoff { next: initial, initial, max }
     }
     fn wait(&mut self, shutdown: &AtomicBool) {
         let until = Instant::now() + self.next;
@@ -227,12 +228,7 @@ struct Pipeline<R: Route> {
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
-pub fn run<R: Route>(
-    mut route: R,
-    cfg: &Config,
-    rt: Handle,
-    shutdown: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+pub fn run<R: Route>(mut route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
@@ -265,13 +261,12 @@ pub fn run<R: Route>(
     if let Some(changelog) = route.changelog() {
         let count = |t: &str| -> anyhow::Result<usize> {
             let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
-            Ok(md
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0))
+            let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+            anyhow::ensure!(n > 0, "topic {t} does not exist; run `topics apply`");
+            Ok(n)
         };
-        let (input, log) = (count(route.input_topic())?, count(changelog)?);
+        let (input, log) =
+            with_retries("reading topic metadata", &shutdown, || Ok((count(route.input_topic())?, count(changelog)?)))?;
         anyhow::ensure!(
             log >= input && input > 0,
             "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",
@@ -282,10 +277,7 @@ pub fn run<R: Route>(
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .client_config()
         .set("transactional.id", &transactional_id)
-        .set(
-            "transaction.timeout.ms",
-            p.transaction_timeout.as_millis().to_string(),
-        )
+        .set("transaction.timeout.ms", p.transaction_timeout.as_millis().to_string())
         .set("linger.ms", "5")
         .create()?;
     // Fences a crashed predecessor with the same id and aborts its open transaction.
@@ -342,9 +334,7 @@ impl<R: Route> Pipeline<R> {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         let _ = self.abort_and_rewind(consumer);
-                        Err(anyhow::anyhow!(
-                            "could not commit the last transaction at shutdown (aborted): {e}"
-                        ))
+                        Err(anyhow::anyhow!("could not commit the last transaction at shutdown (aborted): {e}"))
                     }
                 };
             }
@@ -371,9 +361,7 @@ impl<R: Route> Pipeline<R> {
                     self.tick()?;
                 }
                 match &self.open {
-                    Some(o) if o.records >= batch_max || o.started.elapsed() >= interval => {
-                        self.commit(consumer)
-                    }
+                    Some(o) if o.records >= batch_max || o.started.elapsed() >= interval => self.commit(consumer),
                     _ => Ok(()),
                 }
             });
@@ -401,27 +389,14 @@ impl<R: Route> Pipeline<R> {
         shutdown: &AtomicBool,
         backoff: &mut Backoff,
     ) -> bool {
-        let revoked: Vec<i32> = std::mem::take(
-            &mut *consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        let assigned: Vec<i32> = std::mem::take(
-            &mut *consumer
-                .context()
-                .assigned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let revoked: Vec<i32> =
+            std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        let assigned: Vec<i32> =
+            std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()));
         let mut kept_going = true;
         if !revoked.is_empty() {
             if self.open.is_some() {
-                info!(
-                    route = self.route.name(),
-                    "rebalance: aborting the open transaction"
-                );
+                info!(route = self.route.name(), "rebalance: aborting the open transaction");
                 self.recover(consumer, shutdown, backoff);
                 kept_going = false;
             }
@@ -446,11 +421,7 @@ impl<R: Route> Pipeline<R> {
     fn begin(&mut self) -> Result<(), StepError> {
         if self.open.is_none() {
             self.producer.begin_transaction().map_err(from_kafka)?;
-            self.open = Some(Open {
-                started: Instant::now(),
-                offsets: BTreeMap::new(),
-                records: 0,
-            });
+            self.open = Some(Open { started: Instant::now(), offsets: BTreeMap::new(), records: 0 });
         }
         Ok(())
     }
@@ -479,8 +450,7 @@ impl<R: Route> Pipeline<R> {
                     "bad record sent to the dead-letter topic"
                 );
                 let headers = dlq_headers(msg.headers(), &cause, class, &message);
-                let mut rec: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(&self.dlq).headers(headers);
+                let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.dlq).headers(headers);
                 if let Some(k) = msg.key() {
                     rec = rec.key(k);
                 }
@@ -502,11 +472,7 @@ impl<R: Route> Pipeline<R> {
     /// Time-driven work of the route, in the current (or a new) transaction.
     fn tick(&mut self) -> Result<(), StepError> {
         let mark = self.store.mark();
-        let mut ctx = Ctx {
-            now: Timestamp::now(),
-            partition: -1,
-            state: &mut self.store,
-        };
+        let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store };
         let outputs = match self.route.tick(&mut ctx) {
             Ok(o) => o,
             Err(e) => {
@@ -515,8 +481,7 @@ impl<R: Route> Pipeline<R> {
                 return Ok(());
             }
         };
-        let records: Result<Vec<_>, CodecError> =
-            outputs.into_iter().map(|o| self.encode(o)).collect();
+        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o)).collect();
         let records = match records {
             Ok(r) => r,
             Err(e) => {
@@ -529,12 +494,7 @@ impl<R: Route> Pipeline<R> {
             return Ok(());
         }
         self.begin()?;
-        let cause = Cause {
-            topic: "timer",
-            partition: -1,
-            offset: -1,
-            traceparent: None,
-        };
+        let cause = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None };
         let n = records.len();
         self.send_all(records, &cause)?;
         self.open.as_mut().expect("transaction is open").records += n.max(1);
@@ -549,45 +509,24 @@ impl<R: Route> Pipeline<R> {
         Ok((o, bytes))
     }
 
-    fn translate(
-        &mut self,
-        partition: i32,
-        payload: Option<&[u8]>,
-    ) -> Result<Vec<(Output, Vec<u8>)>, CodecError> {
+    fn translate(&mut self, partition: i32, payload: Option<&[u8]>) -> Result<Vec<(Output, Vec<u8>)>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
         let max = self.cfg.pipeline.max_record_bytes;
         if bytes.len() > max {
-            return Err(bad(
-                "oversize",
-                format!("{} bytes, more than the {max} allowed", bytes.len()),
-            ));
+            return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
         }
         let input = self.route.decode(&self.codec, &self.rt, bytes)?;
-        let mut ctx = Ctx {
-            now: Timestamp::now(),
-            partition,
-            state: &mut self.store,
-        };
-        let outputs = self
-            .route
-            .handle(input, &mut ctx)
-            .map_err(|e| bad("processing-error", format!("{e:#}")))?;
+        let mut ctx = Ctx { now: Timestamp::now(), partition, state: &mut self.store };
+        let outputs = self.route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))?;
         outputs.into_iter().map(|o| self.encode(o)).collect()
     }
 
     /// Send a record's outputs, then the state changes it made (to the changelog).
-    fn send_all(
-        &mut self,
-        records: Vec<(Output, Vec<u8>)>,
-        cause: &Cause<'_>,
-    ) -> Result<(), StepError> {
+    fn send_all(&mut self, records: Vec<(Output, Vec<u8>)>, cause: &Cause<'_>) -> Result<(), StepError> {
         for (out, bytes) in records {
             let headers = ce_headers(&out.event, &self.source, cause);
-            let mut rec = BaseRecord::to(&out.topic)
-                .key(out.key.as_bytes())
-                .payload(&bytes)
-                .headers(headers);
+            let mut rec = BaseRecord::to(&out.topic).key(out.key.as_bytes()).payload(&bytes).headers(headers);
             if let Some(p) = out.partition {
                 rec = rec.partition(p);
             }
@@ -597,9 +536,8 @@ impl<R: Route> Pipeline<R> {
         if let Some(changelog) = self.route.changelog() {
             let changelog = changelog.to_string();
             for (partition, key, value) in &changes {
-                let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(&changelog)
-                    .key(key.as_str())
-                    .partition(*partition);
+                let mut rec: BaseRecord<'_, str, [u8]> =
+                    BaseRecord::to(&changelog).key(key.as_str()).partition(*partition);
                 if let Some(v) = value {
                     rec = rec.payload(v.as_slice());
                 }
@@ -634,40 +572,23 @@ impl<R: Route> Pipeline<R> {
         if !open.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (partition, next) in &open.offsets {
-                tpl.add_partition_offset(
-                    self.route.input_topic(),
-                    *partition,
-                    Offset::Offset(*next),
-                )
-                .map_err(from_kafka)?;
+                tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
+                    .map_err(from_kafka)?;
             }
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &group, timeout)
-                .map_err(from_kafka)?;
+            self.producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(from_kafka)?;
         }
-        self.producer
-            .commit_transaction(timeout)
-            .map_err(from_kafka)?;
+        self.producer.commit_transaction(timeout).map_err(from_kafka)?;
         self.store.committed();
-        debug!(
-            route = self.route.name(),
-            records = open.records,
-            "transaction committed"
-        );
+        debug!(route = self.route.name(), records = open.records, "transaction committed");
         Ok(())
     }
 
     /// Abort and rewind until it succeeds: reading on from the current position after a failed
     /// rewind would skip the aborted records.
-    fn recover(
-        &mut self,
-        consumer: &BaseConsumer<GroupContext>,
-        shutdown: &AtomicBool,
-        backoff: &mut Backoff,
-    ) {
+    fn recover(&mut self, consumer: &BaseConsumer<GroupContext>, shutdown: &AtomicBool, backoff: &mut Backoff) {
         while let Err(e) = self.abort_and_rewind(consumer) {
             warn!(route = self.route.name(), error = %e, "rewind failed, retrying");
             backoff.wait(shutdown);
@@ -680,10 +601,7 @@ impl<R: Route> Pipeline<R> {
 
     /// Abort the open transaction (if any), undo its state changes, and seek every assigned
     /// partition back to its committed offset, so the aborted records are read again.
-    fn abort_and_rewind(
-        &mut self,
-        consumer: &BaseConsumer<GroupContext>,
-    ) -> Result<(), KafkaError> {
+    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), KafkaError> {
         if self.open.take().is_some() {
             if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
                 // A producer that cannot abort fails again on the next begin, as fatal.

@@ -63,47 +63,25 @@ pub struct ApiError(StatusCode, u32, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error_code": self.1, "message": self.2});
-        (
-            self.0,
-            [(header::CONTENT_TYPE, CONTENT_TYPE)],
-            body.to_string(),
-        )
-            .into_response()
+        (self.0, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
     }
 }
 
 fn subject_not_found(s: &str) -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        40401,
-        format!("Subject '{s}' not found."),
-    )
+    ApiError(StatusCode::NOT_FOUND, 40401, format!("Subject '{s}' not found."))
 }
 fn version_not_found(v: &str) -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        40402,
-        format!("Version {v} not found."),
-    )
+    ApiError(StatusCode::NOT_FOUND, 40402, format!("Version {v} not found."))
 }
 fn schema_not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, 40403, "Schema not found".into())
 }
 fn invalid_schema(e: impl std::fmt::Display) -> ApiError {
-    ApiError(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        42201,
-        format!("Invalid schema: {e}"),
-    )
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}"))
 }
 
 fn ok(v: Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        v.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], v.to_string()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -122,9 +100,7 @@ struct ConfigBody {
 fn parse(body: &SchemaBody) -> Result<(String, Schema), ApiError> {
     if let Some(t) = &body.schema_type {
         if t != "AVRO" {
-            return Err(invalid_schema(format!(
-                "schemaType {t} is not supported, only AVRO"
-            )));
+            return Err(invalid_schema(format!("schemaType {t} is not supported, only AVRO")));
         }
     }
     let json: Value = serde_json::from_str(&body.schema).map_err(invalid_schema)?;
@@ -134,19 +110,12 @@ fn parse(body: &SchemaBody) -> Result<(String, Schema), ApiError> {
 
 /// True when data written with `writer` can be read with `reader`, for every value.
 fn can_read(writer: &Schema, reader: &Schema) -> bool {
-    matches!(
-        SchemaCompatibility::can_read(writer, reader),
-        Ok(Compatibility::Full)
-    )
+    matches!(SchemaCompatibility::can_read(writer, reader), Ok(Compatibility::Full))
 }
 
 impl Store {
     fn level(&self, subject: &str) -> Level {
-        self.per_subject
-            .get(subject)
-            .copied()
-            .or(self.global)
-            .unwrap_or(Level::Backward)
+        self.per_subject.get(subject).copied().or(self.global).unwrap_or(Level::Backward)
     }
 
     /// Is `new` compatible with the subject's existing versions under its level?
@@ -154,14 +123,10 @@ impl Store {
         let level = self.level(subject);
         let previous: Vec<&Schema> = match level {
             Level::None => return true,
-            Level::Backward | Level::Forward | Level::Full => against
-                .last()
-                .map(|id| vec![&self.schemas[*id as usize - 1].parsed])
-                .unwrap_or_default(),
-            _ => against
-                .iter()
-                .map(|id| &self.schemas[*id as usize - 1].parsed)
-                .collect(),
+            Level::Backward | Level::Forward | Level::Full => {
+                against.last().map(|id| vec![&self.schemas[*id as usize - 1].parsed]).unwrap_or_default()
+            }
+            _ => against.iter().map(|id| &self.schemas[*id as usize - 1].parsed).collect(),
         };
         previous.into_iter().all(|old| match level {
             Level::Backward | Level::BackwardTransitive => can_read(old, new),
@@ -171,17 +136,11 @@ impl Store {
     }
 
     fn id_of(&self, text: &str) -> Option<u32> {
-        self.schemas
-            .iter()
-            .position(|s| s.text == text)
-            .map(|i| i as u32 + 1)
+        self.schemas.iter().position(|s| s.text == text).map(|i| i as u32 + 1)
     }
 
     fn version_index(&self, subject: &str, version: &str) -> Result<usize, ApiError> {
-        let versions = self
-            .subjects
-            .get(subject)
-            .ok_or_else(|| subject_not_found(subject))?;
+        let versions = self.subjects.get(subject).ok_or_else(|| subject_not_found(subject))?;
         if version == "latest" || version == "-1" {
             return Ok(versions.len() - 1);
         }
@@ -236,26 +195,14 @@ impl Registry {
             .route("/", get(|| async { ok(json!({})) }))
             .route("/subjects", get(list_subjects))
             .route("/subjects/{subject}", post(lookup))
-            .route(
-                "/subjects/{subject}/versions",
-                get(list_versions).post(register),
-            )
+            .route("/subjects/{subject}/versions", get(list_versions).post(register))
             .route("/subjects/{subject}/versions/{version}", get(get_version))
-            .route(
-                "/subjects/{subject}/versions/{version}/schema",
-                get(get_version_schema),
-            )
+            .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
             .route("/schemas/ids/{id}", get(schema_by_id))
             .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
             .route("/config", get(get_global_config).put(put_global_config))
-            .route(
-                "/config/{subject}",
-                get(get_subject_config).put(put_subject_config),
-            )
-            .route(
-                "/compatibility/subjects/{subject}/versions/{version}",
-                post(check_compat),
-            )
+            .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+            .route("/compatibility/subjects/{subject}/versions/{version}", post(check_compat))
             .with_state(self.clone())
     }
 
@@ -287,11 +234,7 @@ async fn list_subjects(State(r): St) -> Response {
 
 async fn list_versions(State(r): St, Path(subject): Path<String>) -> Result<Response, ApiError> {
     let s = r.lock();
-    let n = s
-        .subjects
-        .get(&subject)
-        .ok_or_else(|| subject_not_found(&subject))?
-        .len();
+    let n = s.subjects.get(&subject).ok_or_else(|| subject_not_found(&subject))?.len();
     Ok(ok(json!((1..=n).collect::<Vec<_>>())))
 }
 
@@ -327,29 +270,16 @@ async fn register(
     Ok(ok(json!({"id": id})))
 }
 
-async fn lookup(
-    State(r): St,
-    Path(subject): Path<String>,
-    Json(body): Json<SchemaBody>,
-) -> Result<Response, ApiError> {
+async fn lookup(State(r): St, Path(subject): Path<String>, Json(body): Json<SchemaBody>) -> Result<Response, ApiError> {
     let (text, _) = parse(&body)?;
     let s = r.lock();
-    let versions = s
-        .subjects
-        .get(&subject)
-        .ok_or_else(|| subject_not_found(&subject))?;
+    let versions = s.subjects.get(&subject).ok_or_else(|| subject_not_found(&subject))?;
     let id = s.id_of(&text).ok_or_else(schema_not_found)?;
-    let idx = versions
-        .iter()
-        .position(|v| *v == id)
-        .ok_or_else(schema_not_found)?;
+    let idx = versions.iter().position(|v| *v == id).ok_or_else(schema_not_found)?;
     Ok(ok(s.version_json(&subject, idx)))
 }
 
-async fn get_version(
-    State(r): St,
-    Path((subject, version)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+async fn get_version(State(r): St, Path((subject, version)): Path<(String, String)>) -> Result<Response, ApiError> {
     let s = r.lock();
     let idx = s.version_index(&subject, &version)?;
     Ok(ok(s.version_json(&subject, idx)))
@@ -362,15 +292,11 @@ async fn get_version_schema(
     let s = r.lock();
     let idx = s.version_index(&subject, &version)?;
     let id = s.subjects[&subject][idx];
-    Ok(ok(
-        serde_json::from_str(&s.schemas[id as usize - 1].text).unwrap_or(Value::Null)
-    ))
+    Ok(ok(serde_json::from_str(&s.schemas[id as usize - 1].text).unwrap_or(Value::Null)))
 }
 
 fn stored(s: &Store, id: u32) -> Result<&Stored, ApiError> {
-    s.schemas
-        .get((id as usize).wrapping_sub(1))
-        .ok_or_else(schema_not_found)
+    s.schemas.get((id as usize).wrapping_sub(1)).ok_or_else(schema_not_found)
 }
 
 async fn schema_by_id(
@@ -384,9 +310,7 @@ async fn schema_by_id(
 
 async fn raw_schema_by_id(State(r): St, Path(id): Path<u32>) -> Result<Response, ApiError> {
     let s = r.lock();
-    Ok(ok(
-        serde_json::from_str(&stored(&s, id)?.text).unwrap_or(Value::Null)
-    ))
+    Ok(ok(serde_json::from_str(&stored(&s, id)?.text).unwrap_or(Value::Null)))
 }
 
 async fn get_global_config(State(r): St) -> Response {
@@ -399,23 +323,13 @@ async fn put_global_config(State(r): St, Json(body): Json<ConfigBody>) -> Respon
     ok(json!({"compatibility": body.compatibility}))
 }
 
-async fn get_subject_config(
-    State(r): St,
-    Path(subject): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_subject_config(State(r): St, Path(subject): Path<String>) -> Result<Response, ApiError> {
     let s = r.lock();
-    let level = s
-        .per_subject
-        .get(&subject)
-        .ok_or_else(|| subject_not_found(&subject))?;
+    let level = s.per_subject.get(&subject).ok_or_else(|| subject_not_found(&subject))?;
     Ok(ok(json!({"compatibilityLevel": level})))
 }
 
-async fn put_subject_config(
-    State(r): St,
-    Path(subject): Path<String>,
-    Json(body): Json<ConfigBody>,
-) -> Response {
+async fn put_subject_config(State(r): St, Path(subject): Path<String>, Json(body): Json<ConfigBody>) -> Response {
     r.lock().per_subject.insert(subject, body.compatibility);
     ok(json!({"compatibility": body.compatibility}))
 }
@@ -434,7 +348,5 @@ async fn check_compat(
             v[..=idx].to_vec()
         }
     };
-    Ok(ok(
-        json!({"is_compatible": s.compatible(&subject, &parsed, &against)}),
-    ))
+    Ok(ok(json!({"is_compatible": s.compatible(&subject, &parsed, &against)})))
 }

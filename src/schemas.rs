@@ -23,56 +23,20 @@ macro_rules! entry {
 
 pub fn catalogue() -> Vec<Entry> {
     vec![
-        entry!(
-            portaal::Verzoek,
-            "nl.gzac.portaal.Verzoek",
-            ["portaal.verzoeken.v1"]
-        ),
-        entry!(
-            portaal::ZaakVerzoek,
-            "nl.gzac.portaal.ZaakVerzoek",
-            ["portaal.zaakverzoeken.v1"]
-        ),
+        entry!(portaal::Verzoek, "nl.gzac.portaal.Verzoek", ["portaal.verzoeken.v1"]),
+        entry!(portaal::ZaakVerzoek, "nl.gzac.portaal.ZaakVerzoek", ["portaal.zaakverzoeken.v1"]),
         entry!(portaal::Taak, "nl.gzac.portaal.Taak", ["portaal.taken.v1"]),
-        entry!(
-            portaal::TaakAntwoord,
-            "nl.gzac.portaal.TaakAntwoord",
-            ["portaal.taakantwoorden.v1"]
-        ),
-        entry!(
-            portaal::Bericht,
-            "nl.gzac.portaal.Bericht",
-            ["portaal.berichten.v1"]
-        ),
-        entry!(
-            portaal::Klantvoorkeur,
-            "nl.gzac.portaal.Klantvoorkeur",
-            ["portaal.klantvoorkeuren.v1"]
-        ),
+        entry!(portaal::TaakAntwoord, "nl.gzac.portaal.TaakAntwoord", ["portaal.taakantwoorden.v1"]),
+        entry!(portaal::Bericht, "nl.gzac.portaal.Bericht", ["portaal.berichten.v1"]),
+        entry!(portaal::Klantvoorkeur, "nl.gzac.portaal.Klantvoorkeur", ["portaal.klantvoorkeuren.v1"]),
         entry!(gzac::Verzoek, "nl.gzac.zaak.Verzoek", ["gzac.verzoeken.v1"]),
-        entry!(
-            gzac::ZaakVerzoek,
-            "nl.gzac.zaak.ZaakVerzoek",
-            ["gzac.zaakverzoeken.v1"]
-        ),
+        entry!(gzac::ZaakVerzoek, "nl.gzac.zaak.ZaakVerzoek", ["gzac.zaakverzoeken.v1"]),
         entry!(gzac::Taak, "nl.gzac.zaak.Taak", ["gzac.taken.v1"]),
-        entry!(
-            gzac::TaakAntwoord,
-            "nl.gzac.zaak.TaakAntwoord",
-            ["gzac.taakantwoorden.v1"]
-        ),
+        entry!(gzac::TaakAntwoord, "nl.gzac.zaak.TaakAntwoord", ["gzac.taakantwoorden.v1"]),
         entry!(gzac::Bericht, "nl.gzac.zaak.Bericht", ["gzac.berichten.v1"]),
         entry!(gzac::Zaak, "nl.gzac.zaak.Zaak", ["gzac.zaken.v1"]),
-        entry!(
-            common::Terugmelding,
-            "nl.gzac.common.Terugmelding",
-            ["portaal.terugmeldingen.v1"]
-        ),
-        entry!(
-            common::Notificatieopdracht,
-            "nl.gzac.common.Notificatieopdracht",
-            ["notificaties.opdrachten.v1"]
-        ),
+        entry!(common::Terugmelding, "nl.gzac.common.Terugmelding", ["portaal.terugmeldingen.v1"]),
+        entry!(common::Notificatieopdracht, "nl.gzac.common.Notificatieopdracht", ["notificaties.opdrachten.v1"]),
     ]
 }
 
@@ -109,8 +73,7 @@ pub async fn register_all(sr: &SrSettings, prefix: &str) -> anyhow::Result<Vec<(
     for e in catalogue() {
         let text = serde_json::to_string(&(e.schema)())?;
         for topic in e.topics.iter().map(|t| format!("{prefix}{t}")) {
-            let supplied =
-                SuppliedSchema::new(Some(e.name.to_string()), SchemaType::Avro, text.clone());
+            let supplied = SuppliedSchema::new(Some(e.name.to_string()), SchemaType::Avro, text.clone());
             let reg = post_schema(sr, subject(&topic), supplied)
                 .await
                 .map_err(|err| anyhow::anyhow!("registering {} failed: {err}", subject(&topic)))?;

@@ -26,11 +26,7 @@ pub struct Store<S> {
 
 impl<S> Default for Store<S> {
     fn default() -> Self {
-        Store {
-            parts: HashMap::new(),
-            undo: Vec::new(),
-            pending: Vec::new(),
-        }
+        Store { parts: HashMap::new(), undo: Vec::new(), pending: Vec::new() }
     }
 }
 
@@ -41,9 +37,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
 
     /// Set (or with `None` delete) a key's value in `partition`.
     pub fn put(&mut self, partition: i32, key: &str, value: Option<S>) {
-        let bytes = value
-            .as_ref()
-            .map(|v| serde_json::to_vec(v).expect("state serialises"));
+        let bytes = value.as_ref().map(|v| serde_json::to_vec(v).expect("state serialises"));
         let part = self.parts.entry(partition).or_default();
         let old = match value {
             Some(v) => part.insert(key.to_string(), v),
@@ -55,11 +49,8 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
 
     /// Every entry of every assigned partition (for timers).
     pub fn entries(&self) -> Vec<(i32, String, S)> {
-        let mut out: Vec<(i32, String, S)> = self
-            .parts
-            .iter()
-            .flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k.clone(), v.clone())))
-            .collect();
+        let mut out: Vec<(i32, String, S)> =
+            self.parts.iter().flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k.clone(), v.clone()))).collect();
         out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         out
     }
@@ -114,12 +105,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Rebuild `partitions` from `changelog` (other partitions stay as they are).
-    pub(crate) fn restore(
-        &mut self,
-        client: &ClientConfig,
-        changelog: &str,
-        partitions: &[i32],
-    ) -> anyhow::Result<()> {
+    pub(crate) fn restore(&mut self, client: &ClientConfig, changelog: &str, partitions: &[i32]) -> anyhow::Result<()> {
         self.forget(partitions);
         if partitions.is_empty() {
             return Ok(());
@@ -149,19 +135,15 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         // read_committed that also waits for a transaction a dead predecessor left open.
         let deadline = Instant::now() + Duration::from_secs(120);
         while !ends.is_empty() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "restoring {changelog} took more than 120 s"
-            );
+            anyhow::ensure!(Instant::now() < deadline, "restoring {changelog} took more than 120 s");
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                 let m = m?;
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
                 let part = self.parts.entry(m.partition()).or_default();
                 match m.payload() {
                     Some(v) => {
-                        let value: S = serde_json::from_slice(v).map_err(|e| {
-                            anyhow::anyhow!("{changelog}/{}@{}: {e}", m.partition(), m.offset())
-                        })?;
+                        let value: S = serde_json::from_slice(v)
+                            .map_err(|e| anyhow::anyhow!("{changelog}/{}@{}: {e}", m.partition(), m.offset()))?;
                         part.insert(key, value);
                     }
                     None => {

@@ -5,6 +5,7 @@
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::pipeline::with_retries;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -46,10 +47,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
         lookup: fn(&T) -> String,
         rt: Handle,
     ) -> anyhow::Result<Self> {
-        let rows = Arc::new(RwLock::new(Rows {
-            by_key: HashMap::new(),
-            by_lookup: HashMap::new(),
-        }));
+        let rows = Arc::new(RwLock::new(Rows { by_key: HashMap::new(), by_lookup: HashMap::new() }));
         let ready = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(RwLock::new(None));
@@ -61,39 +59,20 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
             .set("enable.partition.eof", "false")
             .create()?;
         let codec = Codec::new(cfg.sr_settings()?);
-        let (r, rd, st, f, t) = (
-            rows.clone(),
-            ready.clone(),
-            stop.clone(),
-            failed.clone(),
-            topic.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("table-{topic}"))
-            .spawn(move || {
-                if let Err(e) = follow(&consumer, &codec, &t, &reader, lookup, &rt, &r, &rd, &st) {
-                    warn!(topic = %t, error = %e, "global table stopped");
-                    *f.write().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
-                }
-            })?;
-        Ok(GlobalTable {
-            topic,
-            rows,
-            ready,
-            stop,
-            failed,
-        })
+        let (r, rd, st, f, t) = (rows.clone(), ready.clone(), stop.clone(), failed.clone(), topic.clone());
+        std::thread::Builder::new().name(format!("table-{topic}")).spawn(move || {
+            if let Err(e) = follow(&consumer, &codec, &t, &reader, lookup, &rt, &r, &rd, &st) {
+                warn!(topic = %t, error = %e, "global table stopped");
+                *f.write().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+            }
+        })?;
+        Ok(GlobalTable { topic, rows, ready, stop, failed })
     }
 
     /// Block until the table has read its topic up to the end it had at start-up.
     pub fn wait_ready(&self, shutdown: &AtomicBool) -> anyhow::Result<()> {
         while !self.ready.load(Ordering::SeqCst) {
-            if let Some(e) = self
-                .failed
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
+            if let Some(e) = self.failed.read().unwrap_or_else(|p| p.into_inner()).clone() {
                 anyhow::bail!("reading {}: {e}", self.topic);
             }
             if shutdown.load(Ordering::SeqCst) {
@@ -111,11 +90,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.rows
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_key
-            .len()
+        self.rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,22 +110,22 @@ fn follow<T: DeserializeOwned>(
     ready: &AtomicBool,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
-        if high > low {
-            ends.insert(*p, high);
+    // Where the topic ends now: the table is ready once it has read that far.
+    let (tpl, mut ends) = with_retries(&format!("reading the metadata of {topic}"), stop, || {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist; run `topics apply`");
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+            if high > low {
+                ends.insert(*p, high);
+            }
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
         }
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
+        Ok((tpl, ends))
+    })?;
     consumer.assign(&tpl)?;
     let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -198,12 +173,7 @@ fn follow<T: DeserializeOwned>(
             if ends.is_empty() {
                 ready.store(true, Ordering::SeqCst);
                 let n = rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len();
-                info!(
-                    topic,
-                    rows = n,
-                    ms = started.elapsed().as_millis() as u64,
-                    "global table ready"
-                );
+                info!(topic, rows = n, ms = started.elapsed().as_millis() as u64, "global table ready");
             }
         }
     }

@@ -52,12 +52,7 @@ pub struct Wanted {
 pub enum Step {
     Create(Wanted),
     Ok(String),
-    Drift {
-        topic: String,
-        what: String,
-        wanted: String,
-        actual: String,
-    },
+    Drift { topic: String, what: String, wanted: String, actual: String },
 }
 
 impl fmt::Display for Step {
@@ -69,12 +64,7 @@ impl fmt::Display for Step {
                 w.name, w.partitions, w.cleanup_policy, w.retention_ms
             ),
             Step::Ok(t) => write!(f, "ok      {t}"),
-            Step::Drift {
-                topic,
-                what,
-                wanted,
-                actual,
-            } => {
+            Step::Drift { topic, what, wanted, actual } => {
                 write!(f, "DRIFT   {topic}: {what} is {actual}, topics.yaml wants {wanted} (not changed; fix by hand)")
             }
         }
@@ -85,9 +75,7 @@ fn retention_ms(text: &str) -> anyhow::Result<i64> {
     if text == "forever" {
         return Ok(-1);
     }
-    Ok(humantime::parse_duration(text)
-        .map_err(|e| anyhow::anyhow!("retention {text:?}: {e}"))?
-        .as_millis() as i64)
+    Ok(humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("retention {text:?}: {e}"))?.as_millis() as i64)
 }
 
 impl Topology {
@@ -107,13 +95,8 @@ impl Topology {
                 Ok(Wanted {
                     name: format!("{prefix}{}", t.name),
                     partitions: t.partitions.unwrap_or(self.defaults.partitions),
-                    cleanup_policy: t
-                        .cleanup_policy
-                        .clone()
-                        .unwrap_or_else(|| self.defaults.cleanup_policy.clone()),
-                    retention_ms: retention_ms(
-                        t.retention.as_deref().unwrap_or(&self.defaults.retention),
-                    )?,
+                    cleanup_policy: t.cleanup_policy.clone().unwrap_or_else(|| self.defaults.cleanup_policy.clone()),
+                    retention_ms: retention_ms(t.retention.as_deref().unwrap_or(&self.defaults.retention))?,
                 })
             })
             .collect()
@@ -178,91 +161,48 @@ pub async fn apply(
             "replication factor {replication_factor} is more than the {brokers} broker(s) of this cluster; pass --replication-factor {brokers}"
         );
     }
-    let existing: Vec<(String, i32)> = metadata
-        .topics()
-        .iter()
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-        .collect();
-    let present: Vec<&str> = wanted
-        .iter()
-        .filter(|w| existing.iter().any(|(n, _)| n == &w.name))
-        .map(|w| w.name.as_str())
-        .collect();
+    let existing: Vec<(String, i32)> =
+        metadata.topics().iter().map(|t| (t.name().to_string(), t.partitions().len() as i32)).collect();
+    let present: Vec<&str> =
+        wanted.iter().filter(|w| existing.iter().any(|(n, _)| n == &w.name)).map(|w| w.name.as_str()).collect();
     let mut policies = std::collections::HashMap::new();
     if !present.is_empty() {
-        let specs: Vec<ResourceSpecifier<'_>> = present
-            .iter()
-            .map(|n| ResourceSpecifier::Topic(n))
-            .collect();
-        for res in admin
-            .describe_configs(&specs, &AdminOptions::new().request_timeout(Some(timeout)))
-            .await?
-        {
+        let specs: Vec<ResourceSpecifier<'_>> = present.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+        for res in admin.describe_configs(&specs, &AdminOptions::new().request_timeout(Some(timeout))).await? {
             let res = res?;
             let name = match &res.specifier {
                 rdkafka::admin::OwnedResourceSpecifier::Topic(n) => n.clone(),
                 _ => continue,
             };
-            let policy = res
-                .get("cleanup.policy")
-                .and_then(|e| e.value.clone())
-                .unwrap_or_else(|| "delete".into());
+            let policy = res.get("cleanup.policy").and_then(|e| e.value.clone()).unwrap_or_else(|| "delete".into());
             policies.insert(name, policy);
         }
     }
     let steps = plan(wanted, |name| {
-        existing
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| Actual {
-                partitions: *p,
-                cleanup_policy: policies
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| "delete".into()),
-            })
+        existing.iter().find(|(n, _)| n == name).map(|(_, p)| Actual {
+            partitions: *p,
+            cleanup_policy: policies.get(name).cloned().unwrap_or_else(|| "delete".into()),
+        })
     });
     if dry_run {
         return Ok(steps);
     }
     let retention: Vec<String> = steps
         .iter()
-        .filter_map(|s| {
-            if let Step::Create(w) = s {
-                Some(w.retention_ms.to_string())
-            } else {
-                None
-            }
-        })
+        .filter_map(|s| if let Step::Create(w) = s { Some(w.retention_ms.to_string()) } else { None })
         .collect();
     let creates: Vec<NewTopic<'_>> = steps
         .iter()
-        .filter_map(|s| {
-            if let Step::Create(w) = s {
-                Some(w)
-            } else {
-                None
-            }
-        })
+        .filter_map(|s| if let Step::Create(w) = s { Some(w) } else { None })
         .zip(retention.iter())
         .map(|(w, r)| {
-            NewTopic::new(
-                &w.name,
-                w.partitions,
-                TopicReplication::Fixed(replication_factor),
-            )
-            .set("cleanup.policy", &w.cleanup_policy)
-            .set("retention.ms", r)
+            NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication_factor))
+                .set("cleanup.policy", &w.cleanup_policy)
+                .set("retention.ms", r)
         })
         .collect();
     if !creates.is_empty() {
-        for r in admin
-            .create_topics(
-                &creates,
-                &AdminOptions::new().operation_timeout(Some(timeout)),
-            )
-            .await?
-        {
+        for r in admin.create_topics(&creates, &AdminOptions::new().operation_timeout(Some(timeout))).await? {
             match r {
                 Ok(_) => {}
                 // Another instance created it between our read and our create: that is fine.
@@ -292,50 +232,31 @@ mod tests {
             "gzac.zaken.v1",
         ] {
             assert!(names.contains(&input), "{input}");
-            assert!(
-                names.contains(&format!("{input}.dlq").as_str()),
-                "{input}.dlq"
-            );
+            assert!(names.contains(&format!("{input}.dlq").as_str()), "{input}.dlq");
         }
-        for out in [
-            "gzac.verzoeken.v1",
-            "notificaties.opdrachten.v1",
-            "portaal.terugmeldingen.v1",
-            "portaal.taken.v1",
-        ] {
+        for out in ["gzac.verzoeken.v1", "notificaties.opdrachten.v1", "portaal.terugmeldingen.v1", "portaal.taken.v1"]
+        {
             assert!(names.contains(&out), "{out}");
         }
         let w = t.wanted("").unwrap();
         let zaken = w.iter().find(|w| w.name == "gzac.zaken.v1").unwrap();
-        assert_eq!(
-            (zaken.cleanup_policy.as_str(), zaken.retention_ms),
-            ("compact", -1)
-        );
+        assert_eq!((zaken.cleanup_policy.as_str(), zaken.retention_ms), ("compact", -1));
     }
 
     #[test]
     fn plan_creates_missing_and_reports_drift() {
         let w = Topology::load().unwrap().wanted("").unwrap();
         let steps = plan(&w, |name| match name {
-            "gzac.zaken.v1" => Some(Actual {
-                partitions: 6,
-                cleanup_policy: "delete".into(),
-            }),
-            "portaal.verzoeken.v1" => Some(Actual {
-                partitions: 2,
-                cleanup_policy: "delete".into(),
-            }),
-            "gzac.verzoeken.v1" => Some(Actual {
-                partitions: 6,
-                cleanup_policy: "delete".into(),
-            }),
+            "gzac.zaken.v1" => Some(Actual { partitions: 6, cleanup_policy: "delete".into() }),
+            "portaal.verzoeken.v1" => Some(Actual { partitions: 2, cleanup_policy: "delete".into() }),
+            "gzac.verzoeken.v1" => Some(Actual { partitions: 6, cleanup_policy: "delete".into() }),
             _ => None,
         });
         assert!(steps.contains(&Step::Ok("gzac.verzoeken.v1".into())));
-        assert!(steps.iter().any(|s| matches!(s, Step::Drift { topic, what, .. } if topic == "gzac.zaken.v1" && what == "cleanup.policy")));
+        assert!(steps.iter().any(
+            |s| matches!(s, Step::Drift { topic, what, .. } if topic == "gzac.zaken.v1" && what == "cleanup.policy")
+        ));
         assert!(steps.iter().any(|s| matches!(s, Step::Drift { topic, what, .. } if topic == "portaal.verzoeken.v1" && what == "partition count")));
-        assert!(steps
-            .iter()
-            .any(|s| matches!(s, Step::Create(w) if w.name == "portaal.taken.v1")));
+        assert!(steps.iter().any(|s| matches!(s, Step::Create(w) if w.name == "portaal.taken.v1")));
     }
 }

@@ -40,10 +40,7 @@ fn bericht(uuid: &str, bsn: &str) -> gzac::Bericht {
 
 fn voorkeur(bsn: &str, kanalen: Vec<Kanaal>) -> portaal::Klantvoorkeur {
     portaal::Klantvoorkeur {
-        partij: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         kanalen,
         email: Some("klant@example.nl".into()),
         telefoonnummer: Some("+31612345678".into()),
@@ -57,56 +54,29 @@ fn on<'a>(recs: &'a [Received], w: &World, topic: &str) -> Vec<&'a Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
     let w = World::new("bericht").await;
-    w.send(
-        VOORKEUREN,
-        "klant-1",
-        &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms]),
-    )
-    .await;
+    w.send(VOORKEUREN, "klant-1", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     let b = bericht("b-1", BSN);
     w.send(BERICHTEN, "b-1", &b).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(2))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(recs.len(), 3, "{recs:#?}");
 
     let p: portaal::Bericht = w.decode(on(&recs, &w, PORTAAL)[0]).await;
     let id = derived_id(&["bericht", "b-1"]);
     assert_eq!(p.id, id);
-    assert_eq!(
-        p.identificatie,
-        portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: BSN.into()
-        }
-    );
-    assert_eq!(
-        (p.onderwerp.as_str(), p.bericht_tekst.as_str()),
-        (b.onderwerp.as_str(), b.bericht_tekst.as_str())
-    );
+    assert_eq!(p.identificatie, portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() });
+    assert_eq!((p.onderwerp.as_str(), p.bericht_tekst.as_str()), (b.onderwerp.as_str(), b.bericht_tekst.as_str()));
     assert_eq!(
         (p.bericht_type.as_str(), &p.bijlages, p.publicatiedatum),
         (b.bericht_type.as_str(), &b.bijlagen, b.publicatiedatum)
     );
     assert_eq!(
-        (
-            p.referentie,
-            p.handelingsperspectief,
-            p.einddatum_handelingstermijn
-        ),
-        (
-            b.referentie,
-            b.handelingsperspectief,
-            b.einddatum_handelingstermijn
-        )
+        (p.referentie, p.handelingsperspectief, p.einddatum_handelingstermijn),
+        (b.referentie, b.handelingsperspectief, b.einddatum_handelingstermijn)
     );
     assert!(!p.geopend);
-    assert_eq!(
-        on(&recs, &w, PORTAAL)[0].header("ce_type"),
-        Some("nl.overheid.berichten.bericht-gepubliceerd")
-    );
+    assert_eq!(on(&recs, &w, PORTAAL)[0].header("ce_type"), Some("nl.overheid.berichten.bericht-gepubliceerd"));
 
     let mut ns: Vec<Notificatieopdracht> = Vec::new();
     for r in on(&recs, &w, NOTIFICATIES) {
@@ -114,39 +84,23 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
     }
     ns.sort_by_key(|n| format!("{:?}", n.kanaal));
     assert_eq!(
-        ns.iter()
-            .map(|n| (n.kanaal, n.ontvanger.as_str(), n.template_id.as_str()))
-            .collect::<Vec<_>>(),
-        vec![
-            (Kanaal::Email, "klant@example.nl", "bericht-email-v1"),
-            (Kanaal::Sms, "+31612345678", "bericht-sms-v1"),
-        ]
+        ns.iter().map(|n| (n.kanaal, n.ontvanger.as_str(), n.template_id.as_str())).collect::<Vec<_>>(),
+        vec![(Kanaal::Email, "klant@example.nl", "bericht-email-v1"), (Kanaal::Sms, "+31612345678", "bericht-sms-v1"),]
     );
     for n in &ns {
         let mut keys: Vec<&str> = n.personalisation.keys().map(String::as_str).collect();
         keys.sort();
         assert_eq!(keys, vec!["link", "soort", "uiterste_datum"]);
-        assert_eq!(
-            n.personalisation["link"],
-            format!("https://mijn.gemeente.example/berichten/{id}")
-        );
+        assert_eq!(n.personalisation["link"], format!("https://mijn.gemeente.example/berichten/{id}"));
         assert_eq!(n.personalisation["uiterste_datum"], "2026-12-01");
-        assert_eq!(
-            (n.referentie.as_str(), n.gebeurtenis.as_str()),
-            (id.as_str(), "bericht-gepubliceerd")
-        );
+        assert_eq!((n.referentie.as_str(), n.gebeurtenis.as_str()), (id.as_str(), "bericht-gepubliceerd"));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
     let w = World::new("secret").await;
-    w.send(
-        VOORKEUREN,
-        "klant-2",
-        &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms]),
-    )
-    .await;
+    w.send(VOORKEUREN, "klant-2", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     let m = |f: &str| format!("MARKER-{f}-7f3a");
     let b = gzac::Bericht {
         uuid: m("uuid"),
@@ -161,17 +115,12 @@ async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
     };
     w.send(BERICHTEN, "secret", &b).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(2))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     let ns = on(&recs, &w, NOTIFICATIES);
     assert_eq!(ns.len(), 2);
     // The portal bericht does carry the content: the markers are real and findable.
-    assert!(
-        String::from_utf8_lossy(on(&recs, &w, PORTAAL)[0].value.as_deref().unwrap())
-            .contains("MARKER-tekst-7f3a")
-    );
+    assert!(String::from_utf8_lossy(on(&recs, &w, PORTAAL)[0].value.as_deref().unwrap()).contains("MARKER-tekst-7f3a"));
     for n in ns {
         let mut bytes: Vec<u8> = n.key.clone().unwrap_or_default();
         bytes.extend(n.value.clone().unwrap_or_default());
@@ -180,10 +129,7 @@ async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
             bytes.extend(v);
         }
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            !text.contains("MARKER"),
-            "bericht content in a notificatie: {text}"
-        );
+        assert!(!text.contains("MARKER"), "bericht content in a notificatie: {text}");
         assert!(!text.contains(BSN), "BSN in a notificatie");
     }
 }
@@ -195,125 +141,69 @@ async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() 
     const OTHER: &str = "111222333";
     // klant-a chose nothing (default email applies); klant-b chose sms but was then deleted.
     w.send(VOORKEUREN, "klant-a", &voorkeur(BSN, vec![])).await;
-    w.send(VOORKEUREN, "klant-b", &voorkeur(OTHER, vec![Kanaal::Sms]))
-        .await;
+    w.send(VOORKEUREN, "klant-b", &voorkeur(OTHER, vec![Kanaal::Sms])).await;
     w.tombstone(VOORKEUREN, "klant-b").await;
     w.send(BERICHTEN, "a", &bericht("a", BSN)).await;
     w.send(BERICHTEN, "b", &bericht("b", OTHER)).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(3))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 3, Duration::from_secs(3)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(on(&recs, &w, PORTAAL).len(), 2);
     let ns = on(&recs, &w, NOTIFICATIES);
     assert_eq!(ns.len(), 1, "{recs:#?}");
     let n: Notificatieopdracht = w.decode(ns[0]).await;
-    assert_eq!(
-        (n.kanaal, n.referentie),
-        (Kanaal::Email, derived_id(&["bericht", "a"]))
-    );
+    assert_eq!((n.kanaal, n.referentie), (Kanaal::Email, derived_id(&["bericht", "a"])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let w = World::new("later").await;
-    w.send(VOORKEUREN, "klant-3", &voorkeur(BSN, vec![Kanaal::Email]))
-        .await;
+    w.send(VOORKEUREN, "klant-3", &voorkeur(BSN, vec![Kanaal::Email])).await;
     let at = Timestamp(Timestamp::now().0 + 12_000);
-    w.send(
-        BERICHTEN,
-        "later",
-        &gzac::Bericht {
-            publicatiedatum: at,
-            ..bericht("later", BSN)
-        },
-    )
-    .await;
+    w.send(BERICHTEN, "later", &gzac::Bericht { publicatiedatum: at, ..bericht("later", BSN) }).await;
     w.send(BERICHTEN, "now", &bericht("now", BSN)).await;
 
     let mut first = spawn_bridge(&w, "i0", &[]);
     // The bericht due now is published; the later one is not, yet.
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 2, Duration::from_secs(2))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 2, Duration::from_secs(2)).await;
     assert_eq!(recs.len(), 2, "{recs:#?}");
-    assert!(
-        Timestamp::now() < at,
-        "the test machine was too slow to see the bericht before its time"
-    );
+    assert!(Timestamp::now() < at, "the test machine was too slow to see the bericht before its time");
     assert!(sigterm(&mut first).success());
 
     let mut second = spawn_bridge(&w, "i0", &[]);
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 4, Duration::from_secs(3))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 4, Duration::from_secs(3)).await;
     assert!(sigterm(&mut second).success());
-    assert_eq!(
-        recs.len(),
-        4,
-        "each bericht published and notified once: {recs:#?}"
-    );
+    assert_eq!(recs.len(), 4, "each bericht published and notified once: {recs:#?}");
     let later = derived_id(&["bericht", "later"]);
-    let published = recs
-        .iter()
-        .find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later)
-        .expect("published");
-    assert!(
-        published.timestamp.unwrap() >= at.0,
-        "published before its publicatiedatum"
-    );
+    let published = recs.iter().find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later).expect("published");
+    assert!(published.timestamp.unwrap() >= at.0, "published before its publicatiedatum");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bericht_replayed_from_offset_0_produces_no_new_notificatie() {
     let w = World::new("replay").await;
-    w.send(
-        VOORKEUREN,
-        "klant-4",
-        &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms]),
-    )
-    .await;
+    w.send(VOORKEUREN, "klant-4", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     w.send(BERICHTEN, "r-1", &bericht("r-1", BSN)).await;
     let running = bridge::start(&w.cfg).unwrap();
     w.read(&[NOTIFICATIES], 2, Duration::ZERO).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
 
     // Rewind the bridge's group to offset 0 on its input, as an operator replaying would.
-    let c: BaseConsumer = w
-        .cfg
-        .client_config()
-        .set("group.id", &w.cfg.group_id)
-        .create()
-        .unwrap();
+    let c: BaseConsumer = w.cfg.client_config().set("group.id", &w.cfg.group_id).create().unwrap();
     let topic = w.topic(BERICHTEN);
-    let md = c
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .unwrap();
+    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(0))
-            .unwrap();
+        tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(0)).unwrap();
     }
-    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-        .expect("rewind the group (the bridge is stopped)");
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("rewind the group (the bridge is stopped)");
     drop(c);
 
     // A new bericht after the replayed one shows the replay has been processed.
     w.send(BERICHTEN, "r-2", &bericht("r-2", BSN)).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(&[PORTAAL, NOTIFICATIES], 6, Duration::from_secs(3))
-        .await;
+    let recs = w.read(&[PORTAAL, NOTIFICATIES], 6, Duration::from_secs(3)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(
-        on(&recs, &w, NOTIFICATIES).len(),
-        4,
-        "two per bericht, none for the replay: {recs:#?}"
-    );
-    assert_eq!(
-        on(&recs, &w, PORTAAL).len(),
-        2,
-        "the replayed bericht is not published again"
-    );
+    assert_eq!(on(&recs, &w, NOTIFICATIES).len(), 4, "two per bericht, none for the replay: {recs:#?}");
+    assert_eq!(on(&recs, &w, PORTAAL).len(), 2, "the replayed bericht is not published again");
 }

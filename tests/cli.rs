@@ -14,19 +14,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn bridge(args: &[&str], env: &[(String, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .args(args)
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge")).args(args).envs(env.iter().cloned()).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,56 +29,28 @@ async fn topics_apply_plans_creates_is_idempotent_and_reports_drift() {
         ("GZAC_BRIDGE_TOPIC_PREFIX".to_string(), prefix.clone()),
     ];
     // Drift planted before the first apply: a reference table created with the wrong policy.
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
     let zaken = format!("{prefix}gzac.zaken.v1");
     admin
-        .create_topics(
-            &[NewTopic::new(&zaken, 6, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+        .create_topics(&[NewTopic::new(&zaken, 6, TopicReplication::Fixed(1))], &AdminOptions::new())
         .await
         .unwrap()
         .remove(0)
         .unwrap();
 
-    let plan = bridge(
-        &["topics", "apply", "--dry-run", "--replication-factor", "1"],
-        &env,
-    );
+    let plan = bridge(&["topics", "apply", "--dry-run", "--replication-factor", "1"], &env);
     let out = text(&plan);
-    assert!(
-        out.contains(&format!("create  {prefix}portaal.verzoeken.v1")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!(
-            "DRIFT   {zaken}: cleanup.policy is delete, topics.yaml wants compact"
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("create  {prefix}portaal.verzoeken.v1")), "{out}");
+    assert!(out.contains(&format!("DRIFT   {zaken}: cleanup.policy is delete, topics.yaml wants compact")), "{out}");
     assert!(!plan.status.success(), "drift makes the command fail");
 
     let too_many = bridge(&["topics", "apply", "--replication-factor", "3"], &env);
-    assert!(
-        text(&too_many).contains("pass --replication-factor 1"),
-        "{}",
-        text(&too_many)
-    );
+    assert!(text(&too_many).contains("pass --replication-factor 1"), "{}", text(&too_many));
 
-    let total = gzac_portal_bridge::topology::Topology::load()
-        .unwrap()
-        .topics
-        .len();
+    let total = gzac_portal_bridge::topology::Topology::load().unwrap().topics.len();
     let first = bridge(&["topics", "apply", "--replication-factor", "1"], &env);
-    assert_eq!(
-        text(&first).matches("create  ").count(),
-        total - 1,
-        "{}",
-        text(&first)
-    );
+    assert_eq!(text(&first).matches("create  ").count(), total - 1, "{}", text(&first));
     let second = bridge(&["topics", "apply", "--replication-factor", "1"], &env);
     let out = text(&second);
     assert_eq!(out.matches("create  ").count(), 0, "{out}");
@@ -96,26 +60,13 @@ async fn topics_apply_plans_creates_is_idempotent_and_reports_drift() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_register_registers_every_subject() {
-    let server = Registry::new()
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let env = vec![(
-        "GZAC_BRIDGE_REGISTRY_URL".to_string(),
-        format!("http://{}", server.addr),
-    )];
-    let out = tokio::task::spawn_blocking(move || bridge(&["schemas", "register"], &env))
-        .await
-        .unwrap();
+    let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let env = vec![("GZAC_BRIDGE_REGISTRY_URL".to_string(), format!("http://{}", server.addr))];
+    let out = tokio::task::spawn_blocking(move || bridge(&["schemas", "register"], &env)).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 14, "{lines:?}");
-    assert!(lines
-        .iter()
-        .any(|l| l.starts_with("portaal.verzoeken.v1-value\tid ")));
+    assert!(lines.iter().any(|l| l.starts_with("portaal.verzoeken.v1-value\tid ")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,25 +92,19 @@ async fn sigterm_finishes_the_transaction_and_exits_within_the_bound() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    w.read_verzoek_outputs(100, Duration::from_secs(60), Duration::ZERO)
-        .await;
+    w.read_verzoek_outputs(100, Duration::from_secs(60), Duration::ZERO).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit within 10 s of SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit within 10 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status}");
     // Nothing is left uncommitted: a restarted bridge has nothing to redo.
-    let recs = w
-        .read_verzoek_outputs(100, Duration::from_secs(10), Duration::from_secs(2))
-        .await;
+    let recs = w.read_verzoek_outputs(100, Duration::from_secs(10), Duration::from_secs(2)).await;
     assert_eq!(recs.len(), 100);
 }
 
@@ -168,49 +113,16 @@ fn demo_plays_every_pattern_and_exits_zero() {
     let out = bridge(&["demo"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        stdout.contains("mock cluster"),
-        "the demo says its broker is a stand-in: {stdout}"
-    );
-    assert!(
-        stdout.contains("demo done: 28 records written by the bridge for 16 records in."),
-        "{stdout}"
-    );
+    assert!(stdout.contains("mock cluster"), "the demo says its broker is a stand-in: {stdout}");
+    assert!(stdout.contains("demo done: 28 records written by the bridge for 16 records in."), "{stdout}");
     let lines = |needle: &str| stdout.lines().filter(|l| l.contains(needle)).count();
-    assert_eq!(
-        lines("nl.overheid.verzoeken.verzoek-afgewezen"),
-        3,
-        "{stdout}"
-    );
+    assert_eq!(lines("nl.overheid.verzoeken.verzoek-afgewezen"), 3, "{stdout}");
     assert_eq!(lines("dead letter: unknown-schema-id"), 1, "{stdout}");
-    assert_eq!(
-        lines("nl.overheid.berichten.bericht-gepubliceerd"),
-        2,
-        "{stdout}"
-    );
-    assert_eq!(
-        lines("template bericht-email-v1") + lines("template bericht-sms-v1"),
-        4,
-        "{stdout}"
-    );
+    assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 2, "{stdout}");
+    assert_eq!(lines("template bericht-email-v1") + lines("template bericht-sms-v1"), 4, "{stdout}");
     assert_eq!(lines("template taak-"), 4, "{stdout}");
-    assert_eq!(
-        lines("NIET_TOEGEWEZEN") + lines("TAAK_AL_BEANTWOORD") + lines("GEEN_BETROKKENE"),
-        3,
-        "{stdout}"
-    );
-    assert_eq!(
-        lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"),
-        2,
-        "{stdout}"
-    );
-    assert_eq!(
-        lines("externetaak-verlopen"),
-        2,
-        "verlopen on both sides: {stdout}"
-    );
-    assert!(
-        !stdout.contains("569312863"),
-        "the demo prints no BSN: {stdout}"
-    );
+    assert_eq!(lines("NIET_TOEGEWEZEN") + lines("TAAK_AL_BEANTWOORD") + lines("GEEN_BETROKKENE"), 3, "{stdout}");
+    assert_eq!(lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"), 2, "{stdout}");
+    assert_eq!(lines("externetaak-verlopen"), 2, "verlopen on both sides: {stdout}");
+    assert!(!stdout.contains("569312863"), "the demo prints no BSN: {stdout}");
 }

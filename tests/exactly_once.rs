@@ -43,10 +43,7 @@ fn progress(w: &World, stop: Arc<AtomicBool>) -> (Arc<AtomicUsize>, std::thread:
 fn wait_for(count: &AtomicUsize, at_least: usize, bridge: &mut Child, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while count.load(Ordering::SeqCst) < at_least {
-        assert!(
-            bridge.try_wait().unwrap().is_none(),
-            "the bridge exited on its own"
-        );
+        assert!(bridge.try_wait().unwrap().is_none(), "the bridge exited on its own");
         assert!(
             Instant::now() < deadline,
             "no progress to {at_least} within {timeout:?}: {}",
@@ -66,11 +63,7 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
         let key = format!("eos-{i}");
         let bytes = client::frame(id, &sample_verzoek(&key)).unwrap();
         loop {
-            match p.send_result(
-                rdkafka::producer::FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&bytes),
-            ) {
+            match p.send_result(rdkafka::producer::FutureRecord::to(&topic).key(&key).payload(&bytes)) {
                 Ok(_) => break,
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
@@ -91,10 +84,7 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
     wait_for(&count, at_first_kill + N / 4, &mut bridge, minutes);
     kill9(&mut bridge);
     let at_second_kill = count.load(Ordering::SeqCst);
-    assert!(
-        at_second_kill < N,
-        "the second kill came after the stream ended; it must be mid-stream"
-    );
+    assert!(at_second_kill < N, "the second kill came after the stream ended; it must be mid-stream");
 
     let mut bridge = spawn_bridge(&w, "i0", &[]);
     wait_for(&count, N, &mut bridge, minutes);
@@ -102,21 +92,14 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
     counter.join().unwrap();
 
     // The final word: everything committed, read from the start, with time for any surplus.
-    let recs = w
-        .read_verzoek_outputs(2 * N, Duration::from_secs(120), Duration::from_secs(5))
-        .await;
+    let recs = w.read_verzoek_outputs(2 * N, Duration::from_secs(120), Duration::from_secs(5)).await;
     unsafe { libc::kill(bridge.id() as i32, libc::SIGTERM) };
     let status = bridge.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM ends the bridge cleanly: {status}"
-    );
+    assert!(status.success(), "SIGTERM ends the bridge cleanly: {status}");
 
     let mut per_key: HashMap<(String, String), usize> = HashMap::new();
     for r in &recs {
-        *per_key
-            .entry((r.topic.clone(), r.key_str().to_string()))
-            .or_default() += 1;
+        *per_key.entry((r.topic.clone(), r.key_str().to_string())).or_default() += 1;
     }
     let dupes: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dupes.is_empty(), "duplicates: {dupes:?}");
@@ -130,28 +113,12 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
             missing.push(key);
         }
     }
-    assert!(
-        missing.is_empty(),
-        "{} inputs lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert_eq!(
-        recs.len(),
-        2 * N,
-        "one verzoek and one terugmelding per input, nothing else"
-    );
+    assert!(missing.is_empty(), "{} inputs lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(recs.len(), 2 * N, "one verzoek and one terugmelding per input, nothing else");
 
     // The committed offsets cover the whole input.
-    let c: BaseConsumer = w
-        .cfg
-        .client_config()
-        .set("group.id", &w.cfg.group_id)
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .unwrap();
+    let c: BaseConsumer = w.cfg.client_config().set("group.id", &w.cfg.group_id).create().unwrap();
+    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for part in md.topics()[0].partitions() {
         tpl.add_partition(&topic, part.id());

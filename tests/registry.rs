@@ -2,31 +2,24 @@
 //! (schema_registry_converter) and the raw HTTP answers, error codes included.
 
 use gzac_portal_bridge::registry::Registry;
-use schema_registry_converter::async_impl::schema_registry::{
-    get_schema_by_id, post_schema, SrSettings,
-};
+use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde_json::{json, Value};
 
-const V1: &str =
-    r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"}]}"#;
+const V1: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"}]}"#;
 const V2_COMPATIBLE: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"b","type":"int","default":0}]}"#;
-const V2_BREAKING: &str = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"c","type":"int"}]}"#;
+const V2_BREAKING: &str =
+    r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"c","type":"int"}]}"#;
 
 /// A registry for one test; it stops when the returned server is dropped.
 async fn start() -> (String, gzac_portal_bridge::registry::Server) {
-    let server = Registry::new()
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     (format!("http://{}", server.addr), server)
 }
 
 async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
     let c = reqwest::Client::new();
-    let mut req = c
-        .request(method, url)
-        .header("content-type", "application/vnd.schemaregistry.v1+json");
+    let mut req = c.request(method, url).header("content-type", "application/vnd.schemaregistry.v1+json");
     if let Some(b) = body {
         req = req.body(b.to_string());
     }
@@ -39,53 +32,22 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
 async fn register_lookup_and_fetch_through_the_client_path() {
     let (url, _server) = start().await;
     let sr = SrSettings::new(url.clone());
-    let reg = post_schema(
-        &sr,
-        "orders-value".into(),
-        SuppliedSchema::new(None, SchemaType::Avro, V1.into()),
-    )
-    .await
-    .unwrap();
+    let reg =
+        post_schema(&sr, "orders-value".into(), SuppliedSchema::new(None, SchemaType::Avro, V1.into())).await.unwrap();
     // Registering the same schema again is idempotent.
-    let again = post_schema(
-        &sr,
-        "orders-value".into(),
-        SuppliedSchema::new(None, SchemaType::Avro, V1.into()),
-    )
-    .await
-    .unwrap();
+    let again =
+        post_schema(&sr, "orders-value".into(), SuppliedSchema::new(None, SchemaType::Avro, V1.into())).await.unwrap();
     assert_eq!(reg.id, again.id);
     // The same schema under another subject shares the id, as in Confluent.
-    let other = post_schema(
-        &sr,
-        "other-value".into(),
-        SuppliedSchema::new(None, SchemaType::Avro, V1.into()),
-    )
-    .await
-    .unwrap();
+    let other =
+        post_schema(&sr, "other-value".into(), SuppliedSchema::new(None, SchemaType::Avro, V1.into())).await.unwrap();
     assert_eq!(reg.id, other.id);
     let fetched = get_schema_by_id(reg.id, &sr).await.unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&fetched.schema).unwrap(),
-        serde_json::from_str::<Value>(V1).unwrap()
-    );
+    assert_eq!(serde_json::from_str::<Value>(&fetched.schema).unwrap(), serde_json::from_str::<Value>(V1).unwrap());
 
-    let (s, v) = call(
-        reqwest::Method::POST,
-        format!("{url}/subjects/orders-value"),
-        Some(json!({"schema": V1})),
-    )
-    .await;
-    assert_eq!(
-        (s, v["version"].as_i64(), v["id"].as_u64()),
-        (200, Some(1), Some(reg.id as u64))
-    );
-    let (s, v) = call(
-        reqwest::Method::GET,
-        format!("{url}/subjects/orders-value/versions/latest"),
-        None,
-    )
-    .await;
+    let (s, v) = call(reqwest::Method::POST, format!("{url}/subjects/orders-value"), Some(json!({"schema": V1}))).await;
+    assert_eq!((s, v["version"].as_i64(), v["id"].as_u64()), (200, Some(1), Some(reg.id as u64)));
+    let (s, v) = call(reqwest::Method::GET, format!("{url}/subjects/orders-value/versions/latest"), None).await;
     assert_eq!((s, v["version"].as_i64()), (200, Some(1)));
     let (_, v) = call(reqwest::Method::GET, format!("{url}/subjects"), None).await;
     assert_eq!(v, json!(["orders-value", "other-value"]));
@@ -95,11 +57,7 @@ async fn register_lookup_and_fetch_through_the_client_path() {
 async fn compatibility_is_enforced_by_schema_resolution() {
     let (url, _server) = start().await;
     let post = |body: &str| {
-        call(
-            reqwest::Method::POST,
-            format!("{url}/subjects/s-value/versions"),
-            Some(json!({"schema": body})),
-        )
+        call(reqwest::Method::POST, format!("{url}/subjects/s-value/versions"), Some(json!({"schema": body})))
     };
     assert_eq!(post(V1).await.0, 200);
     let (s, v) = call(
@@ -113,20 +71,11 @@ async fn compatibility_is_enforced_by_schema_resolution() {
     assert_eq!((s, v["error_code"].as_u64()), (409, Some(409)));
     let (s, v) = post(V2_COMPATIBLE).await;
     assert_eq!(s, 200, "{v}");
-    let (_, v) = call(
-        reqwest::Method::GET,
-        format!("{url}/subjects/s-value/versions"),
-        None,
-    )
-    .await;
+    let (_, v) = call(reqwest::Method::GET, format!("{url}/subjects/s-value/versions"), None).await;
     assert_eq!(v, json!([1, 2]));
     // With NONE the breaking schema is accepted.
-    let (s, _) = call(
-        reqwest::Method::PUT,
-        format!("{url}/config/s-value"),
-        Some(json!({"compatibility": "NONE"})),
-    )
-    .await;
+    let (s, _) =
+        call(reqwest::Method::PUT, format!("{url}/config/s-value"), Some(json!({"compatibility": "NONE"}))).await;
     assert_eq!(s, 200);
     let (_, v) = call(reqwest::Method::GET, format!("{url}/config/s-value"), None).await;
     assert_eq!(v["compatibilityLevel"], "NONE");
@@ -140,12 +89,7 @@ async fn errors_have_confluent_codes() {
     let (url, _server) = start().await;
     let (s, v) = call(reqwest::Method::GET, format!("{url}/schemas/ids/99"), None).await;
     assert_eq!((s, v["error_code"].as_u64()), (404, Some(40403)));
-    let (s, v) = call(
-        reqwest::Method::GET,
-        format!("{url}/subjects/nope/versions/1"),
-        None,
-    )
-    .await;
+    let (s, v) = call(reqwest::Method::GET, format!("{url}/subjects/nope/versions/1"), None).await;
     assert_eq!((s, v["error_code"].as_u64()), (404, Some(40401)));
     let (s, v) = call(
         reqwest::Method::POST,
@@ -154,29 +98,12 @@ async fn errors_have_confluent_codes() {
     )
     .await;
     assert_eq!((s, v["error_code"].as_u64()), (422, Some(42201)));
-    call(
-        reqwest::Method::POST,
-        format!("{url}/subjects/x/versions"),
-        Some(json!({"schema": V1})),
-    )
-    .await;
-    let (s, v) = call(
-        reqwest::Method::GET,
-        format!("{url}/subjects/x/versions/7"),
-        None,
-    )
-    .await;
+    call(reqwest::Method::POST, format!("{url}/subjects/x/versions"), Some(json!({"schema": V1}))).await;
+    let (s, v) = call(reqwest::Method::GET, format!("{url}/subjects/x/versions/7"), None).await;
     assert_eq!((s, v["error_code"].as_u64()), (404, Some(40402)));
-    let (s, v) = call(
-        reqwest::Method::POST,
-        format!("{url}/subjects/x"),
-        Some(json!({"schema": V2_COMPATIBLE})),
-    )
-    .await;
+    let (s, v) = call(reqwest::Method::POST, format!("{url}/subjects/x"), Some(json!({"schema": V2_COMPATIBLE}))).await;
     assert_eq!((s, v["error_code"].as_u64()), (404, Some(40403)));
     // The client path reports a missing id as a non-retriable error.
-    let err = get_schema_by_id(99, &SrSettings::new(url))
-        .await
-        .unwrap_err();
+    let err = get_schema_by_id(99, &SrSettings::new(url)).await.unwrap_err();
     assert!(!err.retriable, "{err:?}");
 }

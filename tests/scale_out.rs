@@ -19,10 +19,7 @@ const N: usize = 300;
 fn taak(uuid: &str) -> gzac::Taak {
     gzac::Taak {
         uuid: uuid.into(),
-        identificatie: gzac::Identificatie {
-            soort: gzac::PartijSoort::Bsn,
-            value: BSN.into(),
-        },
+        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: BSN.into() },
         data: "{}".into(),
         title: "Vul het formulier in".into(),
         status: gzac::TaakStatus::Open,
@@ -41,10 +38,7 @@ fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
         id: id.into(),
         taak_id: taak_id.into(),
         verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         verzonden_data: "{}".into(),
         documenten: vec![],
         ingediend_op: Timestamp::now(),
@@ -55,21 +49,15 @@ fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
 async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right() {
     let w = World::new("scale").await;
     for i in 0..N {
-        w.send("gzac.taken.v1", &format!("t-{i}"), &taak(&format!("t-{i}")))
-            .await;
+        w.send("gzac.taken.v1", &format!("t-{i}"), &taak(&format!("t-{i}"))).await;
     }
     let mut b0 = spawn_bridge(&w, "i0", &[]);
     let mut b1 = spawn_bridge(&w, "i1", &[]);
     w.read(&["portaal.taken.v1"], N, Duration::ZERO).await;
 
     let portal = client::producer(&w.cfg).unwrap();
-    let murmur: rdkafka::producer::FutureProducer = w
-        .cfg
-        .client_config()
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let murmur: rdkafka::producer::FutureProducer =
+        w.cfg.client_config().set("partitioner", "murmur2_random").set("linger.ms", "5").create().unwrap();
     drop(portal);
     let topic = w.topic("portaal.taakantwoorden.v1");
     let id = w.schema_id("portaal.taakantwoorden.v1");
@@ -87,9 +75,7 @@ async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right(
         }
         for (aid, bsn, want) in batch {
             let bytes = client::frame(id, &antwoord(&aid, &t, bsn)).unwrap();
-            client::send(&murmur, &topic, &t, &bytes, None)
-                .await
-                .unwrap();
+            client::send(&murmur, &topic, &t, &bytes, None).await.unwrap();
             expected.insert(aid, want);
         }
         if i == N / 3 {
@@ -100,11 +86,7 @@ async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right(
         }
     }
     let recs = w
-        .read(
-            &["portaal.terugmeldingen.v1", "gzac.taakantwoorden.v1"],
-            expected.len() + N,
-            Duration::from_secs(4),
-        )
+        .read(&["portaal.terugmeldingen.v1", "gzac.taakantwoorden.v1"], expected.len() + N, Duration::from_secs(4))
         .await;
     assert!(sigterm(&mut b1).success());
     assert!(sigterm(b2.as_mut().unwrap()).success());
@@ -121,19 +103,11 @@ async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right(
             TerugmeldingStatus::Afgewezen => t.reden_code.unwrap_or_default(),
             s => format!("{s:?}"),
         };
-        assert!(
-            got.insert(t.referentie.clone(), why).is_none(),
-            "two terugmeldingen for {}",
-            t.referentie
-        );
+        assert!(got.insert(t.referentie.clone(), why).is_none(), "two terugmeldingen for {}", t.referentie);
     }
     assert_eq!(forwards.len(), N, "every taak forwarded");
     assert!(forwards.values().all(|n| *n == 1), "a taak forwarded twice");
-    let wrong: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k).map(String::as_str) != Some(**v))
-        .take(5)
-        .collect();
+    let wrong: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k).map(String::as_str) != Some(**v)).take(5).collect();
     assert!(
         wrong.is_empty(),
         "{} of {} antwoorden judged wrongly, e.g. {wrong:?} (got {:?})",
@@ -145,13 +119,7 @@ async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right(
 
     // All three instances took part.
     for i in ["i0", "i1", "i2"] {
-        let log = std::fs::read_to_string(
-            std::env::temp_dir().join(format!("{}-{i}.log", w.cfg.group_id)),
-        )
-        .unwrap();
-        assert!(
-            log.contains("partitions assigned"),
-            "instance {i} never got partitions"
-        );
+        let log = std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{i}.log", w.cfg.group_id))).unwrap();
+        assert!(log.contains("partitions assigned"), "instance {i} never got partitions");
     }
 }

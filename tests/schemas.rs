@@ -16,12 +16,10 @@ fn rust_types_and_avsc_files_agree() {
     let mut drift = Vec::new();
     for e in catalogue() {
         let path = file(dir(), e.name);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
         let from_file: serde_json::Value = serde_json::from_str(&text).unwrap();
         let from_type: serde_json::Value = serde_json::from_str(&to_json(&(e.schema)())).unwrap();
-        Schema::parse_str(&text)
-            .unwrap_or_else(|err| panic!("{} is not valid Avro: {err}", path.display()));
+        Schema::parse_str(&text).unwrap_or_else(|err| panic!("{} is not valid Avro: {err}", path.display()));
         if from_file != from_type {
             drift.push(e.name);
         }
@@ -34,78 +32,52 @@ fn rust_types_and_avsc_files_agree() {
 
 #[test]
 fn every_avsc_file_is_in_the_catalogue() {
-    let names: Vec<String> = catalogue()
-        .iter()
-        .map(|e| format!("{}.avsc", e.name))
-        .collect();
+    let names: Vec<String> = catalogue().iter().map(|e| format!("{}.avsc", e.name)).collect();
     for entry in std::fs::read_dir(dir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
-        assert!(
-            names.contains(&name),
-            "{name} is not in schemas::catalogue()"
-        );
+        assert!(names.contains(&name), "{name} is not in schemas::catalogue()");
     }
 }
 
 /// Can a reader on `new` read every record written with `old`?
 fn backward_compatible(old: &Schema, new: &Schema) -> bool {
-    matches!(
-        SchemaCompatibility::can_read(old, new),
-        Ok(Compatibility::Full)
-    )
+    matches!(SchemaCompatibility::can_read(old, new), Ok(Compatibility::Full))
 }
 
 #[test]
 fn schemas_stay_backward_compatible_with_the_committed_version() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let git = Command::new("git").args(["-C", root, "rev-parse", "HEAD"]).output().expect(
-        "git is needed to compare schemas with their committed version: install git (apt-get install git)",
-    );
-    assert!(
-        git.status.success(),
-        "not a git checkout with commits: {}",
-        String::from_utf8_lossy(&git.stderr)
-    );
+    let git = Command::new("git")
+        .args(["-C", root, "rev-parse", "HEAD"])
+        .output()
+        .expect("git is needed to compare schemas with their committed version: install git (apt-get install git)");
+    assert!(git.status.success(), "not a git checkout with commits: {}", String::from_utf8_lossy(&git.stderr));
     let mut broken = Vec::new();
     for e in catalogue() {
         let rel = format!("schemas/{}.avsc", e.name);
-        let old = Command::new("git")
-            .args(["-C", root, "show", &format!("HEAD:{rel}")])
-            .output()
-            .unwrap();
+        let old = Command::new("git").args(["-C", root, "show", &format!("HEAD:{rel}")]).output().unwrap();
         if !old.status.success() {
             continue; // a new schema: nothing committed to stay compatible with
         }
         let old = Schema::parse_str(&String::from_utf8_lossy(&old.stdout)).unwrap();
-        let new = Schema::parse_str(&std::fs::read_to_string(Path::new(root).join(&rel)).unwrap())
-            .unwrap();
+        let new = Schema::parse_str(&std::fs::read_to_string(Path::new(root).join(&rel)).unwrap()).unwrap();
         if !backward_compatible(&old, &new) {
             broken.push(rel);
         }
     }
-    assert!(
-        broken.is_empty(),
-        "schema changes that break BACKWARD compatibility: {broken:?}"
-    );
+    assert!(broken.is_empty(), "schema changes that break BACKWARD compatibility: {broken:?}");
 }
 
 #[test]
 fn the_compatibility_check_catches_breaking_changes() {
-    let old = Schema::parse_str(
-        &std::fs::read_to_string(file(dir(), "nl.gzac.portaal.Verzoek")).unwrap(),
-    )
-    .unwrap();
+    let old = Schema::parse_str(&std::fs::read_to_string(file(dir(), "nl.gzac.portaal.Verzoek")).unwrap()).unwrap();
     let mut json: serde_json::Value = serde_json::to_value(&old).unwrap();
     // A new required field without default: old records lack it.
-    json["fields"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "kanaal", "type": "string"}));
+    json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "kanaal", "type": "string"}));
     let breaking = Schema::parse(&json).unwrap();
     assert!(!backward_compatible(&old, &breaking));
     // The same field with a default is fine.
-    json["fields"].as_array_mut().unwrap().last_mut().unwrap()["default"] =
-        serde_json::json!("web");
+    json["fields"].as_array_mut().unwrap().last_mut().unwrap()["default"] = serde_json::json!("web");
     assert!(backward_compatible(&old, &Schema::parse(&json).unwrap()));
     // Changing a field's type breaks.
     let mut json: serde_json::Value = serde_json::to_value(&old).unwrap();
@@ -120,12 +92,7 @@ fn records_round_trip_through_their_schemas() {
     use gzac_portal_bridge::demo::sample_verzoek;
     use gzac_portal_bridge::model::portaal;
     let v = sample_verzoek("rt-1");
-    let bytes = encode_with_id(
-        7,
-        &portaal::Verzoek::get_schema(),
-        apache_avro::to_value(&v).unwrap(),
-    )
-    .unwrap();
+    let bytes = encode_with_id(7, &portaal::Verzoek::get_schema(), apache_avro::to_value(&v).unwrap()).unwrap();
     let (id, mut body) = Codec::frame(&bytes).unwrap();
     assert_eq!(id, 7);
     let schema = portaal::Verzoek::get_schema();

@@ -7,9 +7,7 @@ mod common;
 use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
-use gzac_portal_bridge::model::common::{
-    Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus,
-};
+use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus};
 use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,21 +24,13 @@ const NOTIFICATIES: &str = "notificaties.opdrachten.v1";
 pub fn taak(uuid: &str, bsn: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
     gzac::Taak {
         uuid: uuid.into(),
-        identificatie: gzac::Identificatie {
-            soort: gzac::PartijSoort::Bsn,
-            value: bsn.into(),
-        },
+        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: bsn.into() },
         data: r#"{"kenteken":"AB-123-C"}"#.into(),
         title: "Upload de plattegrond".into(),
         status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier {
-            soort: gzac::FormulierType::Id,
-            value: "plattegrond-upload".into(),
-        },
+        formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond-upload".into() },
         verwerker_taak_id: format!("camunda-{uuid}"),
-        zaak: Some(
-            "https://zaken.gemeente.example/zaken/0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into(),
-        ),
+        zaak: Some("https://zaken.gemeente.example/zaken/0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()),
         verloopdatum,
     }
 }
@@ -50,10 +40,7 @@ pub fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
         id: id.into(),
         taak_id: taak_id.into(),
         verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
         documenten: vec!["https://documenten.gemeente.example/9".into()],
         ingediend_op: Timestamp::now(),
@@ -72,11 +59,7 @@ async fn reasons(w: &World, recs: &[Received]) -> HashMap<String, String> {
             TerugmeldingStatus::Afgewezen => t.reden_code.unwrap_or_default(),
             other => format!("{other:?}"),
         };
-        assert!(
-            out.insert(t.referentie.clone(), why).is_none(),
-            "two terugmeldingen for {}",
-            t.referentie
-        );
+        assert!(out.insert(t.referentie.clone(), why).is_none(), "two terugmeldingen for {}", t.referentie);
     }
     out
 }
@@ -88,10 +71,7 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         "portaal.klantvoorkeuren.v1",
         "klant-1",
         &portaal::Klantvoorkeur {
-            partij: portaal::Partij {
-                soort: portaal::PartijType::Bsn,
-                value: BSN.into(),
-            },
+            partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() },
             kanalen: vec![Kanaal::Sms],
             email: None,
             telefoonnummer: Some("+31612345678".into()),
@@ -101,42 +81,24 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
     let t = taak("t-1", BSN, Some(Timestamp(1_796_083_200_000)));
     w.send(GZAC_TAKEN, "t-1", &t).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(&[PORTAAL_TAKEN, NOTIFICATIES], 2, Duration::from_secs(2))
-        .await;
+    let recs = w.read(&[PORTAAL_TAKEN, NOTIFICATIES], 2, Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(recs.len(), 2, "{recs:#?}");
     let p: portaal::Taak = w.decode(on(&recs, &w, PORTAAL_TAKEN)[0]).await;
     assert_eq!(p.id, "t-1");
     assert_eq!(
         (p.titel.as_str(), p.status, p.soort),
-        (
-            "Upload de plattegrond",
-            portaal::TaakStatus::Open,
-            portaal::TaakSoort::Portaalformulier
-        )
+        ("Upload de plattegrond", portaal::TaakStatus::Open, portaal::TaakSoort::Portaalformulier)
     );
-    assert_eq!(
-        p.identificatie,
-        portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: BSN.into()
-        }
-    );
+    assert_eq!(p.identificatie, portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() });
     assert_eq!(p.verwerker_taak_id, "camunda-t-1");
     assert_eq!(
         p.koppeling,
-        Some(portaal::Koppeling {
-            registratie: "zaak".into(),
-            uuid: "0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()
-        })
+        Some(portaal::Koppeling { registratie: "zaak".into(), uuid: "0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into() })
     );
     assert_eq!(
         p.portaalformulier,
-        Some(portaal::Portaalformulier {
-            formulier: "plattegrond-upload".into(),
-            data: t.data.clone()
-        })
+        Some(portaal::Portaalformulier { formulier: "plattegrond-upload".into(), data: t.data.clone() })
     );
     assert_eq!(p.verloopdatum, t.verloopdatum);
     let n: Notificatieopdracht = w.decode(on(&recs, &w, NOTIFICATIES)[0]).await;
@@ -144,57 +106,24 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         (n.kanaal, n.template_id.as_str(), n.gebeurtenis.as_str()),
         (Kanaal::Sms, "taak-sms-v1", "taak-aangemaakt")
     );
-    assert_eq!(
-        n.personalisation["link"],
-        "https://mijn.gemeente.example/taken/t-1"
-    );
+    assert_eq!(n.personalisation["link"], "https://mijn.gemeente.example/taken/t-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only_once() {
     let w = World::new("antwoord").await;
     w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, None)).await;
-    w.send(
-        GZAC_TAKEN,
-        "t-closed",
-        &gzac::Taak {
-            status: gzac::TaakStatus::Gesloten,
-            ..taak("t-closed", BSN, None)
-        },
-    )
-    .await;
+    w.send(GZAC_TAKEN, "t-closed", &gzac::Taak { status: gzac::TaakStatus::Gesloten, ..taak("t-closed", BSN, None) })
+        .await;
     let running = bridge::start(&w.cfg).unwrap();
     w.read(&[PORTAAL_TAKEN], 2, Duration::ZERO).await;
     // Sent after the portal shows the taken, as a klant would.
-    w.send(
-        ANTWOORDEN,
-        "t-1",
-        &antwoord("a-wrong-party", "t-1", OTHER_BSN),
-    )
-    .await;
-    w.send(
-        ANTWOORDEN,
-        "t-unknown",
-        &antwoord("a-unknown", "t-unknown", BSN),
-    )
-    .await;
-    w.send(
-        ANTWOORDEN,
-        "t-closed",
-        &antwoord("a-closed", "t-closed", BSN),
-    )
-    .await;
-    w.send(ANTWOORDEN, "t-1", &antwoord("a-right", "t-1", BSN))
-        .await;
-    w.send(ANTWOORDEN, "t-1", &antwoord("a-second", "t-1", BSN))
-        .await;
-    let recs = w
-        .read(
-            &[TERUGMELDINGEN, GZAC_ANTWOORDEN],
-            6,
-            Duration::from_secs(3),
-        )
-        .await;
+    w.send(ANTWOORDEN, "t-1", &antwoord("a-wrong-party", "t-1", OTHER_BSN)).await;
+    w.send(ANTWOORDEN, "t-unknown", &antwoord("a-unknown", "t-unknown", BSN)).await;
+    w.send(ANTWOORDEN, "t-closed", &antwoord("a-closed", "t-closed", BSN)).await;
+    w.send(ANTWOORDEN, "t-1", &antwoord("a-right", "t-1", BSN)).await;
+    w.send(ANTWOORDEN, "t-1", &antwoord("a-second", "t-1", BSN)).await;
+    let recs = w.read(&[TERUGMELDINGEN, GZAC_ANTWOORDEN], 6, Duration::from_secs(3)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
 
     let why = reasons(&w, &recs).await;
@@ -207,10 +136,7 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
     let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
     assert_eq!(fwd.len(), 1, "only the right antwoord reaches GZAC");
     let g: gzac::TaakAntwoord = w.decode(fwd[0]).await;
-    assert_eq!(
-        (g.verwerker_taak_id.as_str(), g.status),
-        ("camunda-t-1", gzac::TaakStatus::Ingediend)
-    );
+    assert_eq!((g.verwerker_taak_id.as_str(), g.status), ("camunda-t-1", gzac::TaakStatus::Ingediend));
     assert_eq!(fwd[0].key_str(), "t-1");
 }
 
@@ -218,29 +144,12 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
 async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
     let w = World::new("verlopen").await;
     let soon = Timestamp(Timestamp::now().0 + 3_000);
-    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, Some(soon)))
-        .await;
-    w.send(
-        GZAC_TAKEN,
-        "t-later",
-        &taak(
-            "t-later",
-            BSN,
-            Some(Timestamp(Timestamp::now().0 + 3_600_000)),
-        ),
-    )
-    .await;
+    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, Some(soon))).await;
+    w.send(GZAC_TAKEN, "t-later", &taak("t-later", BSN, Some(Timestamp(Timestamp::now().0 + 3_600_000)))).await;
     let running = bridge::start(&w.cfg).unwrap();
     // open ×2 on the portal; then verlopen on the portal and on GZAC's taken topic.
-    let recs = w
-        .read(
-            &[PORTAAL_TAKEN, GZAC_TAKEN],
-            2 + 3 + 1,
-            Duration::from_secs(3),
-        )
-        .await;
-    w.send(ANTWOORDEN, "t-exp", &antwoord("a-late", "t-exp", BSN))
-        .await;
+    let recs = w.read(&[PORTAAL_TAKEN, GZAC_TAKEN], 2 + 3 + 1, Duration::from_secs(3)).await;
+    w.send(ANTWOORDEN, "t-exp", &antwoord("a-late", "t-exp", BSN)).await;
     let tm = w.read(&[TERUGMELDINGEN], 1, Duration::from_secs(1)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
 
@@ -258,20 +167,12 @@ async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
             ("t-later".to_string(), portaal::TaakStatus::Open),
         ]
     );
-    let gz: Vec<&Received> = on(&recs, &w, GZAC_TAKEN)
-        .into_iter()
-        .filter(|r| r.header("ce_source").is_some())
-        .collect();
+    let gz: Vec<&Received> =
+        on(&recs, &w, GZAC_TAKEN).into_iter().filter(|r| r.header("ce_source").is_some()).collect();
     assert_eq!(gz.len(), 1, "one verlopen written to GZAC");
     let g: gzac::Taak = w.decode(gz[0]).await;
-    assert_eq!(
-        (g.uuid.as_str(), g.status),
-        ("t-exp", gzac::TaakStatus::Verlopen)
-    );
-    assert_eq!(
-        gz[0].header("ce_type"),
-        Some("nl.overheid.taken.externetaak-verlopen")
-    );
+    assert_eq!((g.uuid.as_str(), g.status), ("t-exp", gzac::TaakStatus::Verlopen));
+    assert_eq!(gz[0].header("ce_type"), Some("nl.overheid.taken.externetaak-verlopen"));
     assert!(gz[0].timestamp.unwrap() >= soon.0);
     assert_eq!(reasons(&w, &tm).await["a-late"], "TAAK_NIET_OPEN");
 }
@@ -281,26 +182,15 @@ async fn sigkill_between_receiving_antwoorden_and_committing_neither_forwards_tw
     let w = World::new("kill-antwoord").await;
     const N: usize = 300;
     for i in 0..N {
-        w.send(
-            GZAC_TAKEN,
-            &format!("t-{i}"),
-            &taak(&format!("t-{i}"), BSN, None),
-        )
-        .await;
+        w.send(GZAC_TAKEN, &format!("t-{i}"), &taak(&format!("t-{i}"), BSN, None)).await;
     }
     // Long transactions: a kill almost surely lands while antwoorden are received but not committed.
-    let cfg =
-        w.config_file("pipeline:\n  batch_max_records: 100000\n  batch_max_interval: 1500ms\n");
+    let cfg = w.config_file("pipeline:\n  batch_max_records: 100000\n  batch_max_interval: 1500ms\n");
     let cfg_arg = cfg.display().to_string();
     let mut bridge = spawn_bridge(&w, "i0", &["--config", &cfg_arg]);
     w.read(&[PORTAAL_TAKEN], N, Duration::ZERO).await;
     for i in 0..N {
-        w.send(
-            ANTWOORDEN,
-            &format!("t-{i}"),
-            &antwoord(&format!("a-{i}"), &format!("t-{i}"), BSN),
-        )
-        .await;
+        w.send(ANTWOORDEN, &format!("t-{i}"), &antwoord(&format!("a-{i}"), &format!("t-{i}"), BSN)).await;
         if i == N / 2 {
             kill9(&mut bridge);
             bridge = spawn_bridge(&w, "i0", &["--config", &cfg_arg]);
@@ -308,23 +198,12 @@ async fn sigkill_between_receiving_antwoorden_and_committing_neither_forwards_tw
     }
     // Duplicates for half of them: a retrying portal must not get a second forward either.
     for i in 0..N / 2 {
-        w.send(
-            ANTWOORDEN,
-            &format!("t-{i}"),
-            &antwoord(&format!("dup-{i}"), &format!("t-{i}"), BSN),
-        )
-        .await;
+        w.send(ANTWOORDEN, &format!("t-{i}"), &antwoord(&format!("dup-{i}"), &format!("t-{i}"), BSN)).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     kill9(&mut bridge);
     let mut bridge = spawn_bridge(&w, "i0", &["--config", &cfg_arg]);
-    let recs = w
-        .read(
-            &[GZAC_ANTWOORDEN, TERUGMELDINGEN],
-            N + N + N / 2,
-            Duration::from_secs(4),
-        )
-        .await;
+    let recs = w.read(&[GZAC_ANTWOORDEN, TERUGMELDINGEN], N + N + N / 2, Duration::from_secs(4)).await;
     assert!(sigterm(&mut bridge).success());
     let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
     let mut keys: Vec<&str> = fwd.iter().map(|r| r.key_str()).collect();
@@ -346,26 +225,14 @@ async fn a_restarted_bridge_rebuilds_taak_state_and_tables_before_it_answers() {
     w.read(&[PORTAAL_TAKEN], 1, Duration::ZERO).await;
     assert!(sigterm(&mut first).success());
     // While no bridge runs: an antwoord and a zaakverzoek that need the state and the zaken table.
-    w.send(ANTWOORDEN, "t-1", &antwoord("a-1", "t-1", BSN))
-        .await;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-1", "z-1", BSN),
-    )
-    .await;
+    w.send(ANTWOORDEN, "t-1", &antwoord("a-1", "t-1", BSN)).await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-1", "z-1", BSN)).await;
     let mut second = spawn_bridge(&w, "i1", &[]);
     let recs = w.read(&[TERUGMELDINGEN], 2, Duration::from_secs(2)).await;
     assert!(sigterm(&mut second).success());
     let why = reasons(&w, &recs).await;
-    assert_eq!(
-        why["a-1"], "Doorgestuurd",
-        "the taak state was rebuilt before the antwoord"
-    );
-    assert_eq!(
-        why["zv-1"], "Doorgestuurd",
-        "the zaken table was read before the zaakverzoek"
-    );
+    assert_eq!(why["a-1"], "Doorgestuurd", "the taak state was rebuilt before the antwoord");
+    assert_eq!(why["zv-1"], "Doorgestuurd", "the zaken table was read before the zaakverzoek");
 }
 
 pub fn zaak(uuid: &str, betrokkene_bsn: &str) -> gzac::Zaak {
@@ -389,15 +256,8 @@ pub fn zaakverzoek(id: &str, zaak_uuid: &str, bsn: &str) -> portaal::ZaakVerzoek
     portaal::ZaakVerzoek {
         submission_id: id.into(),
         verzoektype: "evenement-uitbreiden".into(),
-        zaak: portaal::ZaakReferentie {
-            uuid: zaak_uuid.into(),
-            url: None,
-            identificatie: None,
-        },
-        indiener: portaal::Partij {
-            soort: portaal::PartijType::Bsn,
-            value: bsn.into(),
-        },
+        zaak: portaal::ZaakReferentie { uuid: zaak_uuid.into(), url: None, identificatie: None },
+        indiener: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         rol: portaal::Rol::Klant,
         data: r#"{"bezoekers":2000}"#.into(),
         attachments: vec![],
@@ -410,38 +270,12 @@ pub fn zaakverzoek(id: &str, zaak_uuid: &str, bsn: &str) -> portaal::ZaakVerzoek
 async fn a_zaakverzoek_is_forwarded_only_for_a_known_zaak_by_a_betrokkene() {
     let w = World::new("zaakverzoek").await;
     w.send("gzac.zaken.v1", "z-1", &zaak("z-1", BSN)).await;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-outsider", "z-1", OTHER_BSN),
-    )
-    .await;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-9",
-        &zaakverzoek("zv-unknown", "z-9", BSN),
-    )
-    .await;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-bad-bsn", "z-1", "123456789"),
-    )
-    .await;
-    w.send(
-        "portaal.zaakverzoeken.v1",
-        "z-1",
-        &zaakverzoek("zv-ok", "z-1", BSN),
-    )
-    .await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-outsider", "z-1", OTHER_BSN)).await;
+    w.send("portaal.zaakverzoeken.v1", "z-9", &zaakverzoek("zv-unknown", "z-9", BSN)).await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-bad-bsn", "z-1", "123456789")).await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-ok", "z-1", BSN)).await;
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read(
-            &[TERUGMELDINGEN, "gzac.zaakverzoeken.v1"],
-            5,
-            Duration::from_secs(2),
-        )
-        .await;
+    let recs = w.read(&[TERUGMELDINGEN, "gzac.zaakverzoeken.v1"], 5, Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     let why = reasons(&w, &recs).await;
     assert_eq!(why["zv-outsider"], "GEEN_BETROKKENE");
@@ -451,10 +285,7 @@ async fn a_zaakverzoek_is_forwarded_only_for_a_known_zaak_by_a_betrokkene() {
     let fwd = on(&recs, &w, "gzac.zaakverzoeken.v1");
     assert_eq!(fwd.len(), 1);
     let g: gzac::ZaakVerzoek = w.decode(fwd[0]).await;
-    assert_eq!(
-        (g.zaak.uuid.as_str(), g.zaak.identificatie.as_deref()),
-        ("z-1", Some("ZAAK-z-1"))
-    );
+    assert_eq!((g.zaak.uuid.as_str(), g.zaak.identificatie.as_deref()), ("z-1", Some("ZAAK-z-1")));
     assert_eq!(g.indiener.urn, format!("urn:nld:brp:bsn:{BSN}"));
     assert_eq!(fwd[0].key_str(), "z-1", "keyed by zaak uuid, never a BSN");
 }

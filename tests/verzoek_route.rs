@@ -18,10 +18,7 @@ const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-
 
 async fn decode<T: serde::de::DeserializeOwned + AvroSchema>(w: &World, r: &Received) -> T {
     let codec = Codec::new(w.cfg.sr_settings().unwrap());
-    codec
-        .decode::<T>(r.value.as_deref().unwrap(), &T::get_schema())
-        .await
-        .unwrap()
+    codec.decode::<T>(r.value.as_deref().unwrap(), &T::get_schema()).await.unwrap()
 }
 
 fn on<'a>(recs: &'a [Received], topic: &str) -> Vec<&'a Received> {
@@ -34,20 +31,10 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     let input = sample_verzoek("happy-1");
     let bytes = client::frame(w.verzoek_id(), &input).unwrap();
     let p = client::producer(&w.cfg).unwrap();
-    client::send(
-        &p,
-        &w.topic(verzoek::INPUT),
-        "happy-1",
-        &bytes,
-        Some(TRACEPARENT),
-    )
-    .await
-    .unwrap();
+    client::send(&p, &w.topic(verzoek::INPUT), "happy-1", &bytes, Some(TRACEPARENT)).await.unwrap();
 
     let running = bridge::start(&w.cfg).unwrap();
-    let recs = w
-        .read_verzoek_outputs(2, Duration::from_secs(60), Duration::from_secs(1))
-        .await;
+    let recs = w.read_verzoek_outputs(2, Duration::from_secs(60), Duration::from_secs(1)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(recs.len(), 2, "{recs:?}");
 
@@ -59,13 +46,7 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     assert_eq!(out[0].key_str(), uuid);
     assert_eq!(g.verzoektype, "parkeervergunning");
     assert_eq!(g.zaaktype, w.cfg.verzoek.verzoektypen["parkeervergunning"]);
-    assert_eq!(
-        g.bron,
-        gzac::Bron {
-            naam: "Open Formulieren".into(),
-            kenmerk: "happy-1".into()
-        }
-    );
+    assert_eq!(g.bron, gzac::Bron { naam: "Open Formulieren".into(), kenmerk: "happy-1".into() });
     assert_eq!(
         g.initiator,
         gzac::Partij {
@@ -75,36 +56,18 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
         }
     );
     assert_eq!(g.aanvraaggegevens, input.data);
-    assert_eq!(
-        g.bijlagen,
-        vec![gzac::Bijlage {
-            url: input.pdf_url.clone().unwrap(),
-            soort: "formulier-pdf".into()
-        }]
-    );
+    assert_eq!(g.bijlagen, vec![gzac::Bijlage { url: input.pdf_url.clone().unwrap(), soort: "formulier-pdf".into() }]);
     assert_eq!(g.taal, "nld");
     assert_eq!(
         g.betaling,
-        Some(gzac::Betaling {
-            bedrag_centen: 4250,
-            voltooid: true,
-            transactie_referentie: Some("order-77".into())
-        })
+        Some(gzac::Betaling { bedrag_centen: 4250, voltooid: true, transactie_referentie: Some("order-77".into()) })
     );
     assert_eq!(g.ingediend_op, input.submitted_at);
 
-    let h = |k: &str| {
-        out[0]
-            .header(k)
-            .unwrap_or_else(|| panic!("header {k} missing"))
-            .to_string()
-    };
+    let h = |k: &str| out[0].header(k).unwrap_or_else(|| panic!("header {k} missing")).to_string();
     assert_eq!(h("ce_specversion"), "1.0");
     assert_eq!(h("ce_id"), derived_id(&[verzoek::TYPE_DOORGESTUURD, &uuid]));
-    assert_eq!(
-        h("ce_source"),
-        format!("urn:nld:oin:{}:systeem:gzac-portal-bridge", w.cfg.oin)
-    );
+    assert_eq!(h("ce_source"), format!("urn:nld:oin:{}:systeem:gzac-portal-bridge", w.cfg.oin));
     assert_eq!(h("ce_type"), "nl.overheid.verzoeken.verzoek-doorgestuurd");
     assert_eq!(h("ce_subject"), uuid);
     assert_eq!(h("content-type"), "application/avro");
@@ -112,10 +75,7 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     assert!(h("ce_causationid").starts_with(&format!("{}/", w.topic(verzoek::INPUT))));
     humantime::parse_rfc3339(&h("ce_time")).expect("ce_time is RFC 3339");
     for (k, v) in &out[0].headers {
-        assert!(
-            !String::from_utf8_lossy(v).contains("569312863"),
-            "BSN in header {k}"
-        );
+        assert!(!String::from_utf8_lossy(v).contains("569312863"), "BSN in header {k}");
     }
 
     let tm = on(&recs, &w.topic(verzoek::TERUGMELDINGEN));
@@ -128,10 +88,7 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     assert_eq!(t.reden_code, None);
     assert_eq!(t.gzac_id.as_deref(), Some(uuid.as_str()));
     assert_eq!(tm[0].header("traceparent"), Some(TRACEPARENT));
-    assert_eq!(
-        tm[0].header("ce_type"),
-        Some("nl.overheid.verzoeken.terugmelding-doorgestuurd")
-    );
+    assert_eq!(tm[0].header("ce_type"), Some("nl.overheid.verzoeken.terugmelding-doorgestuurd"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +98,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     let id = w.verzoek_id();
     let terugmelding_id = w.schema_id(verzoek::TERUGMELDINGEN);
     let v = |sub: &str| client::frame(id, &sample_verzoek(sub)).unwrap();
-    let big = portaal::Verzoek {
-        data: format!("{{\"x\":\"{}\"}}", "a".repeat(8000)),
-        ..sample_verzoek("big")
-    };
+    let big = portaal::Verzoek { data: format!("{{\"x\":\"{}\"}}", "a".repeat(8000)), ..sample_verzoek("big") };
     let tm = m_common::Terugmelding {
         id: "x".into(),
         referentie: "x".into(),
@@ -163,39 +117,17 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     let inputs: Vec<(&str, Option<Vec<u8>>, Option<&str>)> = vec![
         ("ok-1", Some(v("ok-1")), None),
         ("short", Some(vec![0, 0, 1]), Some("too-short")),
-        (
-            "magic",
-            Some(vec![9, 0, 0, 0, 1, 2, 3]),
-            Some("bad-magic-byte"),
-        ),
-        (
-            "unknown-id",
-            Some(vec![0, 0, 0, 0x7f, 0xff, 2, 3]),
-            Some("unknown-schema-id"),
-        ),
-        (
-            "mismatch",
-            Some(client::frame(terugmelding_id, &tm).unwrap()),
-            Some("schema-mismatch"),
-        ),
-        (
-            "oversize",
-            Some(client::frame(id, &big).unwrap()),
-            Some("oversize"),
-        ),
+        ("magic", Some(vec![9, 0, 0, 0, 1, 2, 3]), Some("bad-magic-byte")),
+        ("unknown-id", Some(vec![0, 0, 0, 0x7f, 0xff, 2, 3]), Some("unknown-schema-id")),
+        ("mismatch", Some(client::frame(terugmelding_id, &tm).unwrap()), Some("schema-mismatch")),
+        ("oversize", Some(client::frame(id, &big).unwrap()), Some("oversize")),
         ("null", None, Some("null-value")),
         ("garbage", Some(garbage_body), Some("undecodable")),
         (
             "bsn",
             Some(
-                client::frame(
-                    id,
-                    &portaal::Verzoek {
-                        bsn: Some("123456789".into()),
-                        ..sample_verzoek("bsn")
-                    },
-                )
-                .unwrap(),
+                client::frame(id, &portaal::Verzoek { bsn: Some("123456789".into()), ..sample_verzoek("bsn") })
+                    .unwrap(),
             ),
             None,
         ),
@@ -204,10 +136,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
             Some(
                 client::frame(
                     id,
-                    &portaal::Verzoek {
-                        rol: portaal::Rol::Ketenpartner,
-                        ..sample_verzoek("ketenpartner")
-                    },
+                    &portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..sample_verzoek("ketenpartner") },
                 )
                 .unwrap(),
             ),
@@ -218,23 +147,16 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     let p = client::producer(&w.cfg).unwrap();
     let topic = w.topic(verzoek::INPUT);
     for (key, value, _) in &inputs {
-        let mut rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic)
-            .key(key)
-            .partition(0);
+        let mut rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(key).partition(0);
         if let Some(v) = value {
             rec = rec.payload(v);
         }
-        p.send(rec, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     }
 
     let running = bridge::start(&w.cfg).unwrap();
     // 2 forwarded + 4 terugmeldingen + 7 dead letters.
-    let recs = w
-        .read_verzoek_outputs(13, Duration::from_secs(60), Duration::from_secs(1))
-        .await;
+    let recs = w.read_verzoek_outputs(13, Duration::from_secs(60), Duration::from_secs(1)).await;
     assert!(running.healthy(), "the route stopped on bad input");
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(recs.len(), 13, "{recs:#?}");
@@ -250,10 +172,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
         codes,
         vec![
             ("bsn".to_string(), "ONGELDIG_BSN".to_string()),
-            (
-                "ketenpartner".into(),
-                "KETENPARTNER_DIENT_GEEN_VERZOEK_IN".into()
-            ),
+            ("ketenpartner".into(), "KETENPARTNER_DIENT_GEEN_VERZOEK_IN".into()),
             ("ok-1".into(), "-".into()),
             ("ok-2".into(), "-".into()),
         ]
@@ -262,32 +181,14 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     let dlq = on(&recs, &format!("{topic}.dlq"));
     assert_eq!(dlq.len(), 7);
     for (key, value, class) in inputs.iter().filter(|i| i.2.is_some()) {
-        let d = dlq
-            .iter()
-            .find(|r| r.key_str() == *key)
-            .unwrap_or_else(|| panic!("no dead letter for {key}"));
-        assert_eq!(
-            d.value.as_ref(),
-            value.as_ref(),
-            "{key}: original value kept"
-        );
-        assert_eq!(
-            d.header("__connect.errors.exception.class.name"),
-            *class,
-            "{key}"
-        );
+        let d = dlq.iter().find(|r| r.key_str() == *key).unwrap_or_else(|| panic!("no dead letter for {key}"));
+        assert_eq!(d.value.as_ref(), value.as_ref(), "{key}: original value kept");
+        assert_eq!(d.header("__connect.errors.exception.class.name"), *class, "{key}");
         assert_eq!(d.header("__connect.errors.topic"), Some(topic.as_str()));
         assert_eq!(d.header("__connect.errors.partition"), Some("0"));
         let offset = inputs.iter().position(|i| i.0 == *key).unwrap().to_string();
-        assert_eq!(
-            d.header("__connect.errors.offset"),
-            Some(offset.as_str()),
-            "{key}"
-        );
-        assert!(!d
-            .header("__connect.errors.exception.message")
-            .unwrap_or("")
-            .is_empty());
+        assert_eq!(d.header("__connect.errors.offset"), Some(offset.as_str()), "{key}");
+        assert!(!d.header("__connect.errors.exception.message").unwrap_or("").is_empty());
     }
 }
 
@@ -308,19 +209,12 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     let topic = w.topic(verzoek::INPUT);
     for i in 0..20 {
         let key = format!("before-{i}");
-        client::send(
-            &p,
-            &topic,
-            &key,
-            &client::frame(w.verzoek_id(), &sample_verzoek(&key)).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+        client::send(&p, &topic, &key, &client::frame(w.verzoek_id(), &sample_verzoek(&key)).unwrap(), None)
+            .await
+            .unwrap();
     }
     let running = bridge::start(&w.cfg).unwrap();
-    w.read_verzoek_outputs(40, Duration::from_secs(60), Duration::ZERO)
-        .await;
+    w.read_verzoek_outputs(40, Duration::from_secs(60), Duration::ZERO).await;
 
     // A new writer schema the bridge has not seen, then the registry goes away.
     let v2 = verzoek_v2();
@@ -342,9 +236,7 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     server.stop().await;
     for i in 0..20 {
         let key = format!("during-{i}");
-        let Value::Record(mut fields) = apache_avro::to_value(sample_verzoek(&key)).unwrap() else {
-            unreachable!()
-        };
+        let Value::Record(mut fields) = apache_avro::to_value(sample_verzoek(&key)).unwrap() else { unreachable!() };
         fields.push(("kanaal".into(), Value::String("app".into())));
         let bytes = encode_with_id(v2_id, &v2, Value::Record(fields)).unwrap();
         client::send(&p, &topic, &key, &bytes, None).await.unwrap();
@@ -352,38 +244,16 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     // While the registry is down the new records wait: nothing more comes out, nothing is dead-lettered.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(running.healthy());
-    let during = w
-        .read_verzoek_outputs(40, Duration::from_secs(20), Duration::from_secs(2))
-        .await;
-    assert_eq!(
-        during.len(),
-        40,
-        "records came out while the registry was down"
-    );
+    let during = w.read_verzoek_outputs(40, Duration::from_secs(20), Duration::from_secs(2)).await;
+    assert_eq!(during.len(), 40, "records came out while the registry was down");
 
     // The registry comes back on the same address with the same state.
-    let _server = w
-        .registry
-        .serve(registry_addr)
-        .await
-        .expect("registry restarts on its port");
-    let recs = w
-        .read_verzoek_outputs(80, Duration::from_secs(60), Duration::from_secs(2))
-        .await;
+    let _server = w.registry.serve(registry_addr).await.expect("registry restarts on its port");
+    let recs = w.read_verzoek_outputs(80, Duration::from_secs(60), Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(
-        recs.len(),
-        80,
-        "exactly one verzoek and one terugmelding per input"
-    );
-    assert!(
-        on(&recs, &format!("{topic}.dlq")).is_empty(),
-        "nothing dead-lettered"
-    );
-    let mut keys: Vec<&str> = on(&recs, &w.topic(verzoek::TERUGMELDINGEN))
-        .iter()
-        .map(|r| r.key_str())
-        .collect();
+    assert_eq!(recs.len(), 80, "exactly one verzoek and one terugmelding per input");
+    assert!(on(&recs, &format!("{topic}.dlq")).is_empty(), "nothing dead-lettered");
+    let mut keys: Vec<&str> = on(&recs, &w.topic(verzoek::TERUGMELDINGEN)).iter().map(|r| r.key_str()).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 40);

@@ -56,14 +56,8 @@ impl BerichtRoute {
 
     /// The portal's view of a bericht; its id derives from the GZAC uuid.
     pub fn translate(b: &gzac::Bericht) -> anyhow::Result<portaal::Bericht> {
-        anyhow::ensure!(
-            b.onderwerp.chars().count() <= 50,
-            "onderwerp is longer than 50 characters"
-        );
-        anyhow::ensure!(
-            b.bericht_tekst.chars().count() <= 4000,
-            "berichtTekst is longer than 4000 characters"
-        );
+        anyhow::ensure!(b.onderwerp.chars().count() <= 50, "onderwerp is longer than 50 characters");
+        anyhow::ensure!(b.bericht_tekst.chars().count() <= 4000, "berichtTekst is longer than 4000 characters");
         Ok(portaal::Bericht {
             id: derived_id(&["bericht", &b.uuid]),
             identificatie: portaal_partij(b.ontvanger.soort, &b.ontvanger.waarde)?,
@@ -82,25 +76,14 @@ impl BerichtRoute {
     /// Publish to the portal and notify: the outputs of a bericht whose time has come.
     fn publish(&self, b: &gzac::Bericht) -> anyhow::Result<Vec<Output>> {
         let p = Self::translate(b)?;
-        let mut out = vec![Output::new(
-            &self.output,
-            p.id.clone(),
-            &p,
-            event(TYPE_GEPUBLICEERD, &p.id),
-        )?];
+        let mut out = vec![Output::new(&self.output, p.id.clone(), &p, event(TYPE_GEPUBLICEERD, &p.id))?];
         let item = Item {
             soort: "bericht",
             id: &p.id,
             deadline: p.einddatum_handelingstermijn,
             gebeurtenis: "bericht-gepubliceerd",
         };
-        out.extend(notificatie::opdrachten(
-            &self.cfg,
-            &self.voorkeuren,
-            &p.identificatie,
-            &item,
-            &self.notificaties,
-        )?);
+        out.extend(notificatie::opdrachten(&self.cfg, &self.voorkeuren, &p.identificatie, &item, &self.notificaties)?);
         Ok(out)
     }
 }
@@ -127,20 +110,11 @@ impl Route for BerichtRoute {
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
         self.voorkeuren.wait_ready(shutdown)
     }
-    fn decode(
-        &self,
-        codec: &Codec,
-        rt: &Handle,
-        bytes: &[u8],
-    ) -> Result<gzac::Bericht, CodecError> {
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<gzac::Bericht, CodecError> {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
-    fn handle(
-        &mut self,
-        b: gzac::Bericht,
-        ctx: &mut Ctx<'_, BerichtState>,
-    ) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         if let Some(BerichtState::Gepubliceerd) = ctx.get(&b.uuid) {
             tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
             return Ok(vec![]);
@@ -163,8 +137,7 @@ impl Route for BerichtRoute {
             if let BerichtState::Gepland(b) = state {
                 if b.publicatiedatum <= ctx.now {
                     out.extend(self.publish(&b)?);
-                    ctx.state
-                        .put(partition, &key, Some(BerichtState::Gepubliceerd));
+                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd));
                 }
             }
         }

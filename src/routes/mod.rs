@@ -24,11 +24,7 @@ pub fn derived_id(parts: &[&str]) -> String {
 
 /// CloudEvents metadata for an output whose id derives from its type and subject.
 pub fn event(kind: &'static str, subject: &str) -> Event {
-    Event {
-        id: derived_id(&[kind, subject]),
-        kind,
-        subject: subject.to_string(),
-    }
+    Event { id: derived_id(&[kind, subject]), kind, subject: subject.to_string() }
 }
 
 /// Why the portal's input is rejected: a code for machines and a text for people (never
@@ -40,19 +36,12 @@ pub struct Afwijzing {
 }
 
 pub fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzing {
-    Afwijzing {
-        code,
-        toelichting: toelichting.into(),
-    }
+    Afwijzing { code, toelichting: toelichting.into() }
 }
 
 /// The terugmelding for portal input `referentie` of kind `soort`: doorgestuurd (with the id
 /// it got on the GZAC side) or afgewezen.
-pub fn terugmelding(
-    soort: Soort,
-    referentie: &str,
-    outcome: Result<&str, &Afwijzing>,
-) -> Terugmelding {
+pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwijzing>) -> Terugmelding {
     let (status, reden_code, toelichting, gzac_id) = match outcome {
         Ok(gzac_id) => (
             TerugmeldingStatus::Doorgestuurd,
@@ -60,12 +49,7 @@ pub fn terugmelding(
             "Doorgestuurd naar de gemeente.".to_string(),
             Some(gzac_id.to_string()),
         ),
-        Err(a) => (
-            TerugmeldingStatus::Afgewezen,
-            Some(a.code.to_string()),
-            a.toelichting.clone(),
-            None,
-        ),
+        Err(a) => (TerugmeldingStatus::Afgewezen, Some(a.code.to_string()), a.toelichting.clone(), None),
     };
     let soort_name = format!("{soort:?}");
     Terugmelding {
@@ -83,23 +67,14 @@ pub fn terugmelding(
 /// A portal party checked (elfproef, 8-digit KVK) and typed for GZAC.
 pub fn gzac_partij(p: &portaal::Partij) -> Result<gzac::Partij, Afwijzing> {
     match p.soort {
-        portaal::PartijType::Bsn if elfproef(&p.value) => Ok(gzac::Partij {
-            soort: gzac::PartijSoort::Bsn,
-            waarde: p.value.clone(),
-            urn: bsn_urn(&p.value),
-        }),
-        portaal::PartijType::Bsn => {
-            Err(afwijzing("ONGELDIG_BSN", "Het BSN is ongeldig (elfproef)."))
+        portaal::PartijType::Bsn if elfproef(&p.value) => {
+            Ok(gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: p.value.clone(), urn: bsn_urn(&p.value) })
         }
-        portaal::PartijType::Kvk if is_kvk(&p.value) => Ok(gzac::Partij {
-            soort: gzac::PartijSoort::Kvk,
-            waarde: p.value.clone(),
-            urn: kvk_urn(&p.value),
-        }),
-        portaal::PartijType::Kvk => Err(afwijzing(
-            "ONGELDIG_KVK",
-            "Een KVK-nummer bestaat uit 8 cijfers.",
-        )),
+        portaal::PartijType::Bsn => Err(afwijzing("ONGELDIG_BSN", "Het BSN is ongeldig (elfproef).")),
+        portaal::PartijType::Kvk if is_kvk(&p.value) => {
+            Ok(gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: p.value.clone(), urn: kvk_urn(&p.value) })
+        }
+        portaal::PartijType::Kvk => Err(afwijzing("ONGELDIG_KVK", "Een KVK-nummer bestaat uit 8 cijfers.")),
     }
 }
 
@@ -112,10 +87,7 @@ pub fn portaal_partij(soort: gzac::PartijSoort, waarde: &str) -> anyhow::Result<
             anyhow::bail!("a party of kind {other:?} with this value has no portal identification")
         }
     };
-    Ok(portaal::Partij {
-        soort,
-        value: waarde.to_string(),
-    })
+    Ok(portaal::Partij { soort, value: waarde.to_string() })
 }
 
 /// The lookup key of a party in the klantvoorkeuren table, e.g. `bsn:…`. Only in memory.

@@ -25,20 +25,14 @@ pub struct Item<'a> {
 }
 
 /// The channels and addresses to use for this klant, by the klant's choice or the default.
-pub fn channels(
-    voorkeur: Option<&portaal::Klantvoorkeur>,
-    standaard: Standaard,
-) -> Vec<(Kanaal, String)> {
+pub fn channels(voorkeur: Option<&portaal::Klantvoorkeur>, standaard: Standaard) -> Vec<(Kanaal, String)> {
     let Some(v) = voorkeur else { return vec![] };
     let address = |k: Kanaal| match k {
         Kanaal::Email => v.email.clone(),
         Kanaal::Sms => v.telefoonnummer.clone(),
     };
-    let chosen: Vec<Kanaal> = if v.kanalen.is_empty() && standaard == Standaard::Email {
-        vec![Kanaal::Email]
-    } else {
-        v.kanalen.clone()
-    };
+    let chosen: Vec<Kanaal> =
+        if v.kanalen.is_empty() && standaard == Standaard::Email { vec![Kanaal::Email] } else { v.kanalen.clone() };
     let mut out: Vec<(Kanaal, String)> = Vec::new();
     for k in chosen {
         if let Some(a) = address(k).filter(|a| !a.is_empty()) {
@@ -64,25 +58,10 @@ pub fn opdrachten(
     topic: &str,
 ) -> anyhow::Result<Vec<Output>> {
     let voorkeur = voorkeuren.lookup(&partij_key(ontvanger));
-    let templates = if item.soort == "taak" {
-        &cfg.templates.taak
-    } else {
-        &cfg.templates.bericht
-    };
-    let plural = if item.soort == "taak" {
-        "taken"
-    } else {
-        "berichten"
-    };
+    let templates = if item.soort == "taak" { &cfg.templates.taak } else { &cfg.templates.bericht };
+    let plural = if item.soort == "taak" { "taken" } else { "berichten" };
     let mut personalisation = HashMap::from([
-        (
-            "link".to_string(),
-            format!(
-                "{}/{plural}/{}",
-                cfg.portaal_url.trim_end_matches('/'),
-                item.id
-            ),
-        ),
+        ("link".to_string(), format!("{}/{plural}/{}", cfg.portaal_url.trim_end_matches('/'), item.id)),
         ("soort".to_string(), item.soort.to_string()),
     ]);
     if let Some(d) = item.deadline {
@@ -114,16 +93,9 @@ pub fn opdrachten(
 mod tests {
     use super::*;
 
-    fn voorkeur(
-        kanalen: Vec<Kanaal>,
-        email: Option<&str>,
-        tel: Option<&str>,
-    ) -> portaal::Klantvoorkeur {
+    fn voorkeur(kanalen: Vec<Kanaal>, email: Option<&str>, tel: Option<&str>) -> portaal::Klantvoorkeur {
         portaal::Klantvoorkeur {
-            partij: portaal::Partij {
-                soort: portaal::PartijType::Bsn,
-                value: "569312863".into(),
-            },
+            partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: "569312863".into() },
             kanalen,
             email: email.map(Into::into),
             telefoonnummer: tel.map(Into::into),
@@ -133,20 +105,14 @@ mod tests {
     #[test]
     fn chosen_channels_with_an_address() {
         let v = voorkeur(vec![Kanaal::Email, Kanaal::Sms], Some("a@b.nl"), None);
-        assert_eq!(
-            channels(Some(&v), Standaard::Geen),
-            vec![(Kanaal::Email, "a@b.nl".to_string())]
-        );
+        assert_eq!(channels(Some(&v), Standaard::Geen), vec![(Kanaal::Email, "a@b.nl".to_string())]);
     }
 
     #[test]
     fn default_applies_only_without_a_choice() {
         let v = voorkeur(vec![], Some("a@b.nl"), Some("0612345678"));
         assert_eq!(channels(Some(&v), Standaard::Geen), vec![]);
-        assert_eq!(
-            channels(Some(&v), Standaard::Email),
-            vec![(Kanaal::Email, "a@b.nl".to_string())]
-        );
+        assert_eq!(channels(Some(&v), Standaard::Email), vec![(Kanaal::Email, "a@b.nl".to_string())]);
         assert_eq!(channels(None, Standaard::Email), vec![]);
     }
 }

@@ -8,7 +8,7 @@ use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{decode_avro, Ctx, Output, Payload, Route};
+use crate::pipeline::{decode_avro, with_retries, Ctx, Output, Payload, Route};
 use apache_avro::{AvroSchema, Schema};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::de::DeserializeOwned;
@@ -27,13 +27,7 @@ pub struct Repartition<T> {
 }
 
 impl<T: AvroSchema> Repartition<T> {
-    pub fn new(
-        cfg: &Config,
-        name: &'static str,
-        input: &str,
-        output: &str,
-        key_of: fn(&T) -> String,
-    ) -> Self {
+    pub fn new(cfg: &Config, name: &'static str, input: &str, output: &str, key_of: fn(&T) -> String) -> Self {
         Repartition {
             name,
             input: cfg.topic(input),
@@ -60,36 +54,22 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![]
     }
-    fn prepare(&mut self, _: &AtomicBool) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
         let c: BaseConsumer = self.client.create()?;
-        let md = c.fetch_metadata(Some(&self.output), Duration::from_secs(30))?;
-        self.partitions = md
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .unwrap_or(0);
-        anyhow::ensure!(
-            self.partitions > 0,
-            "topic {} does not exist; run `topics apply`",
-            self.output
-        );
+        self.partitions = with_retries("reading the repartition topic's metadata", shutdown, || {
+            let md = c.fetch_metadata(Some(&self.output), Duration::from_secs(30))?;
+            let n = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
+            anyhow::ensure!(n > 0, "topic {} does not exist; run `topics apply`", self.output);
+            Ok(n)
+        })?;
         Ok(())
     }
-    fn decode(
-        &self,
-        codec: &Codec,
-        rt: &Handle,
-        bytes: &[u8],
-    ) -> Result<(String, Vec<u8>), CodecError> {
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {
         // Decoding validates the record here, so bad data goes to this input's own DLQ.
         let record: T = decode_avro(codec, rt, bytes, &self.reader)?;
         Ok(((self.key_of)(&record), bytes.to_vec()))
     }
-    fn handle(
-        &mut self,
-        (key, bytes): (String, Vec<u8>),
-        _: &mut Ctx<'_, ()>,
-    ) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, (key, bytes): (String, Vec<u8>), _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let partition = partition_for(key.as_bytes(), self.partitions);
         Ok(vec![Output {
             topic: self.output.clone(),

@@ -75,26 +75,14 @@ pub fn translate(t: &gzac::Taak) -> anyhow::Result<portaal::Taak> {
     let (soort, portaalformulier, url) = match t.formulier.soort {
         gzac::FormulierType::Id => (
             portaal::TaakSoort::Portaalformulier,
-            Some(portaal::Portaalformulier {
-                formulier: t.formulier.value.clone(),
-                data: t.data.clone(),
-            }),
+            Some(portaal::Portaalformulier { formulier: t.formulier.value.clone(), data: t.data.clone() }),
             None,
         ),
-        gzac::FormulierType::Url => (
-            portaal::TaakSoort::Url,
-            None,
-            Some(t.formulier.value.clone()),
-        ),
+        gzac::FormulierType::Url => (portaal::TaakSoort::Url, None, Some(t.formulier.value.clone())),
     };
     let koppeling = t.zaak.as_ref().map(|url| portaal::Koppeling {
         registratie: "zaak".into(),
-        uuid: url
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        uuid: url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string(),
     });
     Ok(portaal::Taak {
         id: t.uuid.clone(),
@@ -112,34 +100,17 @@ pub fn translate(t: &gzac::Taak) -> anyhow::Result<portaal::Taak> {
 }
 
 /// Is this antwoord acceptable for this taak state? `Ok` is the GZAC answer to forward.
-pub fn check(
-    state: Option<&TaakState>,
-    a: &portaal::TaakAntwoord,
-) -> Result<gzac::TaakAntwoord, Afwijzing> {
-    let s = state.ok_or_else(|| {
-        afwijzing(
-            "ONBEKENDE_TAAK",
-            "Deze taak is bij de gemeente niet bekend.",
-        )
-    })?;
+pub fn check(state: Option<&TaakState>, a: &portaal::TaakAntwoord) -> Result<gzac::TaakAntwoord, Afwijzing> {
+    let s = state.ok_or_else(|| afwijzing("ONBEKENDE_TAAK", "Deze taak is bij de gemeente niet bekend."))?;
     if s.beantwoord {
-        return Err(afwijzing(
-            "TAAK_AL_BEANTWOORD",
-            "Deze taak is al beantwoord.",
-        ));
+        return Err(afwijzing("TAAK_AL_BEANTWOORD", "Deze taak is al beantwoord."));
     }
     if s.taak.status != gzac::TaakStatus::Open {
-        return Err(afwijzing(
-            "TAAK_NIET_OPEN",
-            "Deze taak staat niet meer open.",
-        ));
+        return Err(afwijzing("TAAK_NIET_OPEN", "Deze taak staat niet meer open."));
     }
     let assignee = portaal_partij(s.taak.identificatie.soort, &s.taak.identificatie.value).ok();
     if assignee.as_ref() != Some(&a.ingediend_door) {
-        return Err(afwijzing(
-            "NIET_TOEGEWEZEN",
-            "Deze taak is niet aan u toegewezen.",
-        ));
+        return Err(afwijzing("NIET_TOEGEWEZEN", "Deze taak is niet aan u toegewezen."));
     }
     Ok(gzac::TaakAntwoord {
         uuid: derived_id(&["taakantwoord", &a.id]),
@@ -173,19 +144,13 @@ impl TaakRoute {
             &self.portaal_taken,
             p.id.clone(),
             &p,
-            super::Event {
-                subject: p.id.clone(),
-                ..event(kind, &subject)
-            },
+            super::Event { subject: p.id.clone(), ..event(kind, &subject) },
         )?)
     }
 
     fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         let previous = ctx.get(&t.uuid).cloned();
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.taak.status == t.status && p.taak == t)
-        {
+        if previous.as_ref().is_some_and(|p| p.taak.status == t.status && p.taak == t) {
             return Ok(vec![]); // nothing new (e.g. the verlopen the bridge itself wrote to GZAC)
         }
         let kind = match (previous.is_some(), t.status) {
@@ -196,12 +161,7 @@ impl TaakRoute {
         let mut out = vec![self.portal_update(&t, kind)?];
         if previous.is_none() && t.status == gzac::TaakStatus::Open {
             let p = translate(&t)?;
-            let item = Item {
-                soort: "taak",
-                id: &p.id,
-                deadline: p.verloopdatum,
-                gebeurtenis: "taak-aangemaakt",
-            };
+            let item = Item { soort: "taak", id: &p.id, deadline: p.verloopdatum, gebeurtenis: "taak-aangemaakt" };
             out.extend(notificatie::opdrachten(
                 &self.cfg,
                 &self.voorkeuren,
@@ -211,21 +171,11 @@ impl TaakRoute {
             )?);
         }
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        ctx.put(
-            &t.uuid.clone(),
-            Some(TaakState {
-                taak: t,
-                beantwoord,
-            }),
-        );
+        ctx.put(&t.uuid.clone(), Some(TaakState { taak: t, beantwoord }));
         Ok(out)
     }
 
-    fn on_antwoord(
-        &self,
-        a: portaal::TaakAntwoord,
-        ctx: &mut Ctx<'_, TaakState>,
-    ) -> anyhow::Result<Vec<Output>> {
+    fn on_antwoord(&self, a: portaal::TaakAntwoord, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         let state = ctx.get(&a.taak_id).cloned();
         match check(state.as_ref(), &a) {
             Ok(g) => {
@@ -234,12 +184,7 @@ impl TaakRoute {
                 s.beantwoord = true;
                 s.taak.status = gzac::TaakStatus::Ingediend;
                 let out = vec![
-                    Output::new(
-                        &self.gzac_antwoorden,
-                        a.taak_id.clone(),
-                        &g,
-                        event(TYPE_ANTWOORD, &g.uuid),
-                    )?,
+                    Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
                     self.portal_update(&s.taak, TYPE_GEWIJZIGD)?,
                     self.terugmelding(&a, Ok(&g.uuid))?,
                 ];
@@ -253,16 +198,8 @@ impl TaakRoute {
         }
     }
 
-    fn terugmelding(
-        &self,
-        a: &portaal::TaakAntwoord,
-        outcome: Result<&str, &Afwijzing>,
-    ) -> anyhow::Result<Output> {
-        let kind = if outcome.is_ok() {
-            TYPE_ANTWOORD
-        } else {
-            TYPE_ANTWOORD_AFGEWEZEN
-        };
+    fn terugmelding(&self, a: &portaal::TaakAntwoord, outcome: Result<&str, &Afwijzing>) -> anyhow::Result<Output> {
+        let kind = if outcome.is_ok() { TYPE_ANTWOORD } else { TYPE_ANTWOORD_AFGEWEZEN };
         let t: Terugmelding = terugmelding(Soort::Taakantwoord, &a.id, outcome);
         Output::new(&self.terugmeldingen, a.id.clone(), &t, event(kind, &t.id))
     }
@@ -282,10 +219,7 @@ impl Route for TaakRoute {
         vec![
             (self.portaal_taken.clone(), portaal::Taak::get_schema()),
             (self.gzac_taken.clone(), gzac::Taak::get_schema()),
-            (
-                self.gzac_antwoorden.clone(),
-                gzac::TaakAntwoord::get_schema(),
-            ),
+            (self.gzac_antwoorden.clone(), gzac::TaakAntwoord::get_schema()),
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
             (self.notificaties.clone(), Notificatieopdracht::get_schema()),
         ]
@@ -299,30 +233,17 @@ impl Route for TaakRoute {
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
         let name = rt.block_on(codec.writer_name(bytes))?;
         match name.as_str() {
-            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(
-                codec,
-                rt,
-                bytes,
-                &gzac::Taak::get_schema(),
-            )?)),
-            "nl.gzac.portaal.TaakAntwoord" => Ok(TaakInput::Antwoord(decode_avro(
-                codec,
-                rt,
-                bytes,
-                &portaal::TaakAntwoord::get_schema(),
-            )?)),
-            other => Err(CodecError::BadData {
-                class: "schema-mismatch",
-                message: format!("unexpected record {other}"),
-            }),
+            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(codec, rt, bytes, &gzac::Taak::get_schema())?)),
+            "nl.gzac.portaal.TaakAntwoord" => {
+                Ok(TaakInput::Antwoord(decode_avro(codec, rt, bytes, &portaal::TaakAntwoord::get_schema())?))
+            }
+            other => {
+                Err(CodecError::BadData { class: "schema-mismatch", message: format!("unexpected record {other}") })
+            }
         }
     }
 
-    fn handle(
-        &mut self,
-        input: TaakInput,
-        ctx: &mut Ctx<'_, TaakState>,
-    ) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, input: TaakInput, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         match input {
             TaakInput::Taak(t) => self.on_taak(t, ctx),
             TaakInput::Antwoord(a) => self.on_antwoord(a, ctx),
@@ -338,12 +259,7 @@ impl Route for TaakRoute {
                 tracing::info!(taak = %key, "taak verlopen");
                 s.taak.status = gzac::TaakStatus::Verlopen;
                 out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
-                out.push(Output::new(
-                    &self.gzac_taken,
-                    key.clone(),
-                    &s.taak,
-                    event(TYPE_VERLOPEN, &key),
-                )?);
+                out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_VERLOPEN, &key))?);
                 ctx.state.put(partition, &key, Some(s));
             }
         }

@@ -64,10 +64,12 @@ impl VerzoekRoute {
             ));
         }
         let initiator = match (v.bsn.as_deref(), v.kvk.as_deref()) {
-            (Some(_), Some(_)) => return Err(afwijzing(
-                "MEER_DAN_EEN_PARTIJ",
-                "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer, niet beide.",
-            )),
+            (Some(_), Some(_)) => {
+                return Err(afwijzing(
+                    "MEER_DAN_EEN_PARTIJ",
+                    "Een verzoek heeft precies één indiener: een BSN of een KVK-nummer, niet beide.",
+                ))
+            }
             (None, None) => {
                 return Err(afwijzing(
                     "GEEN_PARTIJ",
@@ -75,59 +77,30 @@ impl VerzoekRoute {
                 ))
             }
             (Some(bsn), None) if !elfproef(bsn) => {
-                return Err(afwijzing(
-                    "ONGELDIG_BSN",
-                    "Het BSN van de indiener is ongeldig (elfproef).",
-                ))
+                return Err(afwijzing("ONGELDIG_BSN", "Het BSN van de indiener is ongeldig (elfproef)."))
             }
             (None, Some(kvk)) if !is_kvk(kvk) => {
-                return Err(afwijzing(
-                    "ONGELDIG_KVK",
-                    "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan.",
-                ))
+                return Err(afwijzing("ONGELDIG_KVK", "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan."))
             }
-            (Some(bsn), None) => gzac::Partij {
-                soort: gzac::PartijSoort::Bsn,
-                waarde: bsn.into(),
-                urn: bsn_urn(bsn),
-            },
-            (None, Some(kvk)) => gzac::Partij {
-                soort: gzac::PartijSoort::Kvk,
-                waarde: kvk.into(),
-                urn: kvk_urn(kvk),
-            },
+            (Some(bsn), None) => gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: bsn.into(), urn: bsn_urn(bsn) },
+            (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
         };
         let zaaktype = self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
             afwijzing(
                 "ONBEKEND_VERZOEKTYPE",
-                format!(
-                    "Verzoektype '{}' is bij de gemeente niet bekend.",
-                    v.verzoektype
-                ),
+                format!("Verzoektype '{}' is bij de gemeente niet bekend.", v.verzoektype),
             )
         })?;
         if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
-            return Err(afwijzing(
-                "ONGELDIGE_FORMULIERDATA",
-                "De formuliergegevens zijn geen geldig JSON-document.",
-            ));
+            return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
         }
-        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage {
-            url: u.clone(),
-            soort: "formulier-pdf".into(),
-        });
-        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage {
-            url: u.clone(),
-            soort: "bijlage".into(),
-        });
+        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
+        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
         Ok(gzac::Verzoek {
             uuid: derived_id(&["verzoek", &v.submission_id]),
             verzoektype: v.verzoektype.clone(),
             zaaktype: zaaktype.clone(),
-            bron: gzac::Bron {
-                naam: self.cfg.bron_naam.clone(),
-                kenmerk: v.submission_id.clone(),
-            },
+            bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
             initiator,
             aanvraaggegevens: v.data.clone(),
             bijlagen: pdf.chain(bijlagen).collect(),
@@ -158,12 +131,7 @@ impl Route for VerzoekRoute {
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
         ]
     }
-    fn decode(
-        &self,
-        codec: &Codec,
-        rt: &Handle,
-        bytes: &[u8],
-    ) -> Result<portaal::Verzoek, CodecError> {
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
@@ -174,29 +142,14 @@ impl Route for VerzoekRoute {
                 tracing::debug!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
                 let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
                 Ok(vec![
-                    Output::new(
-                        &self.output,
-                        g.uuid.clone(),
-                        &g,
-                        event(TYPE_DOORGESTUURD, &g.uuid),
-                    )?,
-                    Output::new(
-                        &self.terugmeldingen,
-                        id.clone(),
-                        &t,
-                        event(TYPE_TERUGMELDING_DOORGESTUURD, id),
-                    )?,
+                    Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
+                    Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_TERUGMELDING_DOORGESTUURD, id))?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
                 let t = terugmelding(Soort::Verzoek, id, Err(&a));
-                Ok(vec![Output::new(
-                    &self.terugmeldingen,
-                    id.clone(),
-                    &t,
-                    event(TYPE_AFGEWEZEN, id),
-                )?])
+                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_AFGEWEZEN, id))?])
             }
         }
     }
@@ -243,13 +196,7 @@ mod tests {
     fn same_submission_same_uuid_other_submission_other_uuid() {
         let a = route().translate(&verzoek()).unwrap().uuid;
         let b = route().translate(&verzoek()).unwrap().uuid;
-        let c = route()
-            .translate(&portaal::Verzoek {
-                submission_id: "sub-2".into(),
-                ..verzoek()
-            })
-            .unwrap()
-            .uuid;
+        let c = route().translate(&portaal::Verzoek { submission_id: "sub-2".into(), ..verzoek() }).unwrap().uuid;
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -258,89 +205,33 @@ mod tests {
     fn rules_reject_with_reason_codes() {
         let r = route();
         let code = |v: portaal::Verzoek| r.translate(&v).unwrap_err().code;
+        assert_eq!(code(portaal::Verzoek { bsn: Some("123456789".into()), ..verzoek() }), "ONGELDIG_BSN");
+        assert_eq!(code(portaal::Verzoek { bsn: None, kvk: Some("1234".into()), ..verzoek() }), "ONGELDIG_KVK");
+        assert_eq!(code(portaal::Verzoek { kvk: Some("12345678".into()), ..verzoek() }), "MEER_DAN_EEN_PARTIJ");
+        assert_eq!(code(portaal::Verzoek { bsn: None, ..verzoek() }), "GEEN_PARTIJ");
+        assert_eq!(code(portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }), "ONBEKEND_VERZOEKTYPE");
         assert_eq!(
-            code(portaal::Verzoek {
-                bsn: Some("123456789".into()),
-                ..verzoek()
-            }),
-            "ONGELDIG_BSN"
-        );
-        assert_eq!(
-            code(portaal::Verzoek {
-                bsn: None,
-                kvk: Some("1234".into()),
-                ..verzoek()
-            }),
-            "ONGELDIG_KVK"
-        );
-        assert_eq!(
-            code(portaal::Verzoek {
-                kvk: Some("12345678".into()),
-                ..verzoek()
-            }),
-            "MEER_DAN_EEN_PARTIJ"
-        );
-        assert_eq!(
-            code(portaal::Verzoek {
-                bsn: None,
-                ..verzoek()
-            }),
-            "GEEN_PARTIJ"
-        );
-        assert_eq!(
-            code(portaal::Verzoek {
-                verzoektype: "kapvergunning".into(),
-                ..verzoek()
-            }),
-            "ONBEKEND_VERZOEKTYPE"
-        );
-        assert_eq!(
-            code(portaal::Verzoek {
-                rol: portaal::Rol::Ketenpartner,
-                ..verzoek()
-            }),
+            code(portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..verzoek() }),
             "KETENPARTNER_DIENT_GEEN_VERZOEK_IN"
         );
-        assert_eq!(
-            code(portaal::Verzoek {
-                data: "{not json".into(),
-                ..verzoek()
-            }),
-            "ONGELDIGE_FORMULIERDATA"
-        );
+        assert_eq!(code(portaal::Verzoek { data: "{not json".into(), ..verzoek() }), "ONGELDIGE_FORMULIERDATA");
     }
 
     #[test]
     fn organisation_as_klant_may_file() {
-        let g = route()
-            .translate(&portaal::Verzoek {
-                bsn: None,
-                kvk: Some("12345678".into()),
-                ..verzoek()
-            })
-            .unwrap();
+        let g = route().translate(&portaal::Verzoek { bsn: None, kvk: Some("12345678".into()), ..verzoek() }).unwrap();
         assert_eq!(g.initiator.urn, "urn:nld:hr:kvknummer:12345678");
     }
 
     #[test]
     fn rejection_carries_no_bsn_and_no_form_data() {
         let mut store = crate::state::Store::default();
-        let mut ctx = Ctx {
-            now: Timestamp(0),
-            partition: 0,
-            state: &mut store,
-        };
-        let v = portaal::Verzoek {
-            verzoektype: "onbekend".into(),
-            ..verzoek()
-        };
+        let mut ctx = Ctx { now: Timestamp(0), partition: 0, state: &mut store };
+        let v = portaal::Verzoek { verzoektype: "onbekend".into(), ..verzoek() };
         let outs = route().handle(v, &mut ctx).unwrap();
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].topic, TERUGMELDINGEN);
         let text = format!("{:?}", outs[0]);
-        assert!(
-            !text.contains("569312863") && !text.contains("AB-123-C"),
-            "{text}"
-        );
+        assert!(!text.contains("569312863") && !text.contains("AB-123-C"), "{text}");
     }
 }

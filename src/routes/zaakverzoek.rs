@@ -37,27 +37,12 @@ pub fn check(
     bron_naam: &str,
 ) -> Result<gzac::ZaakVerzoek, Afwijzing> {
     let indiener = gzac_partij(&v.indiener)?;
-    let zaak = zaak.ok_or_else(|| {
-        afwijzing(
-            "ONBEKENDE_ZAAK",
-            "Deze zaak is bij de gemeente niet bekend.",
-        )
-    })?;
-    if !zaak
-        .betrokkenen
-        .iter()
-        .any(|b| b.partij.soort == indiener.soort && b.partij.waarde == indiener.waarde)
-    {
-        return Err(afwijzing(
-            "GEEN_BETROKKENE",
-            "U bent geen betrokkene bij deze zaak.",
-        ));
+    let zaak = zaak.ok_or_else(|| afwijzing("ONBEKENDE_ZAAK", "Deze zaak is bij de gemeente niet bekend."))?;
+    if !zaak.betrokkenen.iter().any(|b| b.partij.soort == indiener.soort && b.partij.waarde == indiener.waarde) {
+        return Err(afwijzing("GEEN_BETROKKENE", "U bent geen betrokkene bij deze zaak."));
     }
     if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
-        return Err(afwijzing(
-            "ONGELDIGE_FORMULIERDATA",
-            "De formuliergegevens zijn geen geldig JSON-document.",
-        ));
+        return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
     }
     Ok(gzac::ZaakVerzoek {
         uuid: derived_id(&["zaakverzoek", &v.submission_id]),
@@ -65,26 +50,12 @@ pub fn check(
         zaak: gzac::ZaakRef {
             uuid: zaak.uuid.clone(),
             url: v.zaak.url.clone(),
-            identificatie: v
-                .zaak
-                .identificatie
-                .clone()
-                .or_else(|| Some(zaak.identificatie.clone())),
+            identificatie: v.zaak.identificatie.clone().or_else(|| Some(zaak.identificatie.clone())),
         },
         indiener,
-        bron: gzac::Bron {
-            naam: bron_naam.to_string(),
-            kenmerk: v.submission_id.clone(),
-        },
+        bron: gzac::Bron { naam: bron_naam.to_string(), kenmerk: v.submission_id.clone() },
         aanvraaggegevens: v.data.clone(),
-        bijlagen: v
-            .attachments
-            .iter()
-            .map(|u| gzac::Bijlage {
-                url: u.clone(),
-                soort: "bijlage".into(),
-            })
-            .collect(),
+        bijlagen: v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() }).collect(),
         taal: super::verzoek::taal(&v.language_code).into(),
         ingediend_op: v.submitted_at,
     })
@@ -122,49 +93,25 @@ impl Route for ZaakVerzoekRoute {
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
         self.zaken.wait_ready(shutdown)
     }
-    fn decode(
-        &self,
-        codec: &Codec,
-        rt: &Handle,
-        bytes: &[u8],
-    ) -> Result<portaal::ZaakVerzoek, CodecError> {
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::ZaakVerzoek, CodecError> {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
-    fn handle(
-        &mut self,
-        v: portaal::ZaakVerzoek,
-        _: &mut Ctx<'_, ()>,
-    ) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::ZaakVerzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let id = v.submission_id.clone();
         let zaak = self.zaken.lookup(&v.zaak.uuid);
         match check(zaak.as_ref(), &v, &self.cfg.bron_naam) {
             Ok(g) => {
                 let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid));
                 Ok(vec![
-                    Output::new(
-                        &self.output,
-                        g.zaak.uuid.clone(),
-                        &g,
-                        event(TYPE_DOORGESTUURD, &g.uuid),
-                    )?,
-                    Output::new(
-                        &self.terugmeldingen,
-                        id.clone(),
-                        &t,
-                        event(TYPE_DOORGESTUURD, &t.id),
-                    )?,
+                    Output::new(&self.output, g.zaak.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
+                    Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_DOORGESTUURD, &t.id))?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "zaakverzoek afgewezen");
                 let t = terugmelding(Soort::Zaakverzoek, &id, Err(&a));
-                Ok(vec![Output::new(
-                    &self.terugmeldingen,
-                    id.clone(),
-                    &t,
-                    event(TYPE_AFGEWEZEN, &t.id),
-                )?])
+                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_AFGEWEZEN, &t.id))?])
             }
         }
     }

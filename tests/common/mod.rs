@@ -39,38 +39,18 @@ impl World {
         cfg.pipeline.batch_max_interval = Duration::from_millis(50);
         cfg.pipeline.retry_backoff_max = Duration::from_secs(1);
         cfg.kafka.insert("session.timeout.ms".into(), "6000".into());
-        cfg.kafka
-            .insert("heartbeat.interval.ms".into(), "500".into());
+        cfg.kafka.insert("heartbeat.interval.ms".into(), "500".into());
         let registry = Registry::new();
-        let server = registry
-            .serve("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = registry.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         cfg.registry.url = format!("http://{}", server.addr);
         cfg.registry.timeout = Duration::from_secs(2);
-        let wanted = topology::Topology::load()
-            .unwrap()
-            .wanted(&cfg.topic_prefix)
-            .unwrap();
+        let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
         // Fewer partitions keep the broker light; several keep rebalances meaningful.
-        let wanted: Vec<_> = wanted
-            .into_iter()
-            .map(|w| topology::Wanted { partitions: 3, ..w })
-            .collect();
-        topology::apply(&cfg.client_config(), &wanted, 1, false)
-            .await
-            .expect("topics apply on the test broker");
-        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix)
-            .await
-            .unwrap();
+        let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
+        topology::apply(&cfg.client_config(), &wanted, 1, false).await.expect("topics apply on the test broker");
+        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
         let producer = client::producer(&cfg).unwrap();
-        World {
-            cfg,
-            registry,
-            registry_server: Some(server),
-            ids,
-            producer,
-        }
+        World { cfg, registry, registry_server: Some(server), ids, producer }
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -79,11 +59,7 @@ impl World {
 
     pub fn schema_id(&self, topic: &str) -> u32 {
         let subject = schemas::subject(&self.topic(topic));
-        self.ids
-            .iter()
-            .find(|(s, _)| *s == subject)
-            .map(|(_, id)| *id)
-            .expect("subject registered")
+        self.ids.iter().find(|(s, _)| *s == subject).map(|(_, id)| *id).expect("subject registered")
     }
 
     pub fn verzoek_id(&self) -> u32 {
@@ -91,49 +67,26 @@ impl World {
     }
 
     /// Read the bridge's outputs for the Verzoek route (read_committed).
-    pub async fn read_verzoek_outputs(
-        &self,
-        n: usize,
-        timeout: Duration,
-        settle: Duration,
-    ) -> Vec<Received> {
+    pub async fn read_verzoek_outputs(&self, n: usize, timeout: Duration, settle: Duration) -> Vec<Received> {
         let topics = vec![
             self.topic(verzoek::OUTPUT),
             self.topic(verzoek::TERUGMELDINGEN),
             format!("{}.dlq", self.topic(verzoek::INPUT)),
         ];
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || client::read_n(&cfg, &topics, n, timeout, settle))
-            .await
-            .unwrap()
-            .unwrap()
+        tokio::task::spawn_blocking(move || client::read_n(&cfg, &topics, n, timeout, settle)).await.unwrap().unwrap()
     }
 
     /// Environment for a bridge process of this world.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            (
-                "GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(),
-                self.cfg.bootstrap_servers.clone(),
-            ),
-            (
-                "GZAC_BRIDGE_TOPIC_PREFIX".to_string(),
-                self.cfg.topic_prefix.clone(),
-            ),
-            (
-                "GZAC_BRIDGE_GROUP_ID".to_string(),
-                self.cfg.group_id.clone(),
-            ),
-            (
-                "GZAC_BRIDGE_REGISTRY_URL".to_string(),
-                self.cfg.registry.url.clone(),
-            ),
+            ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), self.cfg.bootstrap_servers.clone()),
+            ("GZAC_BRIDGE_TOPIC_PREFIX".to_string(), self.cfg.topic_prefix.clone()),
+            ("GZAC_BRIDGE_GROUP_ID".to_string(), self.cfg.group_id.clone()),
+            ("GZAC_BRIDGE_REGISTRY_URL".to_string(), self.cfg.registry.url.clone()),
         ];
         for (k, v) in &self.cfg.kafka {
-            env.push((
-                format!("GZAC_BRIDGE_KAFKA__{}", k.replace('.', "_").to_uppercase()),
-                v.clone(),
-            ));
+            env.push((format!("GZAC_BRIDGE_KAFKA__{}", k.replace('.', "_").to_uppercase()), v.clone()));
         }
         env
     }
@@ -141,51 +94,32 @@ impl World {
 
 impl World {
     /// Write `record` to the contract topic `topic` (framed with its registered schema id).
-    pub async fn send<T: serde::Serialize + apache_avro::AvroSchema>(
-        &self,
-        topic: &str,
-        key: &str,
-        record: &T,
-    ) {
+    pub async fn send<T: serde::Serialize + apache_avro::AvroSchema>(&self, topic: &str, key: &str, record: &T) {
         let bytes = client::frame(self.schema_id(topic), record).unwrap();
-        client::send(&self.producer, &self.topic(topic), key, &bytes, None)
-            .await
-            .unwrap();
+        client::send(&self.producer, &self.topic(topic), key, &bytes, None).await.unwrap();
     }
 
     /// A compacted-table tombstone.
     pub async fn tombstone(&self, topic: &str, key: &str) {
         let topic = self.topic(topic);
         let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(key);
-        self.producer
-            .send(rec, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        self.producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     }
 
     /// Read at least `n` records from the contract topics `topics`, then `settle` longer.
     pub async fn read(&self, topics: &[&str], n: usize, settle: Duration) -> Vec<Received> {
         let topics: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            client::read_n(&cfg, &topics, n, Duration::from_secs(60), settle)
-        })
-        .await
-        .unwrap()
-        .unwrap()
+        tokio::task::spawn_blocking(move || client::read_n(&cfg, &topics, n, Duration::from_secs(60), settle))
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// Decode a record read back, with its type's own schema as reader.
-    pub async fn decode<T: serde::de::DeserializeOwned + apache_avro::AvroSchema>(
-        &self,
-        r: &Received,
-    ) -> T {
+    pub async fn decode<T: serde::de::DeserializeOwned + apache_avro::AvroSchema>(&self, r: &Received) -> T {
         let codec = gzac_portal_bridge::codec::Codec::new(self.cfg.sr_settings().unwrap());
-        codec
-            .decode::<T>(r.value.as_deref().unwrap(), &T::get_schema())
-            .await
-            .unwrap()
+        codec.decode::<T>(r.value.as_deref().unwrap(), &T::get_schema()).await.unwrap()
     }
 
     /// Write a config file for a bridge process of this world (settings the environment lacks).
@@ -199,11 +133,7 @@ impl World {
 /// Start a bridge process for `w`; its log goes to a file named after the test.
 pub fn spawn_bridge(w: &World, instance: &str, extra_args: &[&str]) -> std::process::Child {
     let log = std::env::temp_dir().join(format!("{}-{instance}.log", w.cfg.group_id));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
         .args(extra_args)
         .arg("run")
