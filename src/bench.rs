@@ -12,6 +12,7 @@ use crate::pipeline::{self, Ctx, Output, Payload, Route};
 use crate::registry::Registry;
 use crate::routes::verzoek::{self, VerzoekRoute};
 use crate::{schemas, topology};
+use apache_avro::AvroSchema;
 use apache_avro::Schema;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,12 @@ pub struct BenchArgs {
     /// Replication factor of the benchmark's topics.
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i32,
+    /// Input rate of the latency phase (records/s); 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    pub latency_rate: usize,
+    /// Length of the latency phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub latency_for: Duration,
 }
 
 /// Copies each input record's bytes to one output topic, untouched.
@@ -144,9 +151,97 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
     println!("{:<34} {:>10.0} {:>10.2}", "passthrough (byte copy, EOS)", rate(&raw), raw.seconds);
     println!("{:<34} {:>10.0} {:>10.2}", "verzoek (Avro+translate, EOS)", rate(&route), route.seconds);
     println!("ratio verzoek / passthrough: {:.0}%", 100.0 * rate(&route) / rate(&raw));
+    if args.latency_rate > 0 {
+        let l = latency(&cfg, id, args.latency_rate, args.latency_for).await?;
+        println!(
+            "\nend-to-end latency, verzoek route at {} records/s for {:?} (portal send → read_committed receive):",
+            args.latency_rate, args.latency_for
+        );
+        println!("  {} records  p50 {} ms  p99 {} ms  max {} ms", l.len(), pct(&l, 0.50), pct(&l, 0.99), pct(&l, 1.0));
+    }
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS of this process (bridge + bench client): {rss:.0} MiB");
     }
     println!("total wall time {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn pct(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Run the Verzoek route while the portal writes `rate` records/s for `duration`, each stamped
+/// with its send time in `submitted_at` (carried to `ingediendOp`); a read_committed reader
+/// measures receive time minus send time. Returns the sorted latencies in ms.
+async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
+    let worker = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s));
+
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let reader: BaseConsumer = cfg
+        .client_config()
+        .set("group.id", format!("{}-latency", cfg.group_id))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    reader.subscribe(&[&cfg.topic(verzoek::OUTPUT)])?;
+    let schema = crate::model::gzac::Verzoek::get_schema();
+    let read = std::thread::spawn(move || -> anyhow::Result<(Vec<i64>, usize)> {
+        let mut lat = Vec::new();
+        let mut warm = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120) + duration;
+        while lat.len() < total && std::time::Instant::now() < deadline {
+            let Some(m) = reader.poll(Duration::from_millis(50)) else { continue };
+            let m = m?;
+            let (_, mut body) = Codec::frame(m.payload().unwrap_or_default())?;
+            #[allow(deprecated)]
+            let v = apache_avro::from_avro_datum(&schema, &mut body, None)?;
+            let out: crate::model::gzac::Verzoek = apache_avro::from_value(&v)?;
+            if out.bron.kenmerk.starts_with("warm-") {
+                warm += 1;
+            } else {
+                lat.push(crate::model::Timestamp::now().0 - out.ingediend_op.0);
+            }
+        }
+        Ok((lat, warm))
+    });
+
+    // Warm up until the route and the reader are both in place, then send at the rate.
+    let producer = client::producer(cfg)?;
+    let input = cfg.topic(verzoek::INPUT);
+    let send = |key: String| {
+        let v = crate::model::portaal::Verzoek { submitted_at: crate::model::Timestamp::now(), ..sample_verzoek(&key) };
+        let bytes = client::frame(schema_id, &v)?;
+        producer
+            .send_result(rdkafka::producer::FutureRecord::to(&input).key(&key).payload(&bytes))
+            .map(drop)
+            .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))
+    };
+    for i in 0..20 {
+        send(format!("warm-{i}"))?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        for _ in 0..per_tick.min(total - sent) {
+            send(format!("lat-{sent}"))?;
+            sent += 1;
+        }
+    }
+    client::flush(&producer)?;
+    let (mut lat, _warm) = tokio::task::spawn_blocking(move || read.join().expect("reader thread")).await??;
+    shutdown.store(true, Ordering::SeqCst);
+    worker.join().map_err(|_| anyhow::anyhow!("route panicked"))??;
+    lat.sort_unstable();
+    Ok(lat)
 }

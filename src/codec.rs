@@ -7,9 +7,12 @@
 // resolve the same way.
 #![allow(deprecated)]
 
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::Name;
 use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::types::Value;
-use apache_avro::{from_avro_datum, from_value, to_avro_datum, Schema};
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{from_value, to_avro_datum, Schema};
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
@@ -42,23 +45,35 @@ fn classify(e: &SRCError) -> CodecError {
     }
 }
 
+/// How records of one writer schema become one reader type: built once, then reused, because
+/// building it (resolving the schemata) costs more than decoding a record.
+enum Decoder {
+    /// The writer's schema is the reader's: serde straight from the bytes.
+    Same(GenericDatumReader<'static>),
+    /// Resolve to the reader's schema first.
+    Resolve(GenericDatumReader<'static>),
+    /// The reader cannot read what this writer wrote.
+    Incompatible,
+}
+
 pub struct Codec {
     sr: SrSettings,
-    writers: Mutex<HashMap<u32, Arc<Schema>>>,
-    /// (writer id, reader name) → can the reader read what that writer wrote?
-    resolvable: Mutex<HashMap<(u32, String), bool>>,
-    /// Output topic → (schema id, schema).
-    outputs: HashMap<String, (u32, Schema)>,
+    writers: Mutex<HashMap<u32, &'static Schema>>,
+    /// Writer schema id → (reader name, decoder).
+    decoders: Mutex<HashMap<u32, Vec<(Name, Arc<Decoder>)>>>,
+    /// Output topic → (schema id, writer).
+    outputs: HashMap<String, (u32, GenericDatumWriter<'static>)>,
+}
+
+// Schemas are leaked into 'static so their readers and writers can be cached: there is one per
+// writer schema id seen and per output topic, a bounded and small set.
+fn leak(schema: Schema) -> &'static Schema {
+    Box::leak(Box::new(schema))
 }
 
 impl Codec {
     pub fn new(sr: SrSettings) -> Self {
-        Codec {
-            sr,
-            writers: Mutex::new(HashMap::new()),
-            resolvable: Mutex::new(HashMap::new()),
-            outputs: HashMap::new(),
-        }
+        Codec { sr, writers: Mutex::new(HashMap::new()), decoders: Mutex::new(HashMap::new()), outputs: HashMap::new() }
     }
 
     /// Register (or find) `schema` under `<topic>-value` and remember its id for encoding.
@@ -73,7 +88,10 @@ impl Codec {
                 CodecError::Transient(text)
             }
         })?;
-        self.outputs.insert(topic.to_string(), (reg.id, schema));
+        let writer = GenericDatumWriter::builder(leak(schema))
+            .build()
+            .map_err(|e| CodecError::bad("unusable-output-schema", format!("{topic}: {e}")))?;
+        self.outputs.insert(topic.to_string(), (reg.id, writer));
         Ok(reg.id)
     }
 
@@ -92,15 +110,14 @@ impl Codec {
         Ok((id, &bytes[5..]))
     }
 
-    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, CodecError> {
+    async fn writer_schema(&self, id: u32) -> Result<&'static Schema, CodecError> {
         if let Some(s) = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            return Ok(s.clone());
+            return Ok(s);
         }
         let reg = get_schema_by_id(id, &self.sr).await.map_err(|e| classify(&e))?;
         let schema = Schema::parse_str(&reg.schema).map_err(|e| CodecError::bad("unparsable-writer-schema", e))?;
-        let schema = Arc::new(schema);
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, schema.clone());
-        Ok(schema)
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(*writers.entry(id).or_insert_with(|| leak(schema)))
     }
 
     /// The full name of the record schema a framed value was written with.
@@ -110,43 +127,67 @@ impl Codec {
         Ok(writer.name().map(|n| n.fullname(None)).unwrap_or_default())
     }
 
-    /// Decode a framed value into `T`, resolving the writer's schema to `reader`.
+    async fn decoder(&self, id: u32, reader: &Schema) -> Result<Arc<Decoder>, CodecError> {
+        let name = reader.name().cloned().unwrap_or_else(|| Name::new("anonymous").expect("valid name"));
+        let cached = |d: &HashMap<u32, Vec<(Name, Arc<Decoder>)>>| {
+            d.get(&id).and_then(|v| v.iter().find(|(n, _)| *n == name).map(|(_, d)| d.clone()))
+        };
+        if let Some(d) = cached(&self.decoders.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(d);
+        }
+        let writer = self.writer_schema(id).await?;
+        let build = |r: Option<&'static Schema>| {
+            GenericDatumReader::builder(writer)
+                .maybe_reader_schema(r)
+                .build()
+                .map_err(|e| CodecError::bad("schema-mismatch", format!("schema id {id}: {e}")))
+        };
+        let decoder = if writer == reader && writer.canonical_form() == reader.canonical_form() {
+            Decoder::Same(build(None)?)
+        } else if matches!(SchemaCompatibility::can_read(writer, reader), Ok(Compatibility::Full)) {
+            Decoder::Resolve(build(Some(leak(reader.clone())))?)
+        } else {
+            Decoder::Incompatible
+        };
+        let decoder = Arc::new(decoder);
+        self.decoders.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().push((name, decoder.clone()));
+        Ok(decoder)
+    }
+
+    /// Decode a framed value into `T`, resolving the writer's schema to `reader` when they differ.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
         let (id, mut body) = Self::frame(bytes)?;
-        let writer = self.writer_schema(id).await?;
-        let reader_name = reader.name().map(|n| n.fullname(None)).unwrap_or_default();
-        let key = (id, reader_name);
-        let known = self.resolvable.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
-        let ok = known.unwrap_or_else(|| {
-            let ok = matches!(SchemaCompatibility::can_read(&writer, reader), Ok(Compatibility::Full));
-            self.resolvable.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), ok);
-            ok
-        });
-        if !ok {
-            return Err(CodecError::bad(
-                "schema-mismatch",
-                format!("schema id {id} cannot be read as {} (Avro schema resolution fails)", key.1),
-            ));
-        }
-        let value = from_avro_datum(&writer, &mut body, Some(reader))
-            .map_err(|e| CodecError::bad("undecodable", format!("schema id {id}: {e}")))?;
+        let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
+        let value: T = match &*self.decoder(id, reader).await? {
+            Decoder::Same(r) => r.read_deser(&mut body).map_err(undecodable)?,
+            Decoder::Resolve(r) => {
+                let v = r.read_value(&mut body).map_err(undecodable)?;
+                from_value::<T>(&v).map_err(|e| CodecError::bad("schema-mismatch", e))?
+            }
+            Decoder::Incompatible => {
+                let reader_name = reader.name().map(|n| n.fullname(None)).unwrap_or_default();
+                return Err(CodecError::bad(
+                    "schema-mismatch",
+                    format!("schema id {id} cannot be read as {reader_name} (Avro schema resolution fails)"),
+                ));
+            }
+        };
         if !body.is_empty() {
             return Err(CodecError::bad("undecodable", format!("{} trailing bytes after the record", body.len())));
         }
-        from_value::<T>(&value).map_err(|e| CodecError::bad("schema-mismatch", e))
+        Ok(value)
     }
 
     /// Encode a record for `topic` in the Confluent wire format.
-    pub fn encode(&self, topic: &str, value: Value) -> Result<Vec<u8>, CodecError> {
-        let (id, schema) = self
+    pub fn encode(&self, topic: &str, record: &dyn crate::pipeline::Record) -> Result<Vec<u8>, CodecError> {
+        let (id, writer) = self
             .outputs
             .get(topic)
             .ok_or_else(|| CodecError::bad("no-output-schema", format!("{topic} was not prepared")))?;
-        let body = to_avro_datum(schema, value).map_err(|e| CodecError::bad("unencodable", e))?;
-        let mut out = Vec::with_capacity(body.len() + 5);
+        let mut out = Vec::with_capacity(256);
         out.push(0);
         out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&body);
+        record.write(writer, &mut out).map_err(|e| CodecError::bad("unencodable", e))?;
         Ok(out)
     }
 }

@@ -245,7 +245,7 @@ mod tests {
         let c = Config::load_with_env(None, &env).unwrap();
         assert_eq!(c.bootstrap_servers, "k1:9093");
         assert_eq!(c.kafka["sasl.mechanisms"], "SCRAM-SHA-512");
-        assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(100));
+        assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(20));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::events::{ce_headers, dlq_headers, find, Cause, Event};
 use crate::model::Timestamp;
 use crate::state::Store;
-use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -85,16 +85,28 @@ pub fn decode_avro<T: DeserializeOwned>(
     rt.block_on(codec.decode(bytes, reader))
 }
 
-#[derive(Debug, Clone)]
+/// A record a route hands over; the pipeline encodes it with the output topic's writer, by serde
+/// straight into Avro (no intermediate `Value`).
+pub trait Record: Send + std::fmt::Debug {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize>;
+}
+
+impl<T: Serialize + Send + std::fmt::Debug> Record for T {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize> {
+        writer.write_ser(out, self)
+    }
+}
+
+#[derive(Debug)]
 pub enum Payload {
     /// Encoded with the schema registered for the output topic.
-    Avro(Value),
+    Avro(Box<dyn Record>),
     /// Written as is (repartitioning, the benchmark's passthrough).
     Raw(Vec<u8>),
 }
 
 /// One record a route wants written.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Output {
     pub topic: String,
     pub key: String,
@@ -105,11 +117,16 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new<T: Serialize>(topic: &str, key: String, record: &T, event: Event) -> anyhow::Result<Self> {
+    pub fn new<T: Serialize + Send + Clone + std::fmt::Debug + 'static>(
+        topic: &str,
+        key: String,
+        record: &T,
+        event: Event,
+    ) -> anyhow::Result<Self> {
         Ok(Output {
             topic: topic.to_string(),
             key,
-            value: Payload::Avro(apache_avro::to_value(record)?),
+            value: Payload::Avro(Box::new(record.clone())),
             event,
             partition: None,
         })
@@ -274,8 +291,14 @@ pub fn run<R: Route>(mut route: R, cfg: &Config, rt: Handle, shutdown: Arc<Atomi
         );
     }
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
-    let producer: ThreadedProducer<DefaultProducerContext> = cfg
-        .client_config()
+    let mut producer_config = cfg.client_config();
+    if !cfg.kafka.contains_key("retry.backoff.ms") {
+        // A transaction's first request after a commit is often answered CONCURRENT_TRANSACTIONS
+        // while the markers are written; librdkafka's default 100 ms backoff would add to every
+        // transaction.
+        producer_config.set("retry.backoff.ms", "10");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config
         .set("transactional.id", &transactional_id)
         .set("transaction.timeout.ms", p.transaction_timeout.as_millis().to_string())
         .set("linger.ms", "5")
@@ -503,7 +526,7 @@ impl<R: Route> Pipeline<R> {
 
     fn encode(&self, o: Output) -> Result<(Output, Vec<u8>), CodecError> {
         let bytes = match &o.value {
-            Payload::Avro(v) => self.codec.encode(&o.topic, v.clone())?,
+            Payload::Avro(r) => self.codec.encode(&o.topic, r.as_ref())?,
             Payload::Raw(b) => b.clone(),
         };
         Ok((o, bytes))
@@ -569,6 +592,7 @@ impl<R: Route> Pipeline<R> {
             return Ok(());
         };
         let timeout = Duration::from_secs(30);
+        let t0 = Instant::now();
         if !open.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (partition, next) in &open.offsets {
@@ -580,9 +604,23 @@ impl<R: Route> Pipeline<R> {
                 .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
             self.producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(from_kafka)?;
         }
+        let t1 = Instant::now();
+        // Wait for the deliveries here: rust-rdkafka's commit flushes by polling in 100 ms slices,
+        // which with the producer's own polling thread costs 100 ms a transaction.
+        let deadline = Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         self.producer.commit_transaction(timeout).map_err(from_kafka)?;
         self.store.committed();
-        debug!(route = self.route.name(), records = open.records, "transaction committed");
+        debug!(
+            route = self.route.name(),
+            records = open.records,
+            open_ms = open.started.elapsed().as_millis() as u64,
+            offsets_ms = (t1 - t0).as_millis() as u64,
+            commit_ms = t1.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         Ok(())
     }
 
