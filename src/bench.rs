@@ -6,11 +6,11 @@
 use crate::client;
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
-use crate::demo::sample_verzoek;
 use crate::events::Event;
 use crate::pipeline::{self, Ctx, Output, Payload, Route};
 use crate::registry::Registry;
 use crate::routes::verzoek::{self, VerzoekRoute};
+use crate::samples;
 use crate::{schemas, topology};
 use apache_avro::AvroSchema;
 use apache_avro::Schema;
@@ -120,7 +120,7 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
     let input = cfg.topic(verzoek::INPUT);
     for i in 0..args.records {
         let key = format!("bench-{i}");
-        let bytes = client::frame(id, &sample_verzoek(&key))?;
+        let bytes = client::frame(id, &samples::verzoek(&key))?;
         for topic in [&input, &raw_in] {
             loop {
                 let rec = rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&bytes);
@@ -185,9 +185,7 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
 
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
     let reader: BaseConsumer = cfg
-        .client_config()
-        .set("group.id", format!("{}-latency", cfg.group_id))
-        .set("isolation.level", "read_committed")
+        .reader_config(&format!("{}-latency", cfg.group_id))
         .set("auto.offset.reset", "latest")
         .set("fetch.wait.max.ms", "5")
         .create()?;
@@ -217,7 +215,8 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
     let producer = client::producer(cfg)?;
     let input = cfg.topic(verzoek::INPUT);
     let send = |key: String| {
-        let v = crate::model::portaal::Verzoek { submitted_at: crate::model::Timestamp::now(), ..sample_verzoek(&key) };
+        let v =
+            crate::model::portaal::Verzoek { submitted_at: crate::model::Timestamp::now(), ..samples::verzoek(&key) };
         let bytes = client::frame(schema_id, &v)?;
         producer
             .send_result(rdkafka::producer::FutureRecord::to(&input).key(&key).payload(&bytes))

@@ -72,13 +72,7 @@ pub fn read_until(
     timeout: Duration,
     mut done: impl FnMut(&[Received]) -> bool,
 ) -> anyhow::Result<Vec<Received>> {
-    let consumer: BaseConsumer = cfg
-        .client_config()
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let consumer: BaseConsumer = cfg.reader_config(&format!("reader-{}", uuid::Uuid::new_v4())).create()?;
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;

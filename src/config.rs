@@ -221,6 +221,17 @@ impl Config {
         b.build().map_err(|e| anyhow::anyhow!("registry settings: {e}"))
     }
 
+    /// A consumer that sees only committed records and commits nothing itself: readers of
+    /// tables, changelogs and outputs. `group` only names it; it positions itself.
+    pub fn reader_config(&self, group: &str) -> rdkafka::ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        c
+    }
+
     /// Base librdkafka settings shared by every client: bootstrap plus the pass-through map.
     pub fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();

@@ -17,89 +17,7 @@ use std::time::Duration;
 
 pub use crate::bench::{bench, BenchArgs};
 
-/// A valid productaanvraag, as the scenario and the tests use it.
-pub fn sample_verzoek(submission_id: &str) -> portaal::Verzoek {
-    portaal::Verzoek {
-        submission_id: submission_id.into(),
-        verzoektype: "parkeervergunning".into(),
-        bsn: Some("569312863".into()),
-        kvk: None,
-        rol: portaal::Rol::Klant,
-        data: r#"{"kenteken":"AB-123-C","zone":"centrum"}"#.into(),
-        pdf_url: Some(format!("https://formulieren.gemeente.example/pdf/{submission_id}")),
-        attachments: vec![],
-        language_code: "nl".into(),
-        payment: Some(portaal::Payment {
-            completed: true,
-            amount_cents: 4250,
-            public_order_ids: vec!["order-77".into()],
-        }),
-        submitted_at: Timestamp::now(),
-    }
-}
-
-const BSN: &str = "569312863";
-const OTHER_BSN: &str = "111222333";
-
-pub fn sample_bericht(uuid: &str, publicatiedatum: Timestamp) -> gzac::Bericht {
-    gzac::Bericht {
-        uuid: uuid.into(),
-        ontvanger: gzac::Partij {
-            soort: gzac::PartijSoort::Bsn,
-            waarde: BSN.into(),
-            urn: format!("urn:nld:brp:bsn:{BSN}"),
-        },
-        onderwerp: "Besluit op uw aanvraag".into(),
-        bericht_tekst: "Vertrouwelijk: uw aanvraag is toegekend onder voorwaarden.".into(),
-        bericht_type: "besluit".into(),
-        publicatiedatum,
-        referentie: Some("Z-2026-0042".into()),
-        handelingsperspectief: "lezen".into(),
-        einddatum_handelingstermijn: None,
-        bijlagen: vec![],
-        zaak: None,
-    }
-}
-
-pub fn sample_taak(uuid: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
-    gzac::Taak {
-        uuid: uuid.into(),
-        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: BSN.into() },
-        data: "{}".into(),
-        title: "Upload de plattegrond van het evenement".into(),
-        status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond".into() },
-        verwerker_taak_id: format!("camunda-{uuid}"),
-        zaak: Some("https://zaken.gemeente.example/zaken/z-1".into()),
-        verloopdatum,
-    }
-}
-
-fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
-    portaal::TaakAntwoord {
-        id: id.into(),
-        taak_id: taak_id.into(),
-        verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
-        documenten: vec!["https://documenten.gemeente.example/9".into()],
-        ingediend_op: Timestamp::now(),
-    }
-}
-
-fn zaakverzoek(id: &str, bsn: &str) -> portaal::ZaakVerzoek {
-    portaal::ZaakVerzoek {
-        submission_id: id.into(),
-        verzoektype: "evenement-uitbreiden".into(),
-        zaak: portaal::ZaakReferentie { uuid: "z-1".into(), url: None, identificatie: None },
-        indiener: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        rol: portaal::Rol::Klant,
-        data: r#"{"bezoekers":2000}"#.into(),
-        attachments: vec![],
-        language_code: "nl".into(),
-        submitted_at: Timestamp::now(),
-    }
-}
+use crate::samples::{self, BSN, OTHER_BSN};
 
 /// Writes scenario records and says what each one is.
 struct Writer<'a> {
@@ -274,50 +192,26 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     w.send(
         "portaal.klantvoorkeuren.v1",
         "klant-1",
-        &portaal::Klantvoorkeur {
-            partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() },
-            kanalen: vec![common::Kanaal::Email, common::Kanaal::Sms],
-            email: Some("klant@example.nl".into()),
-            telefoonnummer: Some("+31612345678".into()),
-        },
+        &samples::klantvoorkeur(BSN, vec![common::Kanaal::Email, common::Kanaal::Sms]),
         "klantvoorkeur: email and sms",
     )
     .await?;
-    w.send(
-        "gzac.zaken.v1",
-        "z-1",
-        &gzac::Zaak {
-            uuid: "z-1".into(),
-            identificatie: "ZAAK-2026-0042".into(),
-            zaaktype: cfg.verzoek.verzoektypen["evenementenvergunning"].clone(),
-            status: "in behandeling".into(),
-            betrokkenen: vec![gzac::Betrokkene {
-                partij: gzac::Partij {
-                    soort: gzac::PartijSoort::Bsn,
-                    waarde: BSN.into(),
-                    urn: format!("urn:nld:brp:bsn:{BSN}"),
-                },
-                rol: "initiator".into(),
-            }],
-        },
-        "zaak z-1 with one betrokkene",
-    )
-    .await?;
+    w.send("gzac.zaken.v1", "z-1", &samples::zaak("z-1", BSN), "zaak z-1 with one betrokkene").await?;
 
     let running = bridge::start(&cfg)?;
     println!("\nportal files verzoeken:");
-    w.send(verzoek::INPUT, "demo-1", &sample_verzoek("demo-1"), "a valid verzoek").await?;
+    w.send(verzoek::INPUT, "demo-1", &samples::verzoek("demo-1"), "a valid verzoek").await?;
     w.send(
         verzoek::INPUT,
         "demo-2",
-        &portaal::Verzoek { bsn: Some("123456789".into()), ..sample_verzoek("demo-2") },
+        &portaal::Verzoek { bsn: Some("123456789".into()), ..samples::verzoek("demo-2") },
         "an invalid BSN",
     )
     .await?;
     w.send(
         verzoek::INPUT,
         "demo-3",
-        &portaal::Verzoek { verzoektype: "kapvergunning".into(), ..sample_verzoek("demo-3") },
+        &portaal::Verzoek { verzoektype: "kapvergunning".into(), ..samples::verzoek("demo-3") },
         "an unknown verzoektype",
     )
     .await?;
@@ -328,7 +222,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
             bsn: None,
             kvk: Some("12345678".into()),
             rol: portaal::Rol::Ketenpartner,
-            ..sample_verzoek("demo-4")
+            ..samples::verzoek("demo-4")
         },
         "a verzoek filed as ketenpartner",
     )
@@ -337,18 +231,22 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
 
     let now = Timestamp::now().0;
     println!("\nGZAC sends berichten and taken:");
-    w.send("gzac.berichten.v1", "b-1", &sample_bericht("b-1", Timestamp(now - 1000)), "a bericht to publish now")
-        .await?;
+    w.send("gzac.berichten.v1", "b-1", &samples::bericht("b-1", BSN), "a bericht to publish now").await?;
     w.send(
         "gzac.berichten.v1",
         "b-2",
-        &sample_bericht("b-2", Timestamp(now + 6000)),
+        &gzac::Bericht { publicatiedatum: Timestamp(now + 6000), ..samples::bericht("b-2", BSN) },
         "a bericht scheduled 6 s from now",
     )
     .await?;
-    w.send("gzac.taken.v1", "t-1", &sample_taak("t-1", None), "a taak for the klant").await?;
-    w.send("gzac.taken.v1", "t-2", &sample_taak("t-2", Some(Timestamp(now + 5000))), "a taak that expires in 5 s")
-        .await?;
+    w.send("gzac.taken.v1", "t-1", &samples::taak("t-1", BSN, None), "a taak for the klant").await?;
+    w.send(
+        "gzac.taken.v1",
+        "t-2",
+        &samples::taak("t-2", BSN, Some(Timestamp(now + 5000))),
+        "a taak that expires in 5 s",
+    )
+    .await?;
 
     // The klant answers once the portal shows the taak.
     let cfg2 = cfg.clone();
@@ -360,16 +258,33 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     w.send(
         "portaal.taakantwoorden.v1",
         "t-1",
-        &antwoord("a-1", "t-1", OTHER_BSN),
+        &samples::antwoord("a-1", "t-1", OTHER_BSN),
         "an antwoord on t-1 by someone else",
     )
     .await?;
-    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-2", "t-1", BSN), "an antwoord on t-1 by its assignee")
+    w.send(
+        "portaal.taakantwoorden.v1",
+        "t-1",
+        &samples::antwoord("a-2", "t-1", BSN),
+        "an antwoord on t-1 by its assignee",
+    )
+    .await?;
+    w.send("portaal.taakantwoorden.v1", "t-1", &samples::antwoord("a-3", "t-1", BSN), "a second antwoord on t-1")
         .await?;
-    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-3", "t-1", BSN), "a second antwoord on t-1").await?;
-    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-1", OTHER_BSN), "a zaakverzoek by a non-betrokkene")
-        .await?;
-    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-2", BSN), "a zaakverzoek by a betrokkene").await?;
+    w.send(
+        "portaal.zaakverzoeken.v1",
+        "z-1",
+        &samples::zaakverzoek("zv-1", "z-1", OTHER_BSN),
+        "a zaakverzoek by a non-betrokkene",
+    )
+    .await?;
+    w.send(
+        "portaal.zaakverzoeken.v1",
+        "z-1",
+        &samples::zaakverzoek("zv-2", "z-1", BSN),
+        "a zaakverzoek by a betrokkene",
+    )
+    .await?;
 
     // verzoeken 6, berichten 6, taken 9, antwoorden 4, zaakverzoeken 3.
     let expected = 28;

@@ -16,6 +16,7 @@ pub mod partitioner;
 pub mod pipeline;
 pub mod registry;
 pub mod routes;
+pub mod samples;
 pub mod schemas;
 pub mod state;
 pub mod table;

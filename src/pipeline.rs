@@ -427,7 +427,7 @@ impl<R: Route> Pipeline<R> {
         }
         if !assigned.is_empty() {
             if let Some(changelog) = self.route.changelog().map(str::to_string) {
-                let client = self.cfg.client_config();
+                let client = self.cfg.reader_config(&format!("{}-restore", self.cfg.group_id));
                 while let Err(e) = self.store.restore(&client, &changelog, &assigned) {
                     warn!(route = self.route.name(), error = %e, "restoring state failed, retrying");
                     backoff.wait(shutdown);

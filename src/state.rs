@@ -105,18 +105,13 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Rebuild `partitions` from `changelog` (other partitions stay as they are).
-    pub(crate) fn restore(&mut self, client: &ClientConfig, changelog: &str, partitions: &[i32]) -> anyhow::Result<()> {
+    /// `reader` is a read_committed consumer configuration (`Config::reader_config`).
+    pub(crate) fn restore(&mut self, reader: &ClientConfig, changelog: &str, partitions: &[i32]) -> anyhow::Result<()> {
         self.forget(partitions);
         if partitions.is_empty() {
             return Ok(());
         }
-        let consumer: BaseConsumer = client
-            .clone()
-            .set("group.id", "unused-restore")
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
+        let consumer: BaseConsumer = reader.create()?;
         let mut tpl = TopicPartitionList::new();
         let mut ends = HashMap::new();
         for p in partitions {

@@ -51,13 +51,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
         let ready = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(RwLock::new(None));
-        let consumer: BaseConsumer = cfg
-            .client_config()
-            .set("group.id", format!("{}-table", cfg.group_id))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
+        let consumer: BaseConsumer = cfg.reader_config(&format!("{}-table", cfg.group_id)).create()?;
         let codec = Codec::new(cfg.sr_settings()?);
         let (r, rd, st, f, t) = (rows.clone(), ready.clone(), stop.clone(), failed.clone(), topic.clone());
         std::thread::Builder::new().name(format!("table-{topic}")).spawn(move || {

@@ -9,43 +9,14 @@ use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
 use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
 use gzac_portal_bridge::routes::derived_id;
+use gzac_portal_bridge::samples::{bericht, klantvoorkeur, BSN};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 
-const BSN: &str = "569312863";
 const BERICHTEN: &str = "gzac.berichten.v1";
 const PORTAAL: &str = "portaal.berichten.v1";
 const NOTIFICATIES: &str = "notificaties.opdrachten.v1";
 const VOORKEUREN: &str = "portaal.klantvoorkeuren.v1";
-
-fn bericht(uuid: &str, bsn: &str) -> gzac::Bericht {
-    gzac::Bericht {
-        uuid: uuid.into(),
-        ontvanger: gzac::Partij {
-            soort: gzac::PartijSoort::Bsn,
-            waarde: bsn.into(),
-            urn: format!("urn:nld:brp:bsn:{bsn}"),
-        },
-        onderwerp: "Uw aanvraag parkeervergunning".into(),
-        bericht_tekst: "Wij hebben uw aanvraag ontvangen en in behandeling genomen.".into(),
-        bericht_type: "informatief".into(),
-        publicatiedatum: Timestamp(Timestamp::now().0 - 1000),
-        referentie: Some("Z-2026-0042".into()),
-        handelingsperspectief: "lezen".into(),
-        einddatum_handelingstermijn: Some(Timestamp(1_796_083_200_000)), // 2026-12-01
-        bijlagen: vec!["https://documenten.gemeente.example/1".into()],
-        zaak: Some("https://zaken.gemeente.example/zaken/1".into()),
-    }
-}
-
-fn voorkeur(bsn: &str, kanalen: Vec<Kanaal>) -> portaal::Klantvoorkeur {
-    portaal::Klantvoorkeur {
-        partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        kanalen,
-        email: Some("klant@example.nl".into()),
-        telefoonnummer: Some("+31612345678".into()),
-    }
-}
 
 fn on<'a>(recs: &'a [Received], w: &World, topic: &str) -> Vec<&'a Received> {
     recs.iter().filter(|r| r.topic == w.topic(topic)).collect()
@@ -54,7 +25,7 @@ fn on<'a>(recs: &'a [Received], w: &World, topic: &str) -> Vec<&'a Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
     let w = World::new("bericht").await;
-    w.send(VOORKEUREN, "klant-1", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
+    w.send(VOORKEUREN, "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     let b = bericht("b-1", BSN);
     w.send(BERICHTEN, "b-1", &b).await;
     let running = bridge::start(&w.cfg).unwrap();
@@ -100,7 +71,7 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
     let w = World::new("secret").await;
-    w.send(VOORKEUREN, "klant-2", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
+    w.send(VOORKEUREN, "klant-2", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     let m = |f: &str| format!("MARKER-{f}-7f3a");
     let b = gzac::Bericht {
         uuid: m("uuid"),
@@ -140,8 +111,8 @@ async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() 
     w.cfg.notificaties.standaard = gzac_portal_bridge::config::Standaard::Email;
     const OTHER: &str = "111222333";
     // klant-a chose nothing (default email applies); klant-b chose sms but was then deleted.
-    w.send(VOORKEUREN, "klant-a", &voorkeur(BSN, vec![])).await;
-    w.send(VOORKEUREN, "klant-b", &voorkeur(OTHER, vec![Kanaal::Sms])).await;
+    w.send(VOORKEUREN, "klant-a", &klantvoorkeur(BSN, vec![])).await;
+    w.send(VOORKEUREN, "klant-b", &klantvoorkeur(OTHER, vec![Kanaal::Sms])).await;
     w.tombstone(VOORKEUREN, "klant-b").await;
     w.send(BERICHTEN, "a", &bericht("a", BSN)).await;
     w.send(BERICHTEN, "b", &bericht("b", OTHER)).await;
@@ -158,7 +129,7 @@ async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let w = World::new("later").await;
-    w.send(VOORKEUREN, "klant-3", &voorkeur(BSN, vec![Kanaal::Email])).await;
+    w.send(VOORKEUREN, "klant-3", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
     let at = Timestamp(Timestamp::now().0 + 12_000);
     w.send(BERICHTEN, "later", &gzac::Bericht { publicatiedatum: at, ..bericht("later", BSN) }).await;
     w.send(BERICHTEN, "now", &bericht("now", BSN)).await;
@@ -182,7 +153,7 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bericht_replayed_from_offset_0_produces_no_new_notificatie() {
     let w = World::new("replay").await;
-    w.send(VOORKEUREN, "klant-4", &voorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
+    w.send(VOORKEUREN, "klant-4", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     w.send(BERICHTEN, "r-1", &bericht("r-1", BSN)).await;
     let running = bridge::start(&w.cfg).unwrap();
     w.read(&[NOTIFICATIES], 2, Duration::ZERO).await;

@@ -5,9 +5,9 @@ mod common;
 
 use common::{bootstrap, World};
 use gzac_portal_bridge::client;
-use gzac_portal_bridge::demo::sample_verzoek;
 use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::verzoek;
+use gzac_portal_bridge::samples;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use std::process::{Command, Output, Stdio};
@@ -79,7 +79,7 @@ async fn sigterm_finishes_the_transaction_and_exits_within_the_bound() {
             &p,
             &w.topic(verzoek::INPUT),
             &key,
-            &client::frame(w.verzoek_id(), &sample_verzoek(&key)).unwrap(),
+            &client::frame(w.verzoek_id(), &samples::verzoek(&key)).unwrap(),
             None,
         )
         .await

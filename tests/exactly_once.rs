@@ -6,8 +6,8 @@ mod common;
 
 use common::{kill9, spawn_bridge, World};
 use gzac_portal_bridge::client;
-use gzac_portal_bridge::demo::sample_verzoek;
 use gzac_portal_bridge::routes::{derived_id, verzoek};
+use gzac_portal_bridge::samples;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::HashMap;
 use std::process::Child;
@@ -61,7 +61,7 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
     let id = w.verzoek_id();
     for i in 0..N {
         let key = format!("eos-{i}");
-        let bytes = client::frame(id, &sample_verzoek(&key)).unwrap();
+        let bytes = client::frame(id, &samples::verzoek(&key)).unwrap();
         loop {
             match p.send_result(rdkafka::producer::FutureRecord::to(&topic).key(&key).payload(&bytes)) {
                 Ok(_) => break,

@@ -8,48 +8,17 @@ mod common;
 use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::model::common::{Terugmelding, TerugmeldingStatus};
-use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
+use gzac_portal_bridge::samples::{antwoord, taak, BSN, OTHER_BSN};
 use std::collections::HashMap;
 use std::time::Duration;
 
-const BSN: &str = "569312863";
-const OTHER_BSN: &str = "111222333";
 const N: usize = 300;
-
-fn taak(uuid: &str) -> gzac::Taak {
-    gzac::Taak {
-        uuid: uuid.into(),
-        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: BSN.into() },
-        data: "{}".into(),
-        title: "Vul het formulier in".into(),
-        status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier {
-            soort: gzac::FormulierType::Url,
-            value: "https://formulieren.gemeente.example/f/1".into(),
-        },
-        verwerker_taak_id: format!("camunda-{uuid}"),
-        zaak: None,
-        verloopdatum: None,
-    }
-}
-
-fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
-    portaal::TaakAntwoord {
-        id: id.into(),
-        taak_id: taak_id.into(),
-        verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        verzonden_data: "{}".into(),
-        documenten: vec![],
-        ingediend_op: Timestamp::now(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right() {
     let w = World::new("scale").await;
     for i in 0..N {
-        w.send("gzac.taken.v1", &format!("t-{i}"), &taak(&format!("t-{i}"))).await;
+        w.send("gzac.taken.v1", &format!("t-{i}"), &taak(&format!("t-{i}"), BSN, None)).await;
     }
     let mut b0 = spawn_bridge(&w, "i0", &[]);
     let mut b1 = spawn_bridge(&w, "i1", &[]);

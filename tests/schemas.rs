@@ -89,9 +89,9 @@ fn the_compatibility_check_catches_breaking_changes() {
 fn records_round_trip_through_their_schemas() {
     use apache_avro::AvroSchema;
     use gzac_portal_bridge::codec::{encode_with_id, Codec};
-    use gzac_portal_bridge::demo::sample_verzoek;
     use gzac_portal_bridge::model::portaal;
-    let v = sample_verzoek("rt-1");
+    use gzac_portal_bridge::samples;
+    let v = samples::verzoek("rt-1");
     let bytes = encode_with_id(7, &portaal::Verzoek::get_schema(), apache_avro::to_value(&v).unwrap()).unwrap();
     let (id, mut body) = Codec::frame(&bytes).unwrap();
     assert_eq!(id, 7);

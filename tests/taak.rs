@@ -9,43 +9,16 @@ use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus};
 use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
+use gzac_portal_bridge::samples::{antwoord, taak, zaak, zaakverzoek, BSN, OTHER_BSN};
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub const BSN: &str = "569312863";
-const OTHER_BSN: &str = "111222333";
 const GZAC_TAKEN: &str = "gzac.taken.v1";
 const PORTAAL_TAKEN: &str = "portaal.taken.v1";
 const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
 const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
 const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 const NOTIFICATIES: &str = "notificaties.opdrachten.v1";
-
-pub fn taak(uuid: &str, bsn: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
-    gzac::Taak {
-        uuid: uuid.into(),
-        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: bsn.into() },
-        data: r#"{"kenteken":"AB-123-C"}"#.into(),
-        title: "Upload de plattegrond".into(),
-        status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond-upload".into() },
-        verwerker_taak_id: format!("camunda-{uuid}"),
-        zaak: Some("https://zaken.gemeente.example/zaken/0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()),
-        verloopdatum,
-    }
-}
-
-pub fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
-    portaal::TaakAntwoord {
-        id: id.into(),
-        taak_id: taak_id.into(),
-        verwerker_taak_id: format!("camunda-{taak_id}"),
-        ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
-        documenten: vec!["https://documenten.gemeente.example/9".into()],
-        ingediend_op: Timestamp::now(),
-    }
-}
 
 fn on<'a>(recs: &'a [Received], w: &World, topic: &str) -> Vec<&'a Received> {
     recs.iter().filter(|r| r.topic == w.topic(topic)).collect()
@@ -233,37 +206,6 @@ async fn a_restarted_bridge_rebuilds_taak_state_and_tables_before_it_answers() {
     let why = reasons(&w, &recs).await;
     assert_eq!(why["a-1"], "Doorgestuurd", "the taak state was rebuilt before the antwoord");
     assert_eq!(why["zv-1"], "Doorgestuurd", "the zaken table was read before the zaakverzoek");
-}
-
-pub fn zaak(uuid: &str, betrokkene_bsn: &str) -> gzac::Zaak {
-    gzac::Zaak {
-        uuid: uuid.into(),
-        identificatie: format!("ZAAK-{uuid}"),
-        zaaktype: "https://catalogi.gemeente.example/zaaktypen/1".into(),
-        status: "in behandeling".into(),
-        betrokkenen: vec![gzac::Betrokkene {
-            partij: gzac::Partij {
-                soort: gzac::PartijSoort::Bsn,
-                waarde: betrokkene_bsn.into(),
-                urn: format!("urn:nld:brp:bsn:{betrokkene_bsn}"),
-            },
-            rol: "initiator".into(),
-        }],
-    }
-}
-
-pub fn zaakverzoek(id: &str, zaak_uuid: &str, bsn: &str) -> portaal::ZaakVerzoek {
-    portaal::ZaakVerzoek {
-        submission_id: id.into(),
-        verzoektype: "evenement-uitbreiden".into(),
-        zaak: portaal::ZaakReferentie { uuid: zaak_uuid.into(), url: None, identificatie: None },
-        indiener: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        rol: portaal::Rol::Klant,
-        data: r#"{"bezoekers":2000}"#.into(),
-        attachments: vec![],
-        language_code: "nl".into(),
-        submitted_at: Timestamp::now(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

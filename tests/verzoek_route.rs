@@ -9,9 +9,9 @@ use common::World;
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::codec::{encode_with_id, Codec};
-use gzac_portal_bridge::demo::sample_verzoek;
 use gzac_portal_bridge::model::{common as m_common, gzac, portaal};
 use gzac_portal_bridge::routes::{derived_id, verzoek};
+use gzac_portal_bridge::samples;
 use std::time::Duration;
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -28,7 +28,7 @@ fn on<'a>(recs: &'a [Received], topic: &str) -> Vec<&'a Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() {
     let w = World::new("happy").await;
-    let input = sample_verzoek("happy-1");
+    let input = samples::verzoek("happy-1");
     let bytes = client::frame(w.verzoek_id(), &input).unwrap();
     let p = client::producer(&w.cfg).unwrap();
     client::send(&p, &w.topic(verzoek::INPUT), "happy-1", &bytes, Some(TRACEPARENT)).await.unwrap();
@@ -97,8 +97,8 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     w.cfg.pipeline.max_record_bytes = 4096;
     let id = w.verzoek_id();
     let terugmelding_id = w.schema_id(verzoek::TERUGMELDINGEN);
-    let v = |sub: &str| client::frame(id, &sample_verzoek(sub)).unwrap();
-    let big = portaal::Verzoek { data: format!("{{\"x\":\"{}\"}}", "a".repeat(8000)), ..sample_verzoek("big") };
+    let v = |sub: &str| client::frame(id, &samples::verzoek(sub)).unwrap();
+    let big = portaal::Verzoek { data: format!("{{\"x\":\"{}\"}}", "a".repeat(8000)), ..samples::verzoek("big") };
     let tm = m_common::Terugmelding {
         id: "x".into(),
         referentie: "x".into(),
@@ -126,7 +126,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
         (
             "bsn",
             Some(
-                client::frame(id, &portaal::Verzoek { bsn: Some("123456789".into()), ..sample_verzoek("bsn") })
+                client::frame(id, &portaal::Verzoek { bsn: Some("123456789".into()), ..samples::verzoek("bsn") })
                     .unwrap(),
             ),
             None,
@@ -136,7 +136,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
             Some(
                 client::frame(
                     id,
-                    &portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..sample_verzoek("ketenpartner") },
+                    &portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..samples::verzoek("ketenpartner") },
                 )
                 .unwrap(),
             ),
@@ -209,7 +209,7 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     let topic = w.topic(verzoek::INPUT);
     for i in 0..20 {
         let key = format!("before-{i}");
-        client::send(&p, &topic, &key, &client::frame(w.verzoek_id(), &sample_verzoek(&key)).unwrap(), None)
+        client::send(&p, &topic, &key, &client::frame(w.verzoek_id(), &samples::verzoek(&key)).unwrap(), None)
             .await
             .unwrap();
     }
@@ -236,7 +236,7 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     server.stop().await;
     for i in 0..20 {
         let key = format!("during-{i}");
-        let Value::Record(mut fields) = apache_avro::to_value(sample_verzoek(&key)).unwrap() else { unreachable!() };
+        let Value::Record(mut fields) = apache_avro::to_value(samples::verzoek(&key)).unwrap() else { unreachable!() };
         fields.push(("kanaal".into(), Value::String("app".into())));
         let bytes = encode_with_id(v2_id, &v2, Value::Record(fields)).unwrap();
         client::send(&p, &topic, &key, &bytes, None).await.unwrap();
