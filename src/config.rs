@@ -37,13 +37,13 @@ pub struct Config {
     pub oin: String,
     pub registry: RegistryConfig,
     #[serde(default)]
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProps,
     pub pipeline: PipelineConfig,
     pub verzoek: VerzoekConfig,
     pub notificaties: NotificatieConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     pub url: String,
@@ -53,6 +53,44 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// librdkafka properties passed through as they are.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct KafkaProps(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for KafkaProps {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaProps {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// Debug without secrets (sasl.password, ssl.key.password, …).
+impl std::fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |k: &str| k.contains("password") || k.contains("secret") || k.ends_with(".pem");
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, if secret(k) { "***" } else { v.as_str() }))).finish()
+    }
+}
+
+/// Debug without the password.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,7 +274,7 @@ impl Config {
     pub fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
-        for (k, v) in &self.kafka {
+        for (k, v) in self.kafka.iter() {
             c.set(k, v);
         }
         c
@@ -257,6 +295,19 @@ mod tests {
         assert_eq!(c.bootstrap_servers, "k1:9093");
         assert_eq!(c.kafka["sasl.mechanisms"], "SCRAM-SHA-512");
         assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn the_registry_password_is_never_printed() {
+        let env = vec![
+            ("GZAC_BRIDGE_REGISTRY_PASSWORD".to_string(), "s3cr3t-pw".to_string()),
+            ("GZAC_BRIDGE_KAFKA__SASL_PASSWORD".to_string(), "k4fka-pw".to_string()),
+        ];
+        let c = Config::load_with_env(None, &env).unwrap();
+        assert_eq!(c.registry.password.as_deref(), Some("s3cr3t-pw"));
+        assert_eq!(c.kafka["sasl.password"], "k4fka-pw");
+        assert!(!format!("{c:?}").contains("s3cr3t-pw") && !format!("{c:?}").contains("k4fka-pw"));
+        assert!(!serde_yaml::to_string(&c).unwrap().contains("s3cr3t-pw"));
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl World {
             ("GZAC_BRIDGE_GROUP_ID".to_string(), self.cfg.group_id.clone()),
             ("GZAC_BRIDGE_REGISTRY_URL".to_string(), self.cfg.registry.url.clone()),
         ];
-        for (k, v) in &self.cfg.kafka {
+        for (k, v) in self.cfg.kafka.iter() {
             env.push((format!("GZAC_BRIDGE_KAFKA__{}", k.replace('.', "_").to_uppercase()), v.clone()));
         }
         env
