@@ -238,6 +238,13 @@ impl Config {
         Ok(())
     }
 
+    /// The consumer group of one route: every instance's consumer of that route joins it. One
+    /// group per route keeps a route's rebalances (an instance starting, a route failing) from
+    /// interrupting the others.
+    pub fn route_group(&self, route: &str) -> String {
+        format!("{}.{route}", self.group_id)
+    }
+
     /// The name of a contract topic on this deployment.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.topic_prefix)

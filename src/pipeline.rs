@@ -269,7 +269,7 @@ pub fn run<R: Route>(mut route: R, cfg: &Config, rt: Handle, shutdown: Arc<Atomi
 
     let consumer: BaseConsumer<GroupContext> = cfg
         .client_config()
-        .set("group.id", &cfg.group_id)
+        .set("group.id", cfg.route_group(route.name()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")

@@ -117,7 +117,7 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
     assert_eq!(recs.len(), 2 * N, "one verzoek and one terugmelding per input, nothing else");
 
     // The committed offsets cover the whole input.
-    let c: BaseConsumer = w.cfg.client_config().set("group.id", &w.cfg.group_id).create().unwrap();
+    let c: BaseConsumer = w.cfg.client_config().set("group.id", w.cfg.route_group("verzoek")).create().unwrap();
     let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for part in md.topics()[0].partitions() {
