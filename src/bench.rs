@@ -74,7 +74,7 @@ struct Measured {
 async fn drain<R: Route>(route: R, cfg: &Config, output: String, n: usize) -> anyhow::Result<Measured> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
-    let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s));
+    let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s, Default::default()));
     let c = cfg.clone();
     let recs = tokio::task::spawn_blocking(move || {
         client::read_n(&c, &[output], n, Duration::from_secs(600), Duration::from_millis(0))
@@ -181,7 +181,7 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
     use rdkafka::Message;
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
-    let worker = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s));
+    let worker = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default()));
 
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
     let reader: BaseConsumer = cfg

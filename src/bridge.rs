@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::model::{gzac, portaal};
-use crate::pipeline;
+use crate::pipeline::{self, Stats};
 use crate::routes::bericht::BerichtRoute;
 use crate::routes::partij_key;
 use crate::routes::repartition::Repartition;
@@ -20,20 +20,29 @@ use tokio::runtime::Handle;
 pub struct Running {
     pub shutdown: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    /// Each route's readiness and counters (served by `health`).
+    pub stats: Arc<Vec<(&'static str, Arc<Stats>)>>,
 }
 
-fn spawn<R: pipeline::Route>(
-    route: R,
-    cfg: &Config,
-    shutdown: &Arc<AtomicBool>,
-) -> (&'static str, JoinHandle<anyhow::Result<()>>) {
+type Started = (&'static str, JoinHandle<anyhow::Result<()>>, Arc<Stats>);
+
+fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>) -> Started {
     let (cfg, shutdown, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
     let name = route.name();
+    let stats = Arc::new(Stats::default());
+    let s = stats.clone();
     let handle = std::thread::Builder::new()
         .name(format!("route-{name}"))
-        .spawn(move || pipeline::run(route, &cfg, rt, shutdown))
+        .spawn(move || {
+            let result = pipeline::run(route, &cfg, rt, shutdown, s.clone());
+            s.stopped.store(true, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::error!(route = name, error = %format!("{e:#}"), "route failed");
+            }
+            result
+        })
         .expect("spawn route thread");
-    (name, handle)
+    (name, handle, stats)
 }
 
 /// Start every route. Call from inside a multi-threaded tokio runtime. Routes that join with a
@@ -55,7 +64,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         |z: &gzac::Zaak| z.uuid.clone(),
         rt,
     )?);
-    let threads = vec![
+    let started = vec![
         spawn(VerzoekRoute::new(cfg), cfg, &shutdown),
         spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
         spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown),
@@ -83,7 +92,9 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         ),
         spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown),
     ];
-    Ok(Running { shutdown, threads })
+    let stats = Arc::new(started.iter().map(|(n, _, s)| (*n, s.clone())).collect());
+    let threads = started.into_iter().map(|(n, t, _)| (n, t)).collect();
+    Ok(Running { shutdown, threads, stats })
 }
 
 impl Running {

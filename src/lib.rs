@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod health;
 pub mod identifiers;
 pub mod model;
 pub mod partitioner;

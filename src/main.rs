@@ -20,7 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every route until SIGTERM/SIGINT.
-    Run,
+    Run {
+        /// Serve /health, /ready and /metrics on this address (e.g. 0.0.0.0:9464).
+        #[arg(long, env = "GZAC_BRIDGE_HEALTH")]
+        health: Option<SocketAddr>,
+    },
     /// The demo: embedded broker and registry, a scripted scenario through every route.
     Demo {
         /// Keep the embedded broker, registry and bridge running after the scenario.
@@ -90,9 +94,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command {
-        Command::Run => {
+        Command::Run { health } => {
             let cfg = cfg()?;
             let running = bridge::start(&cfg)?;
+            if let Some(addr) = health {
+                let bound = gzac_portal_bridge::health::serve(addr, running.stats.clone()).await?;
+                tracing::info!(%bound, "serving /health, /ready and /metrics");
+            }
             tokio::select! {
                 _ = shutdown_signal() => tracing::info!("shutdown requested"),
                 _ = running.wait_for_failure() => tracing::error!("a route stopped; shutting down"),

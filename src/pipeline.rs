@@ -22,7 +22,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -157,6 +157,21 @@ pub fn dlq_topic(input: &str) -> String {
     format!("{input}.dlq")
 }
 
+/// What a route reports while it runs: readiness and counters, for `/ready` and `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    /// Subscribed: its schemas are registered and its tables read.
+    pub ready: AtomicBool,
+    /// The route's loop has ended (shutdown or failure).
+    pub stopped: AtomicBool,
+    /// Input records whose transaction committed.
+    pub records: AtomicU64,
+    /// Of those, records sent to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+}
+
 /// Records what the group did during `poll`, so the loop can act on it on its own thread.
 #[derive(Default)]
 struct GroupContext {
@@ -229,6 +244,9 @@ struct Open {
     started: Instant,
     offsets: BTreeMap<i32, i64>,
     records: usize,
+    /// Input records (not timer work) in it, and how many of them went to the dead-letter topic.
+    inputs: u64,
+    dead_letters: u64,
 }
 
 /// The running state of one route's loop.
@@ -242,10 +260,17 @@ struct Pipeline<R: Route> {
     dlq: String,
     store: Store<R::State>,
     open: Option<Open>,
+    stats: Arc<Stats>,
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
-pub fn run<R: Route>(mut route: R, cfg: &Config, rt: Handle, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run<R: Route>(
+    mut route: R,
+    cfg: &Config,
+    rt: Handle,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
@@ -334,7 +359,9 @@ pub fn run<R: Route>(mut route: R, cfg: &Config, rt: Handle, shutdown: Arc<Atomi
         rt,
         store: Store::default(),
         open: None,
+        stats: stats.clone(),
     };
+    stats.ready.store(true, Ordering::SeqCst);
     let result = pipe.run_loop(&consumer, &shutdown, &mut backoff);
     info!(route = pipe.route.name(), "route stopped");
     result
@@ -444,7 +471,13 @@ impl<R: Route> Pipeline<R> {
     fn begin(&mut self) -> Result<(), StepError> {
         if self.open.is_none() {
             self.producer.begin_transaction().map_err(from_kafka)?;
-            self.open = Some(Open { started: Instant::now(), offsets: BTreeMap::new(), records: 0 });
+            self.open = Some(Open {
+                started: Instant::now(),
+                offsets: BTreeMap::new(),
+                records: 0,
+                inputs: 0,
+                dead_letters: 0,
+            });
         }
         Ok(())
     }
@@ -484,11 +517,13 @@ impl<R: Route> Pipeline<R> {
                     rec = rec.timestamp(ts);
                 }
                 self.send(rec)?;
+                self.open.as_mut().expect("transaction is open").dead_letters += 1;
             }
         }
         let open = self.open.as_mut().expect("transaction is open");
         open.offsets.insert(msg.partition(), msg.offset() + 1);
         open.records += 1;
+        open.inputs += 1;
         Ok(())
     }
 
@@ -613,6 +648,9 @@ impl<R: Route> Pipeline<R> {
         }
         self.producer.commit_transaction(timeout).map_err(from_kafka)?;
         self.store.committed();
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.records.fetch_add(open.inputs, Ordering::Relaxed);
+        self.stats.dead_letters.fetch_add(open.dead_letters, Ordering::Relaxed);
         debug!(
             route = self.route.name(),
             records = open.records,
@@ -641,6 +679,7 @@ impl<R: Route> Pipeline<R> {
     /// partition back to its committed offset, so the aborted records are read again.
     fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), KafkaError> {
         if self.open.take().is_some() {
+            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
                 // A producer that cannot abort fails again on the next begin, as fatal.
                 debug!(route = self.route.name(), error = %e, "abort_transaction");

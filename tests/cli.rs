@@ -126,3 +126,50 @@ fn demo_plays_every_pattern_and_exits_zero() {
     assert_eq!(lines("externetaak-verlopen"), 2, "verlopen on both sides: {stdout}");
     assert!(!stdout.contains("569312863"), "the demo prints no BSN: {stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_tell_what_the_bridge_does() {
+    let w = World::new("health").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(["run", "--health", &format!("127.0.0.1:{port}")])
+        .envs(w.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            match reqwest::get(&url).await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready: {:?}", get("/ready").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..3 {
+        let key = format!("h-{i}");
+        w.send(verzoek::INPUT, &key, &samples::verzoek(&key)).await;
+    }
+    client::send(&w.producer, &w.topic(verzoek::INPUT), "junk", b"junk", None).await.unwrap();
+    w.read_verzoek_outputs(7, Duration::from_secs(60), Duration::ZERO).await;
+    let want =
+        ["gzac_bridge_records_total{route=\"verzoek\"} 4", "gzac_bridge_dead_letters_total{route=\"verzoek\"} 1"];
+    loop {
+        let (status, body) = get("/metrics").await;
+        if status == 200 && want.iter().all(|w| body.contains(w)) {
+            assert!(body.contains("gzac_bridge_ready{route=\"taak\"} 1"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed {want:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get("/health").await.0, 200);
+    assert!(common::sigterm(&mut child).success());
+}

@@ -41,7 +41,7 @@ async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() 
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), tokio::runtime::Handle::current());
-    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s));
+    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default()));
     let out = vec![verzoek::OUTPUT.to_string(), "portaal.verzoeken.v1.dlq".to_string()];
     let read = |n: usize, settle: Duration| {
         let (cfg, out) = (cfg.clone(), out.clone());
