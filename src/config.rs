@@ -111,6 +111,9 @@ pub struct PipelineConfig {
     /// How often time-driven work runs (scheduled berichten, taak expiry).
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
+    /// How long the state of a finished item (published bericht, closed taak) is kept.
+    #[serde(with = "humantime_serde")]
+    pub state_retention: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -47,10 +47,14 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         self.pending.push((partition, key.to_string(), bytes));
     }
 
-    /// Every entry of every assigned partition (for timers).
-    pub fn entries(&self) -> Vec<(i32, String, S)> {
-        let mut out: Vec<(i32, String, S)> =
-            self.parts.iter().flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k.clone(), v.clone()))).collect();
+    /// The entries of every assigned partition that `pick` selects (for timers); only those are
+    /// copied.
+    pub fn select(&self, pick: impl Fn(&S) -> bool) -> Vec<(i32, String, S)> {
+        let mut out: Vec<(i32, String, S)> = self
+            .parts
+            .iter()
+            .flat_map(|(p, m)| m.iter().filter(|(_, v)| pick(v)).map(move |(k, v)| (*p, k.clone(), v.clone())))
+            .collect();
         out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         out
     }

@@ -178,3 +178,20 @@ async fn a_bericht_replayed_from_offset_0_produces_no_new_notificatie() {
     assert_eq!(on(&recs, &w, NOTIFICATIES).len(), 4, "two per bericht, none for the replay: {recs:#?}");
     assert_eq!(on(&recs, &w, PORTAAL).len(), 2, "the replayed bericht is not published again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_of_a_published_bericht_is_forgotten_after_state_retention() {
+    let mut w = World::new("retention").await;
+    w.cfg.pipeline.state_retention = Duration::from_secs(2);
+    w.cfg.pipeline.tick_interval = Duration::from_millis(200);
+    w.send(BERICHTEN, "old", &bericht("old", BSN)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let log = w.read(&["gzac-portal-bridge.berichten-state.v1"], 2, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    let states: Vec<Option<String>> =
+        log.iter().map(|r| r.value.as_ref().map(|v| String::from_utf8_lossy(v).to_string())).collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(states[0].as_deref().unwrap_or("").contains("Gepubliceerd"), "{states:?}");
+    assert_eq!(states[1], None, "a tombstone forgets the bericht");
+    assert!(log.iter().all(|r| r.key_str() == "old"));
+}

@@ -8,7 +8,7 @@ use super::{derived_id, event, portaal_partij};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
 use crate::model::common::Notificatieopdracht;
-use crate::model::{gzac, portaal};
+use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
@@ -27,8 +27,8 @@ pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd"
 pub enum BerichtState {
     /// Waiting for its publicatiedatum.
     Gepland(gzac::Bericht),
-    /// Published and notified; a replay of it does nothing.
-    Gepubliceerd,
+    /// Published and notified at `op`; a replay of it does nothing.
+    Gepubliceerd { op: Timestamp },
 }
 
 pub struct BerichtRoute {
@@ -39,6 +39,7 @@ pub struct BerichtRoute {
     cfg: NotificatieConfig,
     voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
     reader: Schema,
+    retention: std::time::Duration,
 }
 
 impl BerichtRoute {
@@ -51,6 +52,7 @@ impl BerichtRoute {
             cfg: cfg.notificaties.clone(),
             voorkeuren,
             reader: gzac::Bericht::get_schema(),
+            retention: cfg.pipeline.state_retention,
         }
     }
 
@@ -115,14 +117,14 @@ impl Route for BerichtRoute {
     }
 
     fn handle(&mut self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
-        if let Some(BerichtState::Gepubliceerd) = ctx.get(&b.uuid) {
+        if let Some(BerichtState::Gepubliceerd { .. }) = ctx.get(&b.uuid) {
             tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
             return Ok(vec![]);
         }
         Self::translate(&b)?; // bad data is refused now, not at publication time
         if b.publicatiedatum <= ctx.now {
             let out = self.publish(&b)?;
-            ctx.put(&b.uuid, Some(BerichtState::Gepubliceerd));
+            ctx.put(&b.uuid, Some(BerichtState::Gepubliceerd { op: ctx.now }));
             Ok(out)
         } else {
             tracing::info!(bericht = %b.uuid, at = %b.publicatiedatum.rfc3339(), "bericht scheduled");
@@ -131,14 +133,22 @@ impl Route for BerichtRoute {
         }
     }
 
+    /// Publish what has come due; forget what was published longer than `state_retention` ago.
     fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+        let now = ctx.now;
+        let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
         let mut out = Vec::new();
-        for (partition, key, state) in ctx.state.entries() {
-            if let BerichtState::Gepland(b) = state {
-                if b.publicatiedatum <= ctx.now {
+        let selected = ctx.state.select(|s| match s {
+            BerichtState::Gepland(b) => b.publicatiedatum <= now,
+            BerichtState::Gepubliceerd { op } => op < &forget_before,
+        });
+        for (partition, key, state) in selected {
+            match state {
+                BerichtState::Gepland(b) => {
                     out.extend(self.publish(&b)?);
-                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd));
+                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd { op: now }));
                 }
+                BerichtState::Gepubliceerd { .. } => ctx.state.put(partition, &key, None),
             }
         }
         Ok(out)

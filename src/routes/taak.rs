@@ -9,7 +9,7 @@ use super::{afwijzing, derived_id, event, portaal_partij, terugmelding, Afwijzin
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
 use crate::model::common::{Notificatieopdracht, Soort, Terugmelding};
-use crate::model::{gzac, portaal};
+use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
@@ -38,6 +38,8 @@ pub struct TaakState {
     /// The latest lifecycle event, with the status as the bridge sees it now.
     pub taak: gzac::Taak,
     pub beantwoord: bool,
+    /// When the bridge last changed this state.
+    pub gewijzigd: Timestamp,
 }
 
 /// The two kinds of record on the repartition topic.
@@ -56,6 +58,7 @@ pub struct TaakRoute {
     changelog: String,
     cfg: NotificatieConfig,
     voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
+    retention: std::time::Duration,
 }
 
 /// Valtimo portaaltaak status → NL Portal taak v2 status.
@@ -134,6 +137,7 @@ impl TaakRoute {
             changelog: cfg.topic(CHANGELOG),
             cfg: cfg.notificaties.clone(),
             voorkeuren,
+            retention: cfg.pipeline.state_retention,
         }
     }
 
@@ -171,7 +175,7 @@ impl TaakRoute {
             )?);
         }
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        ctx.put(&t.uuid.clone(), Some(TaakState { taak: t, beantwoord }));
+        ctx.put(&t.uuid.clone(), Some(TaakState { taak: t, beantwoord, gewijzigd: ctx.now }));
         Ok(out)
     }
 
@@ -183,6 +187,7 @@ impl TaakRoute {
                 let mut s = state.expect("checked");
                 s.beantwoord = true;
                 s.taak.status = gzac::TaakStatus::Ingediend;
+                s.gewijzigd = ctx.now;
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
                     self.portal_update(&s.taak, TYPE_GEWIJZIGD)?,
@@ -250,18 +255,25 @@ impl Route for TaakRoute {
         }
     }
 
-    /// Open taken past their verloopdatum become verlopen, in the portal and in GZAC.
+    /// Open taken past their verloopdatum become verlopen, in the portal and in GZAC; taken no
+    /// longer open are forgotten `state_retention` after their last change.
     fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+        let now = ctx.now;
+        let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
+        let open = |s: &TaakState| s.taak.status == gzac::TaakStatus::Open;
+        let expired = |s: &TaakState| open(s) && s.taak.verloopdatum.is_some_and(|d| d <= now);
         let mut out = Vec::new();
-        for (partition, key, mut s) in ctx.state.entries() {
-            let due = s.taak.verloopdatum.is_some_and(|d| d <= ctx.now);
-            if s.taak.status == gzac::TaakStatus::Open && due {
-                tracing::info!(taak = %key, "taak verlopen");
-                s.taak.status = gzac::TaakStatus::Verlopen;
-                out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
-                out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_VERLOPEN, &key))?);
-                ctx.state.put(partition, &key, Some(s));
+        for (partition, key, mut s) in ctx.state.select(|s| expired(s) || (!open(s) && s.gewijzigd < forget_before)) {
+            if !expired(&s) {
+                ctx.state.put(partition, &key, None);
+                continue;
             }
+            tracing::info!(taak = %key, "taak verlopen");
+            s.taak.status = gzac::TaakStatus::Verlopen;
+            s.gewijzigd = now;
+            out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
+            out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_VERLOPEN, &key))?);
+            ctx.state.put(partition, &key, Some(s));
         }
         Ok(out)
     }
