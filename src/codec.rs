@@ -56,11 +56,13 @@ enum Decoder {
     Incompatible,
 }
 
+/// Writer schema id → (reader name, decoder).
+type Decoders = HashMap<u32, Vec<(Name, Arc<Decoder>)>>;
+
 pub struct Codec {
     sr: SrSettings,
     writers: Mutex<HashMap<u32, &'static Schema>>,
-    /// Writer schema id → (reader name, decoder).
-    decoders: Mutex<HashMap<u32, Vec<(Name, Arc<Decoder>)>>>,
+    decoders: Mutex<Decoders>,
     /// Output topic → (schema id, writer).
     outputs: HashMap<String, (u32, GenericDatumWriter<'static>)>,
 }
@@ -129,9 +131,7 @@ impl Codec {
 
     async fn decoder(&self, id: u32, reader: &Schema) -> Result<Arc<Decoder>, CodecError> {
         let name = reader.name().cloned().unwrap_or_else(|| Name::new("anonymous").expect("valid name"));
-        let cached = |d: &HashMap<u32, Vec<(Name, Arc<Decoder>)>>| {
-            d.get(&id).and_then(|v| v.iter().find(|(n, _)| *n == name).map(|(_, d)| d.clone()))
-        };
+        let cached = |d: &Decoders| d.get(&id).and_then(|v| v.iter().find(|(n, _)| *n == name).map(|(_, d)| d.clone()));
         if let Some(d) = cached(&self.decoders.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(d);
         }

@@ -23,7 +23,8 @@ fn check(routes: &Routes, bad: impl Fn(&Stats) -> bool, what: &str) -> (StatusCo
 
 pub fn metrics(routes: &Routes) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, fn(&Stats) -> u64); 5] = [
+    type Family = (&'static str, &'static str, fn(&Stats) -> u64);
+    let families: [Family; 5] = [
         ("gzac_bridge_records_total", "Input records whose transaction committed.", |s| {
             s.records.load(Ordering::Relaxed)
         }),

@@ -82,14 +82,6 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
         let record_key = rows.by_lookup.get(key)?;
         rows.by_key.get(record_key).map(|(_, v)| v.clone())
     }
-
-    pub fn len(&self) -> usize {
-        self.rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -144,7 +136,7 @@ fn follow<T: DeserializeOwned>(
                             }
                         }
                         Err(e) => {
-                            warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "skipping a bad table row");
+                            warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "bad table row ignored");
                             break None;
                         }
                     }

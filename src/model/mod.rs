@@ -14,10 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const NS_PORTAAL: &str = "nl.gzac.portaal";
-pub const NS_GZAC: &str = "nl.gzac.zaak";
-pub const NS_COMMON: &str = "nl.gzac.common";
-
 /// A point in time, in milliseconds since the Unix epoch (Avro `timestamp-millis`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

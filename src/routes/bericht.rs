@@ -26,7 +26,7 @@ pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd"
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BerichtState {
     /// Waiting for its publicatiedatum.
-    Gepland(gzac::Bericht),
+    Gepland(Box<gzac::Bericht>),
     /// Published and notified at `op`; a replay of it does nothing.
     Gepubliceerd { op: Timestamp },
 }
@@ -128,7 +128,7 @@ impl Route for BerichtRoute {
             Ok(out)
         } else {
             tracing::info!(bericht = %b.uuid, at = %b.publicatiedatum.rfc3339(), "bericht scheduled");
-            ctx.put(&b.uuid.clone(), Some(BerichtState::Gepland(b)));
+            ctx.put(&b.uuid.clone(), Some(BerichtState::Gepland(Box::new(b))));
             Ok(vec![])
         }
     }

@@ -143,13 +143,14 @@ impl TaakRoute {
 
     fn portal_update(&self, t: &gzac::Taak, kind: &'static str) -> anyhow::Result<Output> {
         let p = translate(t)?;
-        let subject = format!("{}/{:?}", p.id, p.status);
-        Ok(Output::new(
+        // The event id differs per status change; the subject is the taak.
+        let id_source = format!("{}/{:?}", p.id, p.status);
+        Output::new(
             &self.portaal_taken,
             p.id.clone(),
             &p,
-            super::Event { subject: p.id.clone(), ..event(kind, &subject) },
-        )?)
+            super::Event { subject: p.id.clone(), ..event(kind, &id_source) },
+        )
     }
 
     fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
