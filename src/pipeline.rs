@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A translation and rule step between one input topic and its outputs. No Kafka in here.
 pub trait Route: Send + 'static {
@@ -255,12 +255,48 @@ struct Pipeline<R: Route> {
     cfg: Config,
     codec: Codec,
     producer: ThreadedProducer<DefaultProducerContext>,
+    transactional_id: String,
     rt: Handle,
     source: String,
     dlq: String,
     store: Store<R::State>,
     open: Option<Open>,
     stats: Arc<Stats>,
+}
+
+/// A transactional producer, initialised: `init_transactions` fences a predecessor with the same
+/// id (a crashed process, or this route's own failed producer) and aborts its open transaction.
+/// `None` when shutdown came first.
+fn new_producer(
+    cfg: &Config,
+    transactional_id: &str,
+    shutdown: &AtomicBool,
+    backoff: &mut Backoff,
+) -> anyhow::Result<Option<ThreadedProducer<DefaultProducerContext>>> {
+    let mut config = cfg.client_config();
+    if !cfg.kafka.contains_key("retry.backoff.ms") {
+        // A transaction's first request after a commit is often answered CONCURRENT_TRANSACTIONS
+        // while the markers are written; librdkafka's default 100 ms backoff would add to every
+        // transaction.
+        config.set("retry.backoff.ms", "10");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", cfg.pipeline.transaction_timeout.as_millis().to_string())
+        .set("linger.ms", "5")
+        .create()?;
+    loop {
+        match producer.init_transactions(Duration::from_secs(30)) {
+            Ok(()) => return Ok(Some(producer)),
+            Err(e) => {
+                warn!(transactional_id, error = %e, "init_transactions failed, retrying");
+                backoff.wait(shutdown);
+                if shutdown.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
@@ -316,31 +352,7 @@ pub fn run<R: Route>(
         );
     }
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
-    let mut producer_config = cfg.client_config();
-    if !cfg.kafka.contains_key("retry.backoff.ms") {
-        // A transaction's first request after a commit is often answered CONCURRENT_TRANSACTIONS
-        // while the markers are written; librdkafka's default 100 ms backoff would add to every
-        // transaction.
-        producer_config.set("retry.backoff.ms", "10");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_config
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", p.transaction_timeout.as_millis().to_string())
-        .set("linger.ms", "5")
-        .create()?;
-    // Fences a crashed predecessor with the same id and aborts its open transaction.
-    loop {
-        match producer.init_transactions(Duration::from_secs(30)) {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(route = route.name(), error = %e, "init_transactions failed, retrying");
-                backoff.wait(&shutdown);
-                if shutdown.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-            }
-        }
-    }
+    let Some(producer) = new_producer(cfg, &transactional_id, &shutdown, &mut backoff)? else { return Ok(()) };
     consumer.subscribe(&[route.input_topic()])?;
     info!(
         route = route.name(),
@@ -356,6 +368,7 @@ pub fn run<R: Route>(
         cfg: cfg.clone(),
         codec,
         producer,
+        transactional_id,
         rt,
         store: Store::default(),
         open: None,
@@ -380,13 +393,12 @@ impl<R: Route> Pipeline<R> {
         let mut last_tick = Instant::now();
         loop {
             if shutdown.load(Ordering::SeqCst) {
-                return match self.commit(consumer) {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        let _ = self.abort_and_rewind(consumer);
-                        Err(anyhow::anyhow!("could not commit the last transaction at shutdown (aborted): {e}"))
-                    }
-                };
+                if let Err(e) = self.commit(consumer) {
+                    // Nothing is lost: aborted, its records are read again by whoever owns them next.
+                    warn!(route = self.route.name(), error = %e, "last transaction could not commit at shutdown; aborted");
+                    let _ = self.abort_and_rewind(consumer);
+                }
+                return Ok(());
             }
             let wait = match &self.open {
                 Some(o) => interval.saturating_sub(o.started.elapsed()),
@@ -423,8 +435,19 @@ impl<R: Route> Pipeline<R> {
                     backoff.wait(shutdown);
                 }
                 Err(StepError::Fatal(e)) => {
-                    let _ = self.abort_and_rewind(consumer);
-                    anyhow::bail!("route {} stopped: {e}", self.route.name());
+                    // The producer is unusable (librdkafka raises fatal errors, e.g. a broker
+                    // answering INVALID_TXN_STATE to an abort). A new one with the same
+                    // transactional id aborts whatever the old one left open; then read again
+                    // from the committed offsets.
+                    error!(route = self.route.name(), error = %e, "producer failed; replacing it");
+                    self.open = None;
+                    self.store.rolled_back();
+                    self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                    match new_producer(&self.cfg, &self.transactional_id, shutdown, backoff)? {
+                        Some(p) => self.producer = p,
+                        None => return Ok(()),
+                    }
+                    self.recover(consumer, shutdown, backoff);
                 }
             }
         }

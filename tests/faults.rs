@@ -73,3 +73,57 @@ async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() 
     shutdown.store(true, Ordering::SeqCst);
     route.join().unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_replaces_the_producer_and_the_route_goes_on() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).unwrap();
+    let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut cfg = Config::defaults();
+    cfg.bootstrap_servers = mock.bootstrap_servers();
+    cfg.registry.url = format!("http://{}", server.addr);
+    cfg.pipeline.retry_backoff_max = Duration::from_millis(500);
+    for t in topology::Topology::load().unwrap().wanted("").unwrap() {
+        mock.create_topic(&t.name, 3, 1).unwrap();
+    }
+    let ids = schemas::register_all(&cfg.sr_settings().unwrap(), "").await.unwrap();
+    let id = ids.iter().find(|(s, _)| s == "portaal.verzoeken.v1-value").unwrap().1;
+    let p = client::producer(&cfg).unwrap();
+    for i in 0..10 {
+        let key = format!("x-{i}");
+        client::send(&p, verzoek::INPUT, &key, &client::frame(id, &samples::verzoek(&key)).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // The broker answers the first EndTxn with INVALID_TXN_STATE, which librdkafka makes fatal.
+    mock.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE]);
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(pipeline::Stats::default());
+    let (c, s, st, rt) = (cfg.clone(), shutdown.clone(), stats.clone(), tokio::runtime::Handle::current());
+    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st));
+    let out = vec![verzoek::OUTPUT.to_string()];
+    let c = cfg.clone();
+    let expected: HashSet<String> =
+        (0..10).map(|i| gzac_portal_bridge::routes::derived_id(&["verzoek", &format!("x-{i}")])).collect();
+    let want = expected.clone();
+    tokio::task::spawn_blocking(move || {
+        client::read_until(&c, &out, Duration::from_secs(90), |recs| {
+            let keys: HashSet<String> = recs.iter().map(|r| r.key_str().to_string()).collect();
+            want.iter().all(|k| keys.contains(k))
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // (The mock shows aborted output too, so wait for the commit itself.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.records.load(Ordering::SeqCst) < 10 && std::time::Instant::now() < deadline {
+        assert!(!route.is_finished(), "the route stopped on a fatal producer error");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.records.load(Ordering::SeqCst), 10, "every record committed once the producer was replaced");
+    assert!(stats.aborts.load(Ordering::SeqCst) >= 1, "the failed transaction was counted as aborted");
+    shutdown.store(true, Ordering::SeqCst);
+    route.join().unwrap().unwrap();
+}
