@@ -665,10 +665,7 @@ impl<R: Route> Pipeline<R> {
         let t1 = Instant::now();
         // Wait for the deliveries here: rust-rdkafka's commit flushes by polling in 100 ms slices,
         // which with the producer's own polling thread costs 100 ms a transaction.
-        let deadline = Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        self.await_deliveries(timeout);
         self.producer.commit_transaction(timeout).map_err(from_kafka)?;
         self.store.committed();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -683,6 +680,14 @@ impl<R: Route> Pipeline<R> {
             "transaction committed"
         );
         Ok(())
+    }
+
+    /// Wait (at most `bound`) until every record sent has been acknowledged or failed.
+    fn await_deliveries(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// Abort and rewind until it succeeds: reading on from the current position after a failed
@@ -703,6 +708,9 @@ impl<R: Route> Pipeline<R> {
     fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), KafkaError> {
         if self.open.take().is_some() {
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+            // Let in-flight records land first: an abort sent while librdkafka is still adding
+            // the transaction's partitions has been answered INVALID_TXN_STATE (a fatal error).
+            self.await_deliveries(Duration::from_secs(5));
             if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
                 // A producer that cannot abort fails again on the next begin, as fatal.
                 debug!(route = self.route.name(), error = %e, "abort_transaction");
