@@ -288,3 +288,46 @@ pub fn taak_key(t: &gzac::Taak) -> String {
 pub fn antwoord_key(a: &portaal::TaakAntwoord) -> String {
     a.taak_id.clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples::{antwoord, taak, BSN, OTHER_BSN};
+
+    fn state(status: gzac::TaakStatus, beantwoord: bool) -> TaakState {
+        TaakState { taak: gzac::Taak { status, ..taak("t", BSN, None) }, beantwoord, gewijzigd: Timestamp(0) }
+    }
+
+    #[test]
+    fn antwoord_rules() {
+        let open = state(gzac::TaakStatus::Open, false);
+        let code = |s: Option<&TaakState>, bsn| check(s, &antwoord("a", "t", bsn)).unwrap_err().code;
+        assert_eq!(code(None, BSN), "ONBEKENDE_TAAK");
+        assert_eq!(code(Some(&open), OTHER_BSN), "NIET_TOEGEWEZEN");
+        assert_eq!(code(Some(&state(gzac::TaakStatus::Gesloten, false)), BSN), "TAAK_NIET_OPEN");
+        assert_eq!(code(Some(&state(gzac::TaakStatus::Ingediend, true)), BSN), "TAAK_AL_BEANTWOORD");
+        let g = check(Some(&open), &antwoord("a", "t", BSN)).unwrap();
+        assert_eq!((g.verwerker_taak_id.as_str(), g.status), ("camunda-t", gzac::TaakStatus::Ingediend));
+    }
+
+    #[test]
+    fn status_and_form_vocabulary() {
+        assert_eq!(portaal_status(gzac::TaakStatus::Ingediend), portaal::TaakStatus::Afgerond);
+        assert_eq!(portaal_status(gzac::TaakStatus::Ingetrokken), portaal::TaakStatus::Gesloten);
+        assert_eq!(portaal_status(gzac::TaakStatus::Verlopen), portaal::TaakStatus::Verlopen);
+        let url = gzac::Taak {
+            formulier: gzac::Formulier { soort: gzac::FormulierType::Url, value: "https://f/1".into() },
+            ..taak("t", BSN, None)
+        };
+        let p = translate(&url).unwrap();
+        assert_eq!(
+            (p.soort, p.url.as_deref(), p.portaalformulier),
+            (portaal::TaakSoort::Url, Some("https://f/1"), None)
+        );
+        let rsin = gzac::Taak {
+            identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Rsin, value: "123".into() },
+            ..taak("t", BSN, None)
+        };
+        assert!(translate(&rsin).is_err(), "the portal has no identification for it");
+    }
+}

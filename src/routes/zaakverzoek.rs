@@ -116,3 +116,21 @@ impl Route for ZaakVerzoekRoute {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples::{zaak, zaakverzoek, BSN, OTHER_BSN};
+
+    #[test]
+    fn only_a_betrokkene_of_a_known_zaak_is_forwarded() {
+        let z = zaak("z", BSN);
+        let code = |zaak: Option<&gzac::Zaak>, bsn| check(zaak, &zaakverzoek("v", "z", bsn), "bron").unwrap_err().code;
+        assert_eq!(code(None, BSN), "ONBEKENDE_ZAAK");
+        assert_eq!(code(Some(&z), OTHER_BSN), "GEEN_BETROKKENE");
+        assert_eq!(code(Some(&z), "123456789"), "ONGELDIG_BSN");
+        let g = check(Some(&z), &zaakverzoek("v", "z", BSN), "bron").unwrap();
+        assert_eq!((g.zaak.uuid.as_str(), g.zaak.identificatie.as_deref()), ("z", Some("ZAAK-z")));
+        assert_eq!(g.uuid, derived_id(&["zaakverzoek", "v"]));
+    }
+}
