@@ -173,3 +173,62 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
     assert_eq!(get("/health").await.0, 200);
     assert!(common::sigterm(&mut child).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_command_serves_the_confluent_api() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(["registry", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let sr = schema_registry_converter::async_impl::schema_registry::SrSettings::new(url.clone());
+    let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let supplied = schema_registry_converter::schema_registry_common::SuppliedSchema::new(
+            None,
+            schema_registry_converter::schema_registry_common::SchemaType::Avro,
+            schema.into(),
+        );
+        match schema_registry_converter::async_impl::schema_registry::post_schema(&sr, "x-value".into(), supplied).await
+        {
+            Ok(r) => break r.id,
+            Err(e) => assert!(Instant::now() < deadline, "registry never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let back = schema_registry_converter::async_impl::schema_registry::get_schema_by_id(id, &sr).await.unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&back.schema).unwrap()["name"], "R");
+    assert!(common::sigterm(&mut child).success());
+}
+
+#[test]
+fn demo_keep_running_prints_where_to_connect_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(["demo", "--keep-running"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C stops.");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("bootstrap.servers = 127.0.0.1:"), "{text}");
+    assert!(text.contains("schema registry   = http://127.0.0.1:"), "{text}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("demo done")), "{rest:?}");
+}
