@@ -175,6 +175,7 @@ pub struct Stats {
 /// Records what the group did during `poll`, so the loop can act on it on its own thread.
 #[derive(Default)]
 struct GroupContext {
+    route: &'static str,
     revoked: Mutex<Vec<i32>>,
     assigned: Mutex<Vec<i32>>,
 }
@@ -188,13 +189,13 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            info!(partitions = ?partitions_of(tpl), "partitions revoked");
+            info!(route = self.route, partitions = ?partitions_of(tpl), "partitions revoked");
             self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
         }
     }
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            info!(partitions = ?partitions_of(tpl), "partitions assigned");
+            info!(route = self.route, partitions = ?partitions_of(tpl), "partitions assigned");
             self.assigned.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
         }
     }
@@ -335,7 +336,7 @@ pub fn run<R: Route>(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create_with_context(GroupContext::default())?;
+        .create_with_context(GroupContext { route: route.name(), ..GroupContext::default() })?;
     if let Some(changelog) = route.changelog() {
         let count = |t: &str| -> anyhow::Result<usize> {
             let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
