@@ -38,7 +38,7 @@ pub fn frame<T: Serialize + AvroSchema>(schema_id: u32, record: &T) -> anyhow::R
 
 /// A plain (non-transactional, idempotent) producer like a portal's.
 pub fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
-    Ok(cfg.client_config().set("enable.idempotence", "true").set("linger.ms", "5").create()?)
+    Ok(cfg.producer_config().set("enable.idempotence", "true").set("linger.ms", "5").create()?)
 }
 
 /// Write one record and wait for the broker's acknowledgement.

@@ -36,8 +36,15 @@ pub struct Config {
     pub topic_prefix: String,
     pub oin: String,
     pub registry: RegistryConfig,
+    /// librdkafka properties for every client (TLS, SASL, …).
     #[serde(default)]
     pub kafka: KafkaProps,
+    /// librdkafka properties for consumers only (e.g. session.timeout.ms).
+    #[serde(default)]
+    pub kafka_consumer: KafkaProps,
+    /// librdkafka properties for producers only (e.g. linger.ms, compression.type).
+    #[serde(default)]
+    pub kafka_producer: KafkaProps,
     pub pipeline: PipelineConfig,
     pub verzoek: VerzoekConfig,
     pub notificaties: NotificatieConfig,
@@ -211,8 +218,13 @@ impl Config {
                 "REGISTRY_USERNAME" => self.registry.username = Some(value),
                 "REGISTRY_PASSWORD" => self.registry.password = Some(value),
                 other => {
-                    if let Some(prop) = other.strip_prefix("KAFKA__") {
-                        self.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                    let prop = |p: &str| p.to_ascii_lowercase().replace('_', ".");
+                    if let Some(p) = other.strip_prefix("KAFKA_CONSUMER__") {
+                        self.kafka_consumer.insert(prop(p), value);
+                    } else if let Some(p) = other.strip_prefix("KAFKA_PRODUCER__") {
+                        self.kafka_producer.insert(prop(p), value);
+                    } else if let Some(p) = other.strip_prefix("KAFKA__") {
+                        self.kafka.insert(prop(p), value);
                     }
                 }
             }
@@ -221,10 +233,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if let Some(k) = self.kafka.keys().find(|k| MANAGED.contains(&k.as_str())) {
-            return bad(format!(
-                "kafka.{k} is managed by the bridge; set it through the bridge's own option or leave it out"
-            ));
+        let maps = [
+            ("kafka", &self.kafka),
+            ("kafka_consumer", &self.kafka_consumer),
+            ("kafka_producer", &self.kafka_producer),
+        ];
+        for (map, props) in maps {
+            if let Some(k) = props.keys().find(|k| MANAGED.contains(&k.as_str())) {
+                return bad(format!(
+                    "{map}.{k} is managed by the bridge; set it through the bridge's own option or leave it out"
+                ));
+            }
         }
         if self.pipeline.batch_max_records == 0 {
             return bad("pipeline.batch_max_records must be at least 1".into());
@@ -272,11 +291,29 @@ impl Config {
     /// A consumer that sees only committed records and commits nothing itself: readers of
     /// tables, changelogs and outputs. `group` only names it; it positions itself.
     pub fn reader_config(&self, group: &str) -> rdkafka::ClientConfig {
-        let mut c = self.client_config();
+        let mut c = self.consumer_config();
         c.set("group.id", group)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
+        c
+    }
+
+    /// A consumer's settings: the base plus `kafka_consumer`.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let mut c = self.client_config();
+        for (k, v) in self.kafka_consumer.iter() {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A producer's settings: the base plus `kafka_producer`.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut c = self.client_config();
+        for (k, v) in self.kafka_producer.iter() {
+            c.set(k, v);
+        }
         c
     }
 
@@ -300,10 +337,13 @@ mod tests {
         let env = vec![
             ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), "k1:9093".to_string()),
             ("GZAC_BRIDGE_KAFKA__SASL_MECHANISMS".to_string(), "SCRAM-SHA-512".to_string()),
+            ("GZAC_BRIDGE_KAFKA_CONSUMER__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
         let c = Config::load_with_env(None, &env).unwrap();
         assert_eq!(c.bootstrap_servers, "k1:9093");
         assert_eq!(c.kafka["sasl.mechanisms"], "SCRAM-SHA-512");
+        assert_eq!(c.kafka_consumer["session.timeout.ms"], "6000");
+        assert!(!c.kafka.contains_key("session.timeout.ms") && c.kafka_producer.is_empty());
         assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(20));
     }
 
@@ -325,6 +365,9 @@ mod tests {
         let env = vec![("GZAC_BRIDGE_KAFKA__ISOLATION_LEVEL".to_string(), "read_uncommitted".to_string())];
         let err = Config::load_with_env(None, &env).unwrap_err().to_string();
         assert!(err.contains("kafka.isolation.level is managed"), "{err}");
+        let env = vec![("GZAC_BRIDGE_KAFKA_PRODUCER__TRANSACTIONAL_ID".to_string(), "x".to_string())];
+        let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+        assert!(err.contains("kafka_producer.transactional.id is managed"), "{err}");
     }
 
     #[test]

@@ -274,8 +274,8 @@ fn new_producer(
     shutdown: &AtomicBool,
     backoff: &mut Backoff,
 ) -> anyhow::Result<Option<ThreadedProducer<DefaultProducerContext>>> {
-    let mut config = cfg.client_config();
-    if !cfg.kafka.contains_key("retry.backoff.ms") {
+    let mut config = cfg.producer_config();
+    if !cfg.kafka.contains_key("retry.backoff.ms") && !cfg.kafka_producer.contains_key("retry.backoff.ms") {
         // A transaction's first request after a commit is often answered CONCURRENT_TRANSACTIONS
         // while the markers are written; librdkafka's default 100 ms backoff would add to every
         // transaction.
@@ -330,7 +330,7 @@ pub fn run<R: Route>(
     route.prepare(&shutdown)?;
 
     let consumer: BaseConsumer<GroupContext> = cfg
-        .client_config()
+        .consumer_config()
         .set("group.id", cfg.route_group(route.name()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

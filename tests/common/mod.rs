@@ -38,8 +38,8 @@ impl World {
         cfg.instance_id = "i0".into();
         cfg.pipeline.batch_max_interval = Duration::from_millis(50);
         cfg.pipeline.retry_backoff_max = Duration::from_secs(1);
-        cfg.kafka.insert("session.timeout.ms".into(), "6000".into());
-        cfg.kafka.insert("heartbeat.interval.ms".into(), "500".into());
+        cfg.kafka_consumer.insert("session.timeout.ms".into(), "6000".into());
+        cfg.kafka_consumer.insert("heartbeat.interval.ms".into(), "500".into());
         let registry = Registry::new();
         let server = registry.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         cfg.registry.url = format!("http://{}", server.addr);
@@ -85,8 +85,15 @@ impl World {
             ("GZAC_BRIDGE_GROUP_ID".to_string(), self.cfg.group_id.clone()),
             ("GZAC_BRIDGE_REGISTRY_URL".to_string(), self.cfg.registry.url.clone()),
         ];
-        for (k, v) in self.cfg.kafka.iter() {
-            env.push((format!("GZAC_BRIDGE_KAFKA__{}", k.replace('.', "_").to_uppercase()), v.clone()));
+        let maps = [
+            ("KAFKA", &self.cfg.kafka),
+            ("KAFKA_CONSUMER", &self.cfg.kafka_consumer),
+            ("KAFKA_PRODUCER", &self.cfg.kafka_producer),
+        ];
+        for (prefix, props) in maps {
+            for (k, v) in props.iter() {
+                env.push((format!("GZAC_BRIDGE_{prefix}__{}", k.replace('.', "_").to_uppercase()), v.clone()));
+            }
         }
         env
     }
