@@ -74,11 +74,17 @@ enum SchemasAction {
     },
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives during start-up is not lost (nor fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -95,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command {
         Command::Run { health } => {
+            let stop = shutdown_signal();
             let cfg = cfg()?;
             let running = bridge::start(&cfg)?;
             if let Some(addr) = health {
@@ -102,12 +109,26 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(%bound, "serving /health, /ready and /metrics");
             }
             tokio::select! {
-                _ = shutdown_signal() => tracing::info!("shutdown requested"),
+                _ = stop => tracing::info!("shutdown requested"),
                 _ = running.wait_for_failure() => tracing::error!("a route stopped; shutting down"),
             }
             running.stop(cfg.pipeline.shutdown_timeout).await
         }
-        Command::Demo { keep_running } => demo::run(keep_running, shutdown_signal()).await,
+        Command::Demo { keep_running } => {
+            let stop = shutdown_signal();
+            if keep_running {
+                // Ctrl-C ends the demo gracefully once the scenario has played.
+                demo::run(true, stop).await
+            } else {
+                tokio::select! {
+                    r = demo::run(false, std::future::pending()) => r,
+                    _ = stop => {
+                        eprintln!("demo interrupted");
+                        Ok(())
+                    }
+                }
+            }
+        }
         Command::Topics { action: TopicsAction::Apply { dry_run, replication_factor } } => {
             let cfg = cfg()?;
             let topo = topology::Topology::load()?;
@@ -136,9 +157,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Registry { listen } => {
+            let stop = shutdown_signal();
             let server = registry::Registry::new().serve(listen).await?;
             println!("schema registry listening on http://{}", server.addr);
-            shutdown_signal().await;
+            stop.await;
             server.stop().await;
             Ok(())
         }
