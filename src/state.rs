@@ -7,6 +7,7 @@
 //! before any record of theirs is processed.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -116,12 +117,10 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
             return Ok(());
         }
         let consumer: BaseConsumer = reader.create()?;
+        let mut ends = ends_of(&consumer, changelog, partitions)?;
         let mut tpl = TopicPartitionList::new();
-        let mut ends = HashMap::new();
         for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(changelog, *p, Duration::from_secs(30))?;
-            if high > low {
-                ends.insert(*p, high);
+            if ends.contains_key(p) {
                 tpl.add_partition_offset(changelog, *p, Offset::Beginning)?;
             }
             self.parts.entry(*p).or_default();
@@ -150,16 +149,36 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                     }
                 }
             }
-            for pos in consumer.position()?.elements() {
-                if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
-                    if n >= *end {
-                        ends.remove(&pos.partition());
-                    }
-                }
-            }
+            drop_reached(&consumer, &mut ends)?;
         }
         Ok(())
     }
+}
+
+/// Where each of `partitions` of `topic` ends now (its high watermark), for those that hold any
+/// record: a reader is caught up once its position reaches these ends.
+pub(crate) fn ends_of<C: Consumer>(consumer: &C, topic: &str, partitions: &[i32]) -> KafkaResult<HashMap<i32, i64>> {
+    let mut ends = HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        if high > low {
+            ends.insert(*p, high);
+        }
+    }
+    Ok(ends)
+}
+
+/// Remove from `ends` the partitions whose position has reached its end. With read_committed a
+/// position waits at a transaction still open, so this also waits for it to finish.
+pub(crate) fn drop_reached<C: Consumer>(consumer: &C, ends: &mut HashMap<i32, i64>) -> KafkaResult<()> {
+    for pos in consumer.position()?.elements() {
+        if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
+            if n >= *end {
+                ends.remove(&pos.partition());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

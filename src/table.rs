@@ -6,6 +6,7 @@
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::pipeline::with_retries;
+use crate::state::{drop_reached, ends_of};
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -102,15 +103,10 @@ fn follow<T: DeserializeOwned>(
         let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
         anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist; run `topics apply`");
         let mut tpl = TopicPartitionList::new();
-        let mut ends = HashMap::new();
         for p in &partitions {
-            let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
-            if high > low {
-                ends.insert(*p, high);
-            }
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
         }
-        Ok((tpl, ends))
+        Ok((tpl, ends_of(consumer, topic, &partitions)?))
     })?;
     consumer.assign(&tpl)?;
     let started = Instant::now();
@@ -149,13 +145,7 @@ fn follow<T: DeserializeOwned>(
             }
         }
         if !ready.load(Ordering::SeqCst) {
-            for pos in consumer.position()?.elements() {
-                if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
-                    if n >= *end {
-                        ends.remove(&pos.partition());
-                    }
-                }
-            }
+            drop_reached(consumer, &mut ends)?;
             if ends.is_empty() {
                 ready.store(true, Ordering::SeqCst);
                 let n = rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len();

@@ -6,7 +6,7 @@
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::pipeline;
-use gzac_portal_bridge::registry::Registry;
+use gzac_portal_bridge::registry::{Registry, Server};
 use gzac_portal_bridge::routes::verzoek::{self, VerzoekRoute};
 use gzac_portal_bridge::{samples, schemas, topology};
 use rdkafka::mocking::MockCluster;
@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() {
+/// A mock cluster with every topic, a registry with every schema, and a config pointing at both;
+/// plus the schema id of the verzoek input. The server stops when dropped.
+async fn mock_world() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Server, Config, u32) {
     let mock = MockCluster::new(1).unwrap();
     let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut cfg = Config::defaults();
@@ -28,6 +29,12 @@ async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() 
     }
     let ids = schemas::register_all(&cfg.sr_settings().unwrap(), "").await.unwrap();
     let id = ids.iter().find(|(s, _)| s == "portaal.verzoeken.v1-value").unwrap().1;
+    (mock, server, cfg, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() {
+    let (mock, _server, cfg, id) = mock_world().await;
     let p = client::producer(&cfg).unwrap();
     let send = move |i: usize| {
         let key = format!("f-{i}");
@@ -77,17 +84,7 @@ async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_producer_error_replaces_the_producer_and_the_route_goes_on() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let mock = MockCluster::new(1).unwrap();
-    let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let mut cfg = Config::defaults();
-    cfg.bootstrap_servers = mock.bootstrap_servers();
-    cfg.registry.url = format!("http://{}", server.addr);
-    cfg.pipeline.retry_backoff_max = Duration::from_millis(500);
-    for t in topology::Topology::load().unwrap().wanted("").unwrap() {
-        mock.create_topic(&t.name, 3, 1).unwrap();
-    }
-    let ids = schemas::register_all(&cfg.sr_settings().unwrap(), "").await.unwrap();
-    let id = ids.iter().find(|(s, _)| s == "portaal.verzoeken.v1-value").unwrap().1;
+    let (mock, _server, cfg, id) = mock_world().await;
     let p = client::producer(&cfg).unwrap();
     for i in 0..10 {
         let key = format!("x-{i}");

@@ -39,6 +39,14 @@ pub fn afwijzing(code: &'static str, toelichting: impl Into<String>) -> Afwijzin
     Afwijzing { code, toelichting: toelichting.into() }
 }
 
+/// Form data must be a JSON document (Avro carries it as a string).
+pub fn formulierdata(data: &str) -> Result<(), Afwijzing> {
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document.")),
+    }
+}
+
 /// The terugmelding for portal input `referentie` of kind `soort`: doorgestuurd (with the id
 /// it got on the GZAC side) or afgewezen.
 pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwijzing>) -> Terugmelding {

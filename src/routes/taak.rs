@@ -59,6 +59,9 @@ pub struct TaakRoute {
     cfg: NotificatieConfig,
     voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
     retention: std::time::Duration,
+    /// Reader schemas of the two kinds of record on the repartition topic.
+    taak_reader: Schema,
+    antwoord_reader: Schema,
 }
 
 /// Valtimo portaaltaak status → NL Portal taak v2 status.
@@ -138,11 +141,16 @@ impl TaakRoute {
             cfg: cfg.notificaties.clone(),
             voorkeuren,
             retention: cfg.pipeline.state_retention,
+            taak_reader: gzac::Taak::get_schema(),
+            antwoord_reader: portaal::TaakAntwoord::get_schema(),
         }
     }
 
     fn portal_update(&self, t: &gzac::Taak, kind: &'static str) -> anyhow::Result<Output> {
-        let p = translate(t)?;
+        self.portal_output(translate(t)?, kind)
+    }
+
+    fn portal_output(&self, p: portaal::Taak, kind: &'static str) -> anyhow::Result<Output> {
         // The event id differs per status change; the subject is the taak.
         let id_source = format!("{}/{:?}", p.id, p.status);
         Output::new(
@@ -155,7 +163,7 @@ impl TaakRoute {
 
     fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         let previous = ctx.get(&t.uuid).cloned();
-        if previous.as_ref().is_some_and(|p| p.taak.status == t.status && p.taak == t) {
+        if previous.as_ref().is_some_and(|p| p.taak == t) {
             return Ok(vec![]); // nothing new (e.g. the verlopen the bridge itself wrote to GZAC)
         }
         let kind = match (previous.is_some(), t.status) {
@@ -163,9 +171,9 @@ impl TaakRoute {
             (false, _) => TYPE_AANGEMAAKT,
             (true, _) => TYPE_GEWIJZIGD,
         };
-        let mut out = vec![self.portal_update(&t, kind)?];
+        let p = translate(&t)?;
+        let mut out = Vec::new();
         if previous.is_none() && t.status == gzac::TaakStatus::Open {
-            let p = translate(&t)?;
             let item = Item { soort: "taak", id: &p.id, deadline: p.verloopdatum, gebeurtenis: "taak-aangemaakt" };
             out.extend(notificatie::opdrachten(
                 &self.cfg,
@@ -175,6 +183,8 @@ impl TaakRoute {
                 &self.notificaties,
             )?);
         }
+        // The portal's update goes first, then its notificaties.
+        out.insert(0, self.portal_output(p, kind)?);
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
         ctx.put(&t.uuid.clone(), Some(TaakState { taak: t, beantwoord, gewijzigd: ctx.now }));
         Ok(out)
@@ -239,9 +249,9 @@ impl Route for TaakRoute {
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
         let name = rt.block_on(codec.writer_name(bytes))?;
         match name.as_str() {
-            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(codec, rt, bytes, &gzac::Taak::get_schema())?)),
+            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(codec, rt, bytes, &self.taak_reader)?)),
             "nl.gzac.portaal.TaakAntwoord" => {
-                Ok(TaakInput::Antwoord(decode_avro(codec, rt, bytes, &portaal::TaakAntwoord::get_schema())?))
+                Ok(TaakInput::Antwoord(decode_avro(codec, rt, bytes, &self.antwoord_reader)?))
             }
             other => {
                 Err(CodecError::BadData { class: "schema-mismatch", message: format!("unexpected record {other}") })

@@ -1,7 +1,7 @@
 //! Verzoek (portal → GZAC): validate a productaanvraag, translate it from the Open Formulieren
 //! vocabulary to Open VTB / Valtimo, and tell the portal whether it was forwarded or rejected.
 
-use super::{afwijzing, derived_id, event, terugmelding, Afwijzing};
+use super::{afwijzing, derived_id, event, formulierdata, terugmelding, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
@@ -91,9 +91,7 @@ impl VerzoekRoute {
                 format!("Verzoektype '{}' is bij de gemeente niet bekend.", v.verzoektype),
             )
         })?;
-        if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
-            return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
-        }
+        formulierdata(&v.data)?;
         let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
         let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
         Ok(gzac::Verzoek {

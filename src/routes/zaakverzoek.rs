@@ -2,7 +2,7 @@
 //! is known (from the compacted `gzac.zaken.v1`, read whole by every instance) and the indiener is
 //! one of its betrokkenen; otherwise the portal gets `afgewezen` and GZAC nothing.
 
-use super::{afwijzing, derived_id, event, gzac_partij, terugmelding, Afwijzing};
+use super::{afwijzing, derived_id, event, formulierdata, gzac_partij, terugmelding, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::model::common::{Soort, Terugmelding};
@@ -41,9 +41,7 @@ pub fn check(
     if !zaak.betrokkenen.iter().any(|b| b.partij.soort == indiener.soort && b.partij.waarde == indiener.waarde) {
         return Err(afwijzing("GEEN_BETROKKENE", "U bent geen betrokkene bij deze zaak."));
     }
-    if serde_json::from_str::<serde_json::Value>(&v.data).is_err() {
-        return Err(afwijzing("ONGELDIGE_FORMULIERDATA", "De formuliergegevens zijn geen geldig JSON-document."));
-    }
+    formulierdata(&v.data)?;
     Ok(gzac::ZaakVerzoek {
         uuid: derived_id(&["zaakverzoek", &v.submission_id]),
         verzoektype: v.verzoektype.clone(),
