@@ -3,6 +3,8 @@
 #
 #   scripts/kafka.sh start    fetch the jars once (cached), format a fresh log dir, start, wait until it answers
 #   scripts/kafka.sh stop     stop it (SIGTERM, then SIGKILL after 30 s); no process is left behind
+#   scripts/kafka.sh kill     SIGKILL it, as a crash would (its data stays)
+#   scripts/kafka.sh resume   start it again on its own data (after kill or stop), wait until it answers
 #   scripts/kafka.sh status   exit 0 when the broker answers
 #
 # Needs: java (17+) and mvn on PATH. Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093),
@@ -70,11 +72,18 @@ share.coordinator.state.topic.min.isr=1
 log.flush.interval.messages=9223372036854775807
 PROPS
   local cp="$libs/*"
-  local heap=${KAFKA_HEAP:--Xmx1g -Xms256m}
   java -cp "$cp" kafka.tools.StorageTool format --standalone \
     -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
     -c "$state/server.properties" > "$state/format.log" 2>&1 \
     || { cat "$state/format.log" >&2; die "formatting the KRaft log dir failed"; }
+  launch
+}
+
+# Run the broker on the formatted log dir in $state and wait until it answers.
+launch() {
+  local cp="$libs/*"
+  local heap=${KAFKA_HEAP:--Xmx1g -Xms256m}
+  : > "$state/broker.log"
   # setsid: the broker gets its own process group, so stop can end it and anything it spawned.
   setsid java $heap -Dlog4j2.level=WARN -cp "$cp" kafka.Kafka "$state/server.properties" \
     > "$state/broker.log" 2>&1 < /dev/null &
@@ -90,6 +99,21 @@ PROPS
   tail -50 "$state/broker.log" >&2; stop; die "broker did not answer within 60 s"
 }
 
+resume() {
+  if running; then echo "kafka.sh: broker already running on 127.0.0.1:$port" >&2; return 0; fi
+  [ -f "$state/server.properties" ] || die "no broker data in $state: run start first"
+  answers && die "port $port is taken by another process; set KAFKA_PORT"
+  launch
+}
+
+crash() {
+  running || die "no broker running from $state"
+  kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || kill -KILL "$(cat "$pidfile")"
+  while running; do sleep 0.1; done
+  rm -f "$pidfile"
+  echo "kafka.sh: broker killed (SIGKILL); its data stays in $state" >&2
+}
+
 stop() {
   running || { rm -f "$pidfile"; return 0; }
   local pid; pid=$(cat "$pidfile")
@@ -103,7 +127,9 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  kill) crash ;;
+  resume) resume ;;
   fetch) fetch ;;
   status) answers ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|kill|resume|status|fetch" >&2; exit 2 ;;
 esac

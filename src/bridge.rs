@@ -20,8 +20,8 @@ use tokio::runtime::Handle;
 pub struct Running {
     pub shutdown: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
-    /// Each route's readiness and counters (served by `health`).
-    pub stats: Arc<Vec<(&'static str, Arc<Stats>)>>,
+    /// Each route's and table's progress and counters (served by `health`).
+    pub stats: crate::health::Components,
 }
 
 type Started = (&'static str, JoinHandle<anyhow::Result<()>>, Arc<Stats>);
@@ -33,6 +33,7 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>)
     let s = stats.clone();
     let handle = std::thread::Builder::new()
         .name(format!("route-{name}"))
+        .stack_size(crate::codec::STACK_BYTES)
         .spawn(move || {
             let result = pipeline::run(route, &cfg, rt, shutdown, s.clone());
             s.stopped.store(true, Ordering::SeqCst);
@@ -64,6 +65,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         |z: &gzac::Zaak| z.uuid.clone(),
         rt,
     )?);
+    let (voorkeuren_stats, zaken_stats) = (voorkeuren.stats(), zaken.stats());
     let started = vec![
         spawn(VerzoekRoute::new(cfg), cfg, &shutdown),
         spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
@@ -92,7 +94,10 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         ),
         spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown),
     ];
-    let stats = Arc::new(started.iter().map(|(n, _, s)| (*n, s.clone())).collect());
+    let mut stats: Vec<(String, Arc<Stats>)> = started.iter().map(|(n, _, s)| (n.to_string(), s.clone())).collect();
+    stats.push((format!("table:{}", cfg.topic("portaal.klantvoorkeuren.v1")), voorkeuren_stats));
+    stats.push((format!("table:{}", cfg.topic(zaakverzoek::ZAKEN)), zaken_stats));
+    let stats = Arc::new(stats);
     let threads = started.into_iter().map(|(n, t, _)| (n, t)).collect();
     Ok(Running { shutdown, threads, stats })
 }

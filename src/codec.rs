@@ -27,6 +27,9 @@ pub enum CodecError {
     Transient(String),
     #[error("{class}: {message}")]
     BadData { class: &'static str, message: String },
+    /// Retrying cannot fix it (the registry refuses the bridge's credentials).
+    #[error("{0}")]
+    Stop(String),
 }
 
 impl CodecError {
@@ -35,11 +38,17 @@ impl CodecError {
     }
 }
 
-/// A registry error is bad data only when the registry answered that the schema does not exist.
+/// A registry error is bad data only when the registry answered that the schema does not exist
+/// (Confluent error code 40403); any other 404 is a wrong URL or a registry still starting, and
+/// refused credentials stop the bridge.
 fn classify(e: &SRCError) -> CodecError {
     let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-    if text.contains("status 404") || text.contains("40403") {
+    if text.contains("40403") {
         CodecError::bad("unknown-schema-id", text)
+    } else if text.contains("status 401") || text.contains("status 403") {
+        CodecError::Stop(format!(
+            "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
+        ))
     } else {
         CodecError::Transient(text)
     }
@@ -86,6 +95,11 @@ impl Codec {
             let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
             if text.contains("409") || text.contains("422") {
                 CodecError::bad("schema-incompatible", format!("{topic}: {text}"))
+            } else if text.contains("status 401") || text.contains("status 403") {
+                CodecError::Stop(format!(
+                    "the schema registry refuses to register the schema of {topic} ({text}): check the \
+                     credentials, or register the schemas in advance with `schemas register`"
+                ))
             } else {
                 CodecError::Transient(text)
             }
@@ -142,10 +156,18 @@ impl Codec {
                 .build()
                 .map_err(|e| CodecError::bad("schema-mismatch", format!("schema id {id}: {e}")))
         };
+        // Avro schema resolution decides, per record: a writer that only adds an enum symbol is
+        // not fully compatible, yet its records with the old symbols resolve fine. Names matter
+        // only as far as resolution says (unqualified record names, aliases).
         let decoder = if writer == reader && writer.canonical_form() == reader.canonical_form() {
             Decoder::Same(build(None)?)
-        } else if matches!(SchemaCompatibility::can_read(writer, reader), Ok(Compatibility::Full)) {
-            Decoder::Resolve(build(Some(leak(reader.clone())))?)
+        } else if matches!(SchemaCompatibility::can_read(writer, reader), Ok(Compatibility::Full))
+            || same_unqualified_name(writer, reader)
+        {
+            match build(Some(leak(reader.clone()))) {
+                Ok(d) => Decoder::Resolve(d),
+                Err(_) => Decoder::Incompatible,
+            }
         } else {
             Decoder::Incompatible
         };
@@ -157,6 +179,19 @@ impl Codec {
     /// Decode a framed value into `T`, resolving the writer's schema to `reader` when they differ.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
         let (id, mut body) = Self::frame(bytes)?;
+        let writer = self.writer_schema(id).await?;
+        if body.len() > MAX_RECURSIVE_BODY && is_recursive(writer) {
+            // The decoder recurses once per level, and every level costs at least one byte: a
+            // recursive writer schema's body is capped so no value can overflow the stack.
+            return Err(CodecError::bad(
+                "too-deep",
+                format!(
+                    "schema id {id} is recursive and the value has {} bytes; at most {MAX_RECURSIVE_BODY} are \
+                     accepted for recursive schemas",
+                    body.len()
+                ),
+            ));
+        }
         let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
         let value: T = match &*self.decoder(id, reader).await? {
             Decoder::Same(r) => r.read_deser(&mut body).map_err(undecodable)?,
@@ -190,6 +225,41 @@ impl Codec {
         record.write(writer, &mut out).map_err(|e| CodecError::bad("unencodable", e))?;
         Ok(out)
     }
+}
+
+/// Largest body accepted for a recursive writer schema. apache-avro's decoder recurses once per
+/// level and every level costs at least one byte, so this bounds the depth; with the route
+/// threads' stack (`STACK_BYTES`) 2,000 levels were measured to fit even in a debug build. No
+/// vocabulary on these topics is recursive (free-form documents travel as JSON strings), so
+/// only a hostile or mistaken writer meets this bound.
+pub const MAX_RECURSIVE_BODY: usize = 1024;
+
+/// The stack of a thread that decodes (routes, tables): room for `MAX_RECURSIVE_BODY` levels.
+pub const STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Two record schemas whose unqualified names match: Avro resolution may read one as the other.
+fn same_unqualified_name(writer: &Schema, reader: &Schema) -> bool {
+    matches!((writer.name(), reader.name()), (Some(w), Some(r)) if w.name() == r.name())
+}
+
+/// Whether a named type refers to itself (directly or through other types).
+pub fn is_recursive(schema: &Schema) -> bool {
+    fn walk<'a>(s: &'a Schema, path: &mut Vec<&'a Name>) -> bool {
+        match s {
+            Schema::Ref { name } => path.iter().any(|n| *n == name),
+            Schema::Record(r) => {
+                path.push(&r.name);
+                let found = r.fields.iter().any(|f| walk(&f.schema, path));
+                path.pop();
+                found
+            }
+            Schema::Array(a) => walk(&a.items, path),
+            Schema::Map(m) => walk(&m.types, path),
+            Schema::Union(u) => u.variants().iter().any(|v| walk(v, path)),
+            _ => false,
+        }
+    }
+    walk(schema, &mut Vec::new())
 }
 
 /// Encode `value` with a known schema id (for producers of test and demo input).

@@ -121,6 +121,9 @@ pub struct PipelineConfig {
     /// How long the state of a finished item (published bericht, closed taak) is kept.
     #[serde(with = "humantime_serde")]
     pub state_retention: Duration,
+    /// A route or table retrying this long, or with lag and no progress this long, is unhealthy.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -159,6 +162,13 @@ pub struct ChannelTemplates {
     pub sms: String,
 }
 
+/// The host name (a pod's name in Kubernetes): the default instance id.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Lay `over` onto `base`: mappings merge key by key, anything else replaces.
 fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
     match (base, over) {
@@ -179,7 +189,9 @@ fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
 impl Config {
     /// Built-in defaults only (what the demo runs on).
     pub fn defaults() -> Self {
-        serde_yaml::from_str(DEFAULTS).expect("config.example.yaml is valid")
+        let mut cfg: Config = serde_yaml::from_str(DEFAULTS).expect("config.example.yaml is valid");
+        cfg.instance_id = host_name().unwrap_or_else(|| "bridge-0".into());
+        cfg
     }
 
     /// Defaults, then the file (if any), then the environment.
@@ -198,6 +210,9 @@ impl Config {
         }
         let mut cfg: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.apply_env(env);
+        if cfg.instance_id.is_empty() {
+            cfg.instance_id = host_name().unwrap_or_default();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -255,7 +270,10 @@ impl Config {
             return bad(format!("oin must be 20 digits, got {:?}", self.oin));
         }
         if self.instance_id.is_empty() {
-            return bad("instance_id must not be empty".into());
+            return bad("instance_id is empty and the host name could not be read: set GZAC_BRIDGE_INSTANCE_ID".into());
+        }
+        if self.pipeline.transaction_timeout < Duration::from_secs(1) {
+            return bad("pipeline.transaction_timeout must be at least 1 s".into());
         }
         Ok(())
     }

@@ -1,75 +1,259 @@
-//! Health, readiness and metrics over HTTP for `run --health ADDR` (for Kubernetes probes and
-//! Prometheus): `/health` (every route alive), `/ready` (every route consuming: schemas
-//! registered, tables read), `/metrics` (Prometheus text format).
+//! What each component (a route, a global table) reports while it runs, and the HTTP endpoints
+//! for `run --health ADDR` (Kubernetes probes, Prometheus): `/health` fails when a component
+//! stopped, has been retrying longer than `pipeline.stall_timeout`, or has lag and made no
+//! progress for that long; `/ready` is false while starting, restoring state, retrying or cut off
+//! from the broker. The reason is in the body and in `gzac_bridge_healthy` / `_ready`.
 
-use crate::pipeline::Stats;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub type Routes = Arc<Vec<(&'static str, Arc<Stats>)>>;
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
 
-fn check(routes: &Routes, bad: impl Fn(&Stats) -> bool, what: &str) -> (StatusCode, String) {
-    let failing: Vec<&str> = routes.iter().filter(|(_, s)| bad(s)).map(|(n, _)| *n).collect();
-    if failing.is_empty() {
-        (StatusCode::OK, "ok\n".into())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {}\n", failing.join(", ")))
+/// Progress and counters of one component. Written by its own thread, read by the endpoints.
+pub struct Stats {
+    /// Started: its schemas are registered and its tables read (a table: read to its end once).
+    pub ready: AtomicBool,
+    /// Its loop has ended (shutdown or failure).
+    pub stopped: AtomicBool,
+    /// Rebuilding state from a changelog.
+    pub restoring: AtomicBool,
+    /// librdkafka's last statistics saw at least one broker up.
+    pub broker_up: AtomicBool,
+    /// Input records whose transaction committed (a table: rows applied).
+    pub records: AtomicU64,
+    /// Of those, records sent to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    /// Table rows or changelog entries that could not be decoded (skipped, previous value kept).
+    pub bad_state_rows: AtomicU64,
+    retrying_since_ms: AtomicU64,
+    progress_ms: AtomicU64,
+    /// Records in its partitions not yet processed; -1 while unknown.
+    lag: AtomicI64,
+    problem: Mutex<String>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            ready: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            restoring: AtomicBool::new(false),
+            broker_up: AtomicBool::new(false),
+            records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+            bad_state_rows: AtomicU64::new(0),
+            retrying_since_ms: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(now_ms()),
+            lag: AtomicI64::new(-1),
+            problem: Mutex::new(String::new()),
+        }
     }
 }
 
-pub fn metrics(routes: &Routes) -> String {
+impl Stats {
+    /// Something failed and will be tried again.
+    pub fn retrying(&self, reason: &str) {
+        let _ = self.retrying_since_ms.compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst);
+        self.problem(reason);
+    }
+    pub fn problem(&self, reason: &str) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+    }
+    /// The failure is over.
+    pub fn recovered(&self) {
+        self.retrying_since_ms.store(0, Ordering::SeqCst);
+    }
+    pub fn progressed(&self) {
+        self.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn committed(&self, inputs: u64, dead_letters: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(inputs, Ordering::Relaxed);
+        self.dead_letters.fetch_add(dead_letters, Ordering::Relaxed);
+        self.progressed();
+        self.recovered();
+    }
+    /// From librdkafka's statistics; caught up counts as progress.
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+        if lag == 0 {
+            self.progressed();
+        }
+    }
+    pub fn lag(&self) -> i64 {
+        self.lag.load(Ordering::Relaxed)
+    }
+    /// Seconds since the component started failing (0 when it is not).
+    pub fn retrying_seconds(&self) -> f64 {
+        match self.retrying_since_ms.load(Ordering::SeqCst) {
+            0 => 0.0,
+            since => now_ms().saturating_sub(since) as f64 / 1000.0,
+        }
+    }
+
+    /// Why the component is not healthy, if it is not.
+    pub fn unhealthy(&self, bound: Duration) -> Option<String> {
+        let problem = self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if self.stopped.load(Ordering::SeqCst) {
+            return Some(if problem.is_empty() { "stopped".into() } else { format!("stopped: {problem}") });
+        }
+        let retrying = self.retrying_seconds();
+        if retrying > bound.as_secs_f64() {
+            return Some(format!("retrying for {retrying:.0} s: {problem}"));
+        }
+        let idle = now_ms().saturating_sub(self.progress_ms.load(Ordering::Relaxed)) as f64 / 1000.0;
+        if self.lag() > 0 && idle > bound.as_secs_f64() {
+            return Some(format!("no progress for {idle:.0} s with {} records waiting", self.lag()));
+        }
+        None
+    }
+
+    /// Why the component is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.stopped.load(Ordering::SeqCst) {
+            Some("stopped".into())
+        } else if !self.ready.load(Ordering::SeqCst) {
+            Some("starting".into())
+        } else if self.restoring.load(Ordering::SeqCst) {
+            Some("restoring state".into())
+        } else if !self.broker_up.load(Ordering::Relaxed) {
+            Some("no broker reachable".into())
+        } else if self.retrying_since_ms.load(Ordering::SeqCst) != 0 {
+            Some(format!("retrying: {}", self.problem.lock().unwrap_or_else(|p| p.into_inner())))
+        } else {
+            None
+        }
+    }
+}
+
+/// The components by name (`verzoek`, …, `table:portaal.klantvoorkeuren.v1`).
+pub type Components = Arc<Vec<(String, Arc<Stats>)>>;
+
+fn verdict(components: &Components, check: impl Fn(&Stats) -> Option<String>) -> (StatusCode, String) {
+    let failing: Vec<String> =
+        components.iter().filter_map(|(n, s)| check(s).map(|why| format!("{n}: {why}"))).collect();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, failing.join("\n") + "\n")
+    }
+}
+
+pub fn metrics(components: &Components, bound: Duration) -> String {
     let mut out = String::new();
-    type Family = (&'static str, &'static str, fn(&Stats) -> u64);
-    let families: [Family; 5] = [
-        ("gzac_bridge_records_total", "Input records whose transaction committed.", |s| {
-            s.records.load(Ordering::Relaxed)
-        }),
-        ("gzac_bridge_dead_letters_total", "Input records sent to the dead-letter topic.", |s| {
-            s.dead_letters.load(Ordering::Relaxed)
-        }),
-        ("gzac_bridge_transactions_committed_total", "Committed transactions.", |s| s.commits.load(Ordering::Relaxed)),
-        ("gzac_bridge_transactions_aborted_total", "Aborted transactions (retried).", |s| {
-            s.aborts.load(Ordering::Relaxed)
-        }),
-        ("gzac_bridge_ready", "1 while the route consumes.", |s| {
-            u64::from(s.ready.load(Ordering::Relaxed) && !s.stopped.load(Ordering::Relaxed))
-        }),
+    type Family = (&'static str, &'static str, Box<dyn Fn(&Stats) -> f64>);
+    let load = |f: fn(&Stats) -> &AtomicU64| move |s: &Stats| f(s).load(Ordering::Relaxed) as f64;
+    let families: Vec<Family> = vec![
+        (
+            "gzac_bridge_records_total",
+            "Input records whose transaction committed (tables: rows applied).",
+            Box::new(load(|s| &s.records)),
+        ),
+        (
+            "gzac_bridge_dead_letters_total",
+            "Input records sent to the dead-letter topic.",
+            Box::new(load(|s| &s.dead_letters)),
+        ),
+        ("gzac_bridge_transactions_committed_total", "Committed transactions.", Box::new(load(|s| &s.commits))),
+        ("gzac_bridge_transactions_aborted_total", "Aborted transactions (retried).", Box::new(load(|s| &s.aborts))),
+        (
+            "gzac_bridge_bad_state_rows_total",
+            "Table rows or changelog entries that could not be decoded.",
+            Box::new(load(|s| &s.bad_state_rows)),
+        ),
+        (
+            "gzac_bridge_lag_records",
+            "Records in the assigned partitions not yet processed (-1: unknown).",
+            Box::new(|s| s.lag() as f64),
+        ),
+        (
+            "gzac_bridge_retrying_seconds",
+            "How long the component has been failing and retrying (0: it is not).",
+            Box::new(|s| s.retrying_seconds()),
+        ),
+        (
+            "gzac_bridge_ready",
+            "1 while the component is ready.",
+            Box::new(|s| f64::from(u8::from(s.not_ready().is_none()))),
+        ),
+        (
+            "gzac_bridge_healthy",
+            "1 while the component is healthy.",
+            Box::new(move |s| f64::from(u8::from(s.unhealthy(bound).is_none()))),
+        ),
     ];
     for (name, help, value) in families {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (route, stats) in routes.iter() {
-            let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", value(stats));
+        for (component, stats) in components.iter() {
+            let _ = writeln!(out, "{name}{{component=\"{component}\"}} {}", value(stats));
         }
     }
     out
 }
 
-pub fn router(routes: Routes) -> Router {
-    let (h, r, m) = (routes.clone(), routes.clone(), routes);
+pub fn router(components: Components, bound: Duration) -> Router {
+    let (h, r, m) = (components.clone(), components.clone(), components);
     Router::new()
-        .route("/health", get(move || async move { check(&h, |s| s.stopped.load(Ordering::SeqCst), "stopped") }))
-        .route(
-            "/ready",
-            get(move || async move {
-                check(&r, |s| !s.ready.load(Ordering::SeqCst) || s.stopped.load(Ordering::SeqCst), "not ready")
-            }),
-        )
-        .route("/metrics", get(move || async move { metrics(&m) }))
+        .route("/health", get(move || async move { verdict(&h, |s| s.unhealthy(bound)) }))
+        .route("/ready", get(move || async move { verdict(&r, Stats::not_ready) }))
+        .route("/metrics", get(move || async move { metrics(&m, bound) }))
 }
 
 /// Serve the endpoints on `addr` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, routes: Routes) -> std::io::Result<std::net::SocketAddr> {
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    components: Components,
+    bound: Duration,
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+    let bound_addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(routes)).await {
+        if let Err(e) = axum::serve(listener, router(components, bound)).await {
             tracing::error!(error = %e, "health endpoint stopped");
         }
     });
-    Ok(bound)
+    Ok(bound_addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrying_past_the_bound_is_unhealthy_and_not_ready_at_once() {
+        let s = Stats::default();
+        s.ready.store(true, Ordering::SeqCst);
+        s.broker_up.store(true, Ordering::SeqCst);
+        assert_eq!(s.not_ready(), None);
+        s.retrying("broker down");
+        assert!(s.not_ready().unwrap().contains("broker down"));
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None);
+        s.retrying_since_ms.store(now_ms() - 61_000, Ordering::SeqCst);
+        assert!(s.unhealthy(Duration::from_secs(60)).unwrap().contains("retrying for 61 s: broker down"));
+        s.committed(1, 0);
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None);
+        assert_eq!(s.not_ready(), None);
+    }
+
+    #[test]
+    fn lag_without_progress_is_unhealthy() {
+        let s = Stats::default();
+        s.set_lag(5);
+        s.progress_ms.store(now_ms() - 61_000, Ordering::SeqCst);
+        assert!(s.unhealthy(Duration::from_secs(60)).unwrap().contains("5 records waiting"));
+        s.set_lag(0);
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None);
+    }
 }

@@ -105,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
             let cfg = cfg()?;
             let running = bridge::start(&cfg)?;
             if let Some(addr) = health {
-                let bound = gzac_portal_bridge::health::serve(addr, running.stats.clone()).await?;
+                let bound =
+                    gzac_portal_bridge::health::serve(addr, running.stats.clone(), cfg.pipeline.stall_timeout).await?;
                 tracing::info!(%bound, "serving /health, /ready and /metrics");
             }
             tokio::select! {

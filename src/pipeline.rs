@@ -10,19 +10,22 @@
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::{ce_headers, dlq_headers, find, Cause, Event};
+pub use crate::health::Stats;
 use crate::model::Timestamp;
 use crate::state::Store;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -157,64 +160,165 @@ pub fn dlq_topic(input: &str) -> String {
     format!("{input}.dlq")
 }
 
-/// What a route reports while it runs: readiness and counters, for `/ready` and `/metrics`.
-#[derive(Default)]
-pub struct Stats {
-    /// Subscribed: its schemas are registered and its tables read.
-    pub ready: AtomicBool,
-    /// The route's loop has ended (shutdown or failure).
-    pub stopped: AtomicBool,
-    /// Input records whose transaction committed.
-    pub records: AtomicU64,
-    /// Of those, records sent to the dead-letter topic.
-    pub dead_letters: AtomicU64,
-    pub commits: AtomicU64,
-    pub aborts: AtomicU64,
+/// Records what the group did during `poll`, so the loop can act on it on its own thread, and
+/// turns librdkafka's statistics into the component's lag and broker state. Also used by the
+/// global tables' readers (which assign, so only the statistics matter there).
+pub(crate) struct GroupContext {
+    pub(crate) name: &'static str,
+    pub(crate) topic: String,
+    pub(crate) revoked: Mutex<Vec<i32>>,
+    pub(crate) assigned: Mutex<Vec<i32>>,
+    pub(crate) stats: Arc<Stats>,
+    /// A client error that retrying cannot fix (authentication, a fenced static member).
+    pub(crate) fatal: Mutex<Option<String>>,
 }
 
-/// Records what the group did during `poll`, so the loop can act on it on its own thread.
-#[derive(Default)]
-struct GroupContext {
-    route: &'static str,
-    revoked: Mutex<Vec<i32>>,
-    assigned: Mutex<Vec<i32>>,
+impl GroupContext {
+    pub(crate) fn new(name: &'static str, topic: &str, stats: Arc<Stats>) -> Self {
+        GroupContext {
+            name,
+            topic: topic.to_string(),
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+            stats,
+            fatal: Mutex::default(),
+        }
+    }
+    pub(crate) fn take_fatal(&self) -> Option<String> {
+        lock(&self.fatal).take()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, s: Statistics) {
+        let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.stats.broker_up.store(up, Ordering::Relaxed);
+        let Some(topic) = s.topics.get(&self.topic) else { return };
+        let mut lag = 0i64;
+        for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
+            let at = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
+            if let (Some(at), true) = (at, p.ls_offset >= 0) {
+                lag += (p.ls_offset - at).max(0);
+            }
+        }
+        self.stats.set_lag(lag);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code().and_then(unfixable) {
+            Some(hint) => *lock(&self.fatal) = Some(format!("{}: {reason} — {hint}", self.name)),
+            None => warn!(component = self.name, error = %error, reason, "kafka client error"),
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            info!(route = self.route, partitions = ?partitions_of(tpl), "partitions revoked");
-            self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
+            info!(route = self.name, partitions = ?partitions_of(tpl), "partitions revoked");
+            lock(&self.revoked).extend(partitions_of(tpl));
         }
     }
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            info!(route = self.route, partitions = ?partitions_of(tpl), "partitions assigned");
-            self.assigned.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions_of(tpl));
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                info!(route = self.name, partitions = ?partitions_of(tpl), "partitions assigned");
+                lock(&self.assigned).extend(partitions_of(tpl));
+            }
+            Rebalance::Error(e) => {
+                if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+                    *lock(&self.fatal) = Some(format!("{}: {e} — {hint}", self.name));
+                }
+            }
+            _ => {}
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    /// Broker or registry unavailable: abort, rewind, back off, try again.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// The producer or transaction can no longer be used: the route stops with this error.
-    #[error("fatal: {0}")]
-    Fatal(String),
+/// Kafka errors that no retry can fix, with what the operator has to do.
+fn unfixable(code: RDKafkaErrorCode) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    Some(match code {
+        C::Authentication | C::SaslAuthenticationFailed => {
+            "the broker refused the bridge's credentials: check sasl.username / sasl.password"
+        }
+        C::TransactionalIdAuthorizationFailed => {
+            "grant the bridge's principal Write and Describe on its transactional-id prefix (`<group_id>-`)"
+        }
+        C::TopicAuthorizationFailed => "grant the bridge's principal Read/Write on the route's topics",
+        C::GroupAuthorizationFailed => "grant the bridge's principal Read on its consumer groups (`<group_id>.`)",
+        C::ClusterAuthorizationFailed => "grant the bridge's principal IdempotentWrite on the cluster",
+        C::FencedInstanceId => {
+            "another running instance uses the same instance_id (group.instance.id); give every instance its own"
+        }
+        _ => return None,
+    })
 }
 
-fn from_kafka(e: KafkaError) -> StepError {
-    match &e {
-        KafkaError::Transaction(re) if re.is_fatal() => StepError::Fatal(e.to_string()),
-        _ => StepError::Transient(e.to_string()),
+/// Broker answers on a produced record that a retry will never change: the input that made it
+/// is dead-lettered instead.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(code, C::MessageSizeTooLarge | C::InvalidRecord | C::InvalidMessage | C::MessageBatchTooLarge)
+}
+
+/// Which input record a produced record belongs to: (partition, offset); (-1, -1) for timer work.
+type Origin = (i32, i64);
+
+/// Delivery reports of the transactional producer: outputs the broker refused for good.
+#[derive(Default)]
+struct Deliveries {
+    refused: Mutex<Vec<(Origin, String)>>,
+    unauthorised: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Origin>;
+    fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
+        if let Err((e, m)) = result {
+            let code = e.rdkafka_error_code();
+            if let Some(hint) = code.and_then(unfixable) {
+                *lock(&self.unauthorised) = Some(format!("writing {}: {e} — {hint}", m.topic()));
+            } else if code.is_some_and(refused_for_good) {
+                lock(&self.refused).push((*origin, format!("{} refused the output: {e}", m.topic())));
+            }
+        }
+    }
+}
+
+type TxProducer = ThreadedProducer<Deliveries>;
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// Broker or registry unavailable, or an abortable transaction error: abort, rewind, back
+    /// off, try again.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The producer is unusable or a commit's outcome is unknown: a new producer, the state of
+    /// the assigned partitions rebuilt from the changelog, read again from the committed offsets.
+    #[error("producer unusable: {0}")]
+    Fatal(String),
+    /// Retrying cannot fix it (credentials, ACLs, a second instance with our id): the route stops.
+    #[error("{0}")]
+    Stop(String),
+}
+
+fn classify(what: &str, e: &KafkaError) -> StepError {
+    if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+        return StepError::Stop(format!("{what}: {e} — {hint}"));
+    }
+    match e {
+        KafkaError::Transaction(re) if re.is_fatal() => StepError::Fatal(format!("{what}: {e}")),
+        _ => StepError::Transient(format!("{what}: {e}")),
     }
 }
 
@@ -255,25 +359,32 @@ struct Pipeline<R: Route> {
     route: R,
     cfg: Config,
     codec: Codec,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: TxProducer,
     transactional_id: String,
     rt: Handle,
     source: String,
     dlq: String,
+    /// The largest record each output topic (and the dead-letter topic) takes.
+    limits: Limits,
     store: Store<R::State>,
+    /// Set from `begin_transaction` until the commit or abort has succeeded.
     open: Option<Open>,
+    /// Inputs whose output the broker refused for good: dead-lettered when read again.
+    refused: BTreeMap<Origin, String>,
+    /// Producers replaced in a row without a commit in between (a second process with our id).
+    replaced: u32,
     stats: Arc<Stats>,
 }
 
 /// A transactional producer, initialised: `init_transactions` fences a predecessor with the same
-/// id (a crashed process, or this route's own failed producer) and aborts its open transaction.
-/// `None` when shutdown came first.
+/// id (a crashed process, or this route's own failed producer) and aborts or completes its open
+/// transaction. `None` when shutdown came first.
 fn new_producer(
     cfg: &Config,
     transactional_id: &str,
     shutdown: &AtomicBool,
     backoff: &mut Backoff,
-) -> anyhow::Result<Option<ThreadedProducer<DefaultProducerContext>>> {
+) -> Result<Option<TxProducer>, StepError> {
     let mut config = cfg.producer_config();
     if !cfg.kafka.contains_key("retry.backoff.ms") && !cfg.kafka_producer.contains_key("retry.backoff.ms") {
         // A transaction's first request after a commit is often answered CONCURRENT_TRANSACTIONS
@@ -281,15 +392,21 @@ fn new_producer(
         // transaction.
         config.set("retry.backoff.ms", "10");
     }
-    let producer: ThreadedProducer<DefaultProducerContext> = config
+    let timeout = cfg.pipeline.transaction_timeout;
+    let producer: TxProducer = config
         .set("transactional.id", transactional_id)
-        .set("transaction.timeout.ms", cfg.pipeline.transaction_timeout.as_millis().to_string())
+        .set("transaction.timeout.ms", timeout.as_millis().to_string())
         .set("linger.ms", "5")
-        .create()?;
+        .create_with_context(Deliveries::default())
+        .map_err(|e| StepError::Stop(format!("cannot create the producer: {e}")))?;
     loop {
-        match producer.init_transactions(Duration::from_secs(30)) {
+        match producer.init_transactions(timeout) {
             Ok(()) => return Ok(Some(producer)),
             Err(e) => {
+                let what = format!("init_transactions for transactional id {transactional_id}");
+                if let StepError::Stop(m) = classify(&what, &e) {
+                    return Err(StepError::Stop(m));
+                }
                 warn!(transactional_id, error = %e, "init_transactions failed, retrying");
                 backoff.wait(shutdown);
                 if shutdown.load(Ordering::SeqCst) {
@@ -298,6 +415,51 @@ fn new_producer(
             }
         }
     }
+}
+
+/// The largest record (key, value and headers) each topic takes: the producer's
+/// `message.max.bytes` and the topic's `max.message.bytes`, whichever is smaller.
+struct Limits {
+    producer: usize,
+    topics: HashMap<String, usize>,
+}
+
+/// Room for the record batch and record framing around key, value and headers.
+const RECORD_OVERHEAD: usize = 512;
+
+impl Limits {
+    fn of(&self, topic: &str) -> usize {
+        self.topics.get(topic).copied().unwrap_or(self.producer).min(self.producer).saturating_sub(RECORD_OVERHEAD)
+    }
+
+    fn read(cfg: &Config, topics: &[String], rt: &Handle) -> Limits {
+        let producer = cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        let topics = rt.block_on(topic_limits(cfg, topics)).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the topics' max.message.bytes; using the producer's limit");
+            HashMap::new()
+        });
+        Limits { producer, topics }
+    }
+}
+
+async fn topic_limits(cfg: &Config, topics: &[String]) -> anyhow::Result<HashMap<String, usize>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = cfg.client_config().create()?;
+    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let mut out = HashMap::new();
+    for (topic, res) in topics.iter().zip(admin.describe_configs(&specs, &opts).await?) {
+        let value = res.ok().and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
+        if let Some(n) = value.and_then(|v| v.parse().ok()) {
+            out.insert(topic.clone(), n);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes a record takes on the wire besides the batch framing: key, value and headers.
+fn record_size(key: usize, value: usize, headers: &OwnedHeaders) -> usize {
+    key + value + headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum::<usize>()
 }
 
 /// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
@@ -309,6 +471,8 @@ pub fn run<R: Route>(
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
+    // No length prefix in a record can ask for more than the record holds (first call wins).
+    apache_avro::max_allocation_bytes(p.max_record_bytes.max(1 << 20) * 2);
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
     for (topic, schema) in route.outputs() {
@@ -316,6 +480,7 @@ pub fn run<R: Route>(
             match rt.block_on(codec.prepare_output(&topic, schema.clone())) {
                 Ok(id) => break debug!(topic, id, "output schema ready"),
                 Err(CodecError::Transient(e)) => {
+                    stats.retrying(&format!("registry unavailable: {e}"));
                     warn!(topic, error = %e, "registry unavailable, retrying");
                     backoff.wait(&shutdown);
                     if shutdown.load(Ordering::SeqCst) {
@@ -329,14 +494,19 @@ pub fn run<R: Route>(
     backoff.reset();
     route.prepare(&shutdown)?;
 
+    let group = cfg.route_group(route.name());
     let consumer: BaseConsumer<GroupContext> = cfg
         .consumer_config()
-        .set("group.id", cfg.route_group(route.name()))
+        .set("group.id", &group)
+        // Static membership: a restarted instance gets its partitions back at once instead of
+        // waiting for its old session to time out.
+        .set("group.instance.id", format!("{}.{}", cfg.instance_id, route.name()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create_with_context(GroupContext { route: route.name(), ..GroupContext::default() })?;
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(GroupContext::new(route.name(), route.input_topic(), stats.clone()))?;
     if let Some(changelog) = route.changelog() {
         let count = |t: &str| -> anyhow::Result<usize> {
             let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
@@ -352,8 +522,16 @@ pub fn run<R: Route>(
             route.input_topic()
         );
     }
+    let dlq = dlq_topic(route.input_topic());
+    let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
+    written.push(dlq.clone());
+    let limits = Limits::read(cfg, &written, &rt);
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
-    let Some(producer) = new_producer(cfg, &transactional_id, &shutdown, &mut backoff)? else { return Ok(()) };
+    let producer = match new_producer(cfg, &transactional_id, &shutdown, &mut backoff) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        Err(e) => anyhow::bail!("{e}"),
+    };
     consumer.subscribe(&[route.input_topic()])?;
     info!(
         route = route.name(),
@@ -363,7 +541,7 @@ pub fn run<R: Route>(
     );
 
     let mut pipe = Pipeline {
-        dlq: dlq_topic(route.input_topic()),
+        dlq,
         source: cfg.ce_source(),
         route,
         cfg: cfg.clone(),
@@ -371,15 +549,24 @@ pub fn run<R: Route>(
         producer,
         transactional_id,
         rt,
+        limits,
         store: Store::default(),
         open: None,
+        refused: BTreeMap::new(),
+        replaced: 0,
         stats: stats.clone(),
     };
     stats.ready.store(true, Ordering::SeqCst);
     let result = pipe.run_loop(&consumer, &shutdown, &mut backoff);
+    if let Err(e) = &result {
+        stats.problem(&format!("{e:#}"));
+    }
     info!(route = pipe.route.name(), "route stopped");
     result
 }
+
+/// How often librdkafka reports lag and broker state (for health and metrics).
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "2000";
 
 impl<R: Route> Pipeline<R> {
     fn run_loop(
@@ -406,18 +593,32 @@ impl<R: Route> Pipeline<R> {
                 None => Duration::from_millis(100),
             };
             let polled = consumer.poll(wait);
-            if !self.after_rebalance(consumer, shutdown, backoff) {
-                // The open transaction was aborted: whatever was polled is read again.
-                continue;
+            if let Some(reason) = consumer.context().take_fatal() {
+                anyhow::bail!("{reason}");
             }
-            let step = match polled {
-                None => Ok(()),
-                Some(Err(e)) => {
-                    warn!(route = self.route.name(), error = %e, "consumer error");
-                    Ok(())
+            let step = self.after_rebalance(consumer, shutdown, backoff).and_then(|kept_going| {
+                if !kept_going {
+                    // The open transaction was aborted: whatever was polled is read again.
+                    return Ok(());
                 }
-                Some(Ok(msg)) => self.process(&msg),
-            };
+                match polled {
+                    None => {
+                        if self.open.is_none() && self.stats.broker_up.load(Ordering::Relaxed) {
+                            self.stats.recovered();
+                        }
+                        Ok(())
+                    }
+                    Some(Err(e)) => match classify("consuming", &e) {
+                        StepError::Stop(m) => Err(StepError::Stop(m)),
+                        _ => {
+                            self.stats.retrying(&format!("consumer: {e}"));
+                            debug!(route = self.route.name(), error = %e, "consumer error");
+                            Ok(())
+                        }
+                    },
+                    Some(Ok(msg)) => self.process(&msg),
+                }
+            });
             let step = step.and_then(|()| {
                 if last_tick.elapsed() >= tick_every {
                     last_tick = Instant::now();
@@ -430,71 +631,155 @@ impl<R: Route> Pipeline<R> {
             });
             match step {
                 Ok(()) => backoff.reset(),
-                Err(StepError::Transient(e)) => {
-                    warn!(route = self.route.name(), error = %e, "transient failure: transaction aborted, retrying");
-                    self.recover(consumer, shutdown, backoff);
+                Err(e) => {
+                    self.handle_failure(consumer, shutdown, backoff, e)?;
                     backoff.wait(shutdown);
-                }
-                Err(StepError::Fatal(e)) => {
-                    // The producer is unusable (librdkafka raises fatal errors, e.g. a broker
-                    // answering INVALID_TXN_STATE to an abort). A new one with the same
-                    // transactional id aborts whatever the old one left open; then read again
-                    // from the committed offsets.
-                    error!(route = self.route.name(), error = %e, "producer failed; replacing it");
-                    self.open = None;
-                    self.store.rolled_back();
-                    self.stats.aborts.fetch_add(1, Ordering::Relaxed);
-                    match new_producer(&self.cfg, &self.transactional_id, shutdown, backoff)? {
-                        Some(p) => self.producer = p,
-                        None => return Ok(()),
-                    }
-                    self.recover(consumer, shutdown, backoff);
                 }
             }
         }
     }
 
+    /// After a failed step, get back to a clean place: aborted and rewound, or a new producer with
+    /// state rebuilt. Returns an error only for what retrying cannot fix.
+    fn handle_failure(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+        mut e: StepError,
+    ) -> anyhow::Result<()> {
+        loop {
+            if shutdown.load(Ordering::SeqCst) {
+                // Nothing was committed past the failed records: the next start reads them again.
+                return Ok(());
+            }
+            self.stats.retrying(&e.to_string());
+            e = match e {
+                StepError::Stop(m) => anyhow::bail!("{m}"),
+                StepError::Transient(m) => {
+                    warn!(route = self.route.name(), error = %m, "transaction aborted, retrying");
+                    match self.abort_and_rewind(consumer) {
+                        Ok(()) => return Ok(()),
+                        Err(next) => {
+                            backoff.wait(shutdown);
+                            next
+                        }
+                    }
+                }
+                StepError::Fatal(m) => {
+                    error!(route = self.route.name(), error = %m, "producer unusable; replacing it and rebuilding state");
+                    match self.replace_producer(consumer, shutdown, backoff) {
+                        Ok(()) => return Ok(()),
+                        Err(next) => {
+                            backoff.wait(shutdown);
+                            next
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    /// A new producer with the same transactional id (which aborts or completes whatever the old
+    /// one left open), then the assigned partitions' state rebuilt from the changelog and the
+    /// consumer rewound: whether the last commit landed or not, memory now agrees with Kafka.
+    fn replace_producer(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+    ) -> Result<(), StepError> {
+        self.replaced += 1;
+        if self.replaced > 5 {
+            return Err(StepError::Stop(format!(
+                "the producer with transactional id {} was replaced {} times without a commit in between: \
+                 another process probably uses the same instance_id; give every instance its own",
+                self.transactional_id,
+                self.replaced - 1
+            )));
+        }
+        if self.open.take().is_some() {
+            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.rolled_back();
+        match new_producer(&self.cfg, &self.transactional_id, shutdown, backoff)? {
+            Some(p) => self.producer = p,
+            None => return Ok(()),
+        }
+        let assigned: Vec<i32> = consumer
+            .assignment()
+            .map_err(|e| classify("reading the assignment", &e))?
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.restore(&assigned, shutdown, backoff);
+        self.abort_and_rewind(consumer)
+    }
+
     /// Act on what the group did during the last poll. A revocation while a transaction is open
-    /// aborts it (we must not commit output for partitions we no longer own): returns false then.
+    /// aborts it (we must not commit output for partitions we no longer own): Ok(false) then.
     /// Newly assigned partitions get their state rebuilt before any of their records is processed.
     fn after_rebalance(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
         shutdown: &AtomicBool,
         backoff: &mut Backoff,
-    ) -> bool {
-        let revoked: Vec<i32> =
-            std::mem::take(&mut *consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
-        let assigned: Vec<i32> =
-            std::mem::take(&mut *consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()));
+    ) -> Result<bool, StepError> {
+        let revoked: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().revoked));
+        let assigned: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().assigned));
         let mut kept_going = true;
         if !revoked.is_empty() {
             if self.open.is_some() {
                 info!(route = self.route.name(), "rebalance: aborting the open transaction");
-                self.recover(consumer, shutdown, backoff);
+                self.abort_and_rewind(consumer)?;
                 kept_going = false;
             }
             self.store.forget(&revoked);
         }
-        if !assigned.is_empty() {
-            if let Some(changelog) = self.route.changelog().map(str::to_string) {
-                let client = self.cfg.reader_config(&format!("{}-restore", self.cfg.group_id));
-                while let Err(e) = self.store.restore(&client, &changelog, &assigned) {
-                    warn!(route = self.route.name(), error = %e, "restoring state failed, retrying");
+        self.restore(&assigned, shutdown, backoff);
+        Ok(kept_going)
+    }
+
+    /// Rebuild the state of `partitions` from the changelog, retrying until it succeeds.
+    fn restore(&mut self, partitions: &[i32], shutdown: &AtomicBool, backoff: &mut Backoff) {
+        let Some(changelog) = self.route.changelog().map(str::to_string) else { return };
+        if partitions.is_empty() {
+            return;
+        }
+        self.stats.restoring.store(true, Ordering::SeqCst);
+        let client = self.cfg.reader_config(&format!("{}-restore", self.cfg.group_id));
+        loop {
+            match self.store.restore(&client, &changelog, partitions) {
+                Ok(skipped) => {
+                    if skipped > 0 {
+                        error!(
+                            route = self.route.name(),
+                            skipped, "changelog entries that no longer parse were skipped"
+                        );
+                        self.stats.bad_state_rows.fetch_add(skipped, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.stats.retrying(&format!("restoring state: {e:#}"));
+                    warn!(route = self.route.name(), error = %format!("{e:#}"), "restoring state failed, retrying");
                     backoff.wait(shutdown);
                     if shutdown.load(Ordering::SeqCst) {
-                        return false;
+                        break;
                     }
                 }
-                info!(route = self.route.name(), partitions = ?assigned, entries = self.store.len(), "state restored");
             }
         }
-        kept_going
+        self.stats.restoring.store(false, Ordering::SeqCst);
+        info!(route = self.route.name(), partitions = ?partitions, entries = self.store.len(), "state restored");
     }
 
     fn begin(&mut self) -> Result<(), StepError> {
         if self.open.is_none() {
-            self.producer.begin_transaction().map_err(from_kafka)?;
+            // begin_transaction is local: it fails only when the producer is in a state we did not
+            // expect, which a new producer clears.
+            self.producer.begin_transaction().map_err(|e| StepError::Fatal(format!("begin_transaction: {e}")))?;
             self.open = Some(Open {
                 started: Instant::now(),
                 offsets: BTreeMap::new(),
@@ -506,19 +791,29 @@ impl<R: Route> Pipeline<R> {
         Ok(())
     }
 
+    fn open_mut(&mut self) -> &mut Open {
+        self.open.as_mut().expect("a transaction is open")
+    }
+
     /// Decode, route and encode one record, and queue its outputs, state changes (or its dead letter).
     fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), StepError> {
         self.begin()?;
+        let origin = (msg.partition(), msg.offset());
         let cause = Cause {
             topic: msg.topic(),
             partition: msg.partition(),
             offset: msg.offset(),
-            traceparent: find(msg.headers(), "traceparent"),
+            traceparent: find(msg.headers(), "traceparent").filter(|tp| valid_traceparent(tp)),
         };
         let mark = self.store.mark();
-        match self.translate(msg.partition(), msg.payload()) {
-            Ok(records) => self.send_all(records, &cause)?,
+        let result = match self.refused.get(&origin) {
+            Some(reason) => Err(CodecError::BadData { class: "output-refused", message: reason.clone() }),
+            None => self.translate(msg.partition(), msg.payload(), &cause),
+        };
+        match result {
+            Ok(records) => self.send_all(records, origin)?,
             Err(CodecError::Transient(e)) => return Err(StepError::Transient(e)),
+            Err(CodecError::Stop(e)) => return Err(StepError::Stop(e)),
             Err(CodecError::BadData { class, message }) => {
                 self.store.rollback_to(mark);
                 warn!(
@@ -529,41 +824,67 @@ impl<R: Route> Pipeline<R> {
                     class,
                     "bad record sent to the dead-letter topic"
                 );
-                let headers = dlq_headers(msg.headers(), &cause, class, &message);
-                let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.dlq).headers(headers);
-                if let Some(k) = msg.key() {
-                    rec = rec.key(k);
-                }
-                if let Some(v) = msg.payload() {
-                    rec = rec.payload(v);
-                }
-                if let Some(ts) = msg.timestamp().to_millis() {
-                    rec = rec.timestamp(ts);
-                }
-                self.send(rec)?;
-                self.open.as_mut().expect("transaction is open").dead_letters += 1;
+                self.dead_letter(msg, &cause, class, &message)?;
+                self.open_mut().dead_letters += 1;
             }
         }
-        let open = self.open.as_mut().expect("transaction is open");
+        let open = self.open_mut();
         open.offsets.insert(msg.partition(), msg.offset() + 1);
         open.records += 1;
         open.inputs += 1;
         Ok(())
     }
 
+    /// The original key, value, timestamp and headers plus `__connect.errors.*`; a value too large
+    /// for the dead-letter topic is cut to fit, with its full size and SHA-256 in headers.
+    fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        cause: &Cause<'_>,
+        class: &str,
+        reason: &str,
+    ) -> Result<(), StepError> {
+        let key = msg.key().unwrap_or_default();
+        let mut value = msg.payload();
+        let mut headers = dlq_headers(msg.headers(), cause, class, reason);
+        let room = self.limits.of(&self.dlq).saturating_sub(record_size(key.len(), 0, &headers) + 200);
+        if let Some(v) = value.filter(|v| v.len() > room) {
+            headers = truncated_headers(headers, v);
+            value = Some(&v[..room]);
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
+            BaseRecord::with_opaque_to(&self.dlq, Box::new((-1, -1))).headers(headers);
+        if msg.key().is_some() {
+            rec = rec.key(key);
+        }
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        if let Some(ts) = msg.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
+        self.send(rec)
+    }
+
     /// Time-driven work of the route, in the current (or a new) transaction.
     fn tick(&mut self) -> Result<(), StepError> {
         let mark = self.store.mark();
         let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store };
-        let outputs = match self.route.tick(&mut ctx) {
-            Ok(o) => o,
-            Err(e) => {
+        let route = &mut self.route;
+        let outputs = match catch_unwind(AssertUnwindSafe(|| route.tick(&mut ctx))) {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
                 self.store.rollback_to(mark);
                 warn!(route = self.route.name(), error = %format!("{e:#}"), "timer work failed; tried again next tick");
                 return Ok(());
             }
+            Err(_) => {
+                self.store.rollback_to(mark);
+                return Err(StepError::Stop(format!("route {}: timer work panicked", self.route.name())));
+            }
         };
-        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o)).collect();
+        let cause = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None };
+        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o, &cause)).collect();
         let records = match records {
             Ok(r) => r,
             Err(e) => {
@@ -576,40 +897,61 @@ impl<R: Route> Pipeline<R> {
             return Ok(());
         }
         self.begin()?;
-        let cause = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None };
         let n = records.len();
-        self.send_all(records, &cause)?;
-        self.open.as_mut().expect("transaction is open").records += n.max(1);
+        self.send_all(records, (-1, -1))?;
+        self.open_mut().records += n.max(1);
         Ok(())
     }
 
-    fn encode(&self, o: Output) -> Result<(Output, Vec<u8>), CodecError> {
+    /// An output, encoded, with its headers; refused when no topic would take it.
+    fn encode(&self, o: Output, cause: &Cause<'_>) -> Result<Encoded, CodecError> {
         let bytes = match &o.value {
             Payload::Avro(r) => self.codec.encode(&o.topic, r.as_ref())?,
             Payload::Raw(b) => b.clone(),
         };
-        Ok((o, bytes))
+        let headers = ce_headers(&o.event, &self.source, cause);
+        let size = record_size(o.key.len(), bytes.len(), &headers);
+        let limit = self.limits.of(&o.topic);
+        if size > limit {
+            return Err(CodecError::BadData {
+                class: "output-too-large",
+                message: format!("its record for {} would be {size} bytes; the topic takes {limit}", o.topic),
+            });
+        }
+        Ok(Encoded { output: o, bytes, headers })
     }
 
-    fn translate(&mut self, partition: i32, payload: Option<&[u8]>) -> Result<Vec<(Output, Vec<u8>)>, CodecError> {
+    fn translate(
+        &mut self,
+        partition: i32,
+        payload: Option<&[u8]>,
+        cause: &Cause<'_>,
+    ) -> Result<Vec<Encoded>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
         let max = self.cfg.pipeline.max_record_bytes;
         if bytes.len() > max {
             return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
         }
-        let input = self.route.decode(&self.codec, &self.rt, bytes)?;
-        let mut ctx = Ctx { now: Timestamp::now(), partition, state: &mut self.store };
-        let outputs = self.route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))?;
-        outputs.into_iter().map(|o| self.encode(o)).collect()
+        // A panic on some input is a bug, but it must cost that record only, not the process.
+        let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
+        let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
+            let input = route.decode(codec, rt, bytes)?;
+            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store };
+            route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))
+        }))
+        .map_err(|p| bad("panic", panic_text(&p)))??;
+        outputs.into_iter().map(|o| self.encode(o, cause)).collect()
     }
 
     /// Send a record's outputs, then the state changes it made (to the changelog).
-    fn send_all(&mut self, records: Vec<(Output, Vec<u8>)>, cause: &Cause<'_>) -> Result<(), StepError> {
-        for (out, bytes) in records {
-            let headers = ce_headers(&out.event, &self.source, cause);
-            let mut rec = BaseRecord::to(&out.topic).key(out.key.as_bytes()).payload(&bytes).headers(headers);
-            if let Some(p) = out.partition {
+    fn send_all(&mut self, records: Vec<Encoded>, origin: Origin) -> Result<(), StepError> {
+        for Encoded { output, bytes, headers } in records {
+            let mut rec = BaseRecord::with_opaque_to(&output.topic, Box::new(origin))
+                .key(output.key.as_bytes())
+                .payload(&bytes)
+                .headers(headers);
+            if let Some(p) = output.partition {
                 rec = rec.partition(p);
             }
             self.send(rec)?;
@@ -618,8 +960,8 @@ impl<R: Route> Pipeline<R> {
         if let Some(changelog) = self.route.changelog() {
             let changelog = changelog.to_string();
             for (partition, key, value) in &changes {
-                let mut rec: BaseRecord<'_, str, [u8]> =
-                    BaseRecord::to(&changelog).key(key.as_str()).partition(*partition);
+                let mut rec: BaseRecord<'_, str, [u8], Box<Origin>> =
+                    BaseRecord::with_opaque_to(&changelog, Box::new(origin)).key(key.as_str()).partition(*partition);
                 if let Some(v) = value {
                     rec = rec.payload(v.as_slice());
                 }
@@ -631,7 +973,7 @@ impl<R: Route> Pipeline<R> {
 
     fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
         &self,
-        mut rec: BaseRecord<'_, K, P>,
+        mut rec: BaseRecord<'_, K, P, Box<Origin>>,
     ) -> Result<(), StepError> {
         loop {
             match self.producer.send(rec) {
@@ -641,37 +983,58 @@ impl<R: Route> Pipeline<R> {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => return Err(from_kafka(e)),
+                Err((e, _)) => return Err(classify("producing", &e)),
             }
         }
     }
 
+    /// Offsets to the transaction, wait for deliveries, commit — each error by its class: a
+    /// retriable one is retried until `transaction_timeout`, an abortable one aborts (the
+    /// transaction stays `open` until the abort succeeded), a fatal one or a commit whose outcome
+    /// stays unknown replaces the producer and rebuilds state.
     fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), StepError> {
-        let Some(open) = self.open.take() else {
+        let Some(open) = &self.open else {
             return Ok(());
         };
-        let timeout = Duration::from_secs(30);
+        let deadline = Instant::now() + self.cfg.pipeline.transaction_timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
         let t0 = Instant::now();
         if !open.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (partition, next) in &open.offsets {
                 tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
-                    .map_err(from_kafka)?;
+                    .map_err(|e| StepError::Transient(e.to_string()))?;
             }
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
-            self.producer.send_offsets_to_transaction(&tpl, &group, timeout).map_err(from_kafka)?;
+            retry_retriable(left, || self.producer.send_offsets_to_transaction(&tpl, &group, left()))
+                .map_err(|e| classify("send_offsets_to_transaction", &e))?;
         }
         let t1 = Instant::now();
         // Wait for the deliveries here: rust-rdkafka's commit flushes by polling in 100 ms slices,
         // which with the producer's own polling thread costs 100 ms a transaction.
-        self.await_deliveries(timeout);
-        self.producer.commit_transaction(timeout).map_err(from_kafka)?;
+        self.await_deliveries(left());
+        self.check_deliveries()?;
+        match retry_retriable(left, || self.producer.commit_transaction(left())) {
+            Ok(()) => {}
+            Err(KafkaError::Transaction(re)) if re.txn_requires_abort() => {
+                self.check_deliveries()?;
+                return Err(StepError::Transient(format!("commit_transaction: {re}")));
+            }
+            Err(e) => {
+                if let StepError::Stop(m) = classify("commit_transaction", &e) {
+                    return Err(StepError::Stop(m));
+                }
+                // Fatal, or still retriable at the deadline: whether it landed is unknown.
+                return Err(StepError::Fatal(format!("commit_transaction (outcome unknown): {e}")));
+            }
+        }
+        let open = self.open.take().expect("a transaction was open");
         self.store.committed();
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        self.stats.records.fetch_add(open.inputs, Ordering::Relaxed);
-        self.stats.dead_letters.fetch_add(open.dead_letters, Ordering::Relaxed);
+        self.refused.clear();
+        self.replaced = 0;
+        self.stats.committed(open.inputs, open.dead_letters);
         debug!(
             route = self.route.name(),
             records = open.records,
@@ -683,6 +1046,34 @@ impl<R: Route> Pipeline<R> {
         Ok(())
     }
 
+    /// Outputs the broker refused for good make their inputs dead letters on the next read; an
+    /// ACL the producer lacks stops the route.
+    fn check_deliveries(&mut self) -> Result<(), StepError> {
+        let ctx = self.producer.context();
+        if let Some(m) = lock(&ctx.unauthorised).take() {
+            return Err(StepError::Stop(m));
+        }
+        let refused = std::mem::take(&mut *lock(&ctx.refused));
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut timer = None;
+        for (origin, reason) in refused {
+            if origin.0 < 0 {
+                timer = Some(reason);
+            } else {
+                self.refused.insert(origin, reason);
+            }
+        }
+        if let Some(reason) = timer {
+            return Err(StepError::Stop(format!("route {}: timer output refused: {reason}", self.route.name())));
+        }
+        Err(StepError::Transient(format!(
+            "{} output(s) refused by the broker; their inputs go to the dead-letter topic",
+            self.refused.len()
+        )))
+    }
+
     /// Wait (at most `bound`) until every record sent has been acknowledged or failed.
     fn await_deliveries(&self, bound: Duration) {
         let deadline = Instant::now() + bound;
@@ -691,47 +1082,103 @@ impl<R: Route> Pipeline<R> {
         }
     }
 
-    /// Abort and rewind until it succeeds: reading on from the current position after a failed
-    /// rewind would skip the aborted records.
-    fn recover(&mut self, consumer: &BaseConsumer<GroupContext>, shutdown: &AtomicBool, backoff: &mut Backoff) {
-        while let Err(e) = self.abort_and_rewind(consumer) {
-            warn!(route = self.route.name(), error = %e, "rewind failed, retrying");
-            backoff.wait(shutdown);
-            if shutdown.load(Ordering::SeqCst) {
-                // Nothing was committed past the aborted records: the next start reads them again.
-                return;
-            }
-        }
-    }
-
     /// Abort the open transaction (if any), undo its state changes, and seek every assigned
-    /// partition back to its committed offset, so the aborted records are read again.
-    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), KafkaError> {
-        if self.open.take().is_some() {
-            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+    /// partition back to its committed offset, so the aborted records are read again. The
+    /// transaction stays open until its abort succeeded, so a failed abort is tried again.
+    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), StepError> {
+        let timeout = self.cfg.pipeline.transaction_timeout;
+        if self.open.is_some() {
             // Let in-flight records land first: an abort sent while librdkafka is still adding
             // the transaction's partitions has been answered INVALID_TXN_STATE (a fatal error).
-            self.await_deliveries(Duration::from_secs(5));
-            if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
-                // A producer that cannot abort fails again on the next begin, as fatal.
-                debug!(route = self.route.name(), error = %e, "abort_transaction");
+            self.await_deliveries(Duration::from_secs(5).min(timeout));
+            match self.producer.abort_transaction(timeout) {
+                Ok(()) => {}
+                Err(KafkaError::Transaction(re)) if re.is_retriable() => {
+                    return Err(StepError::Transient(format!("abort_transaction: {re}")))
+                }
+                Err(e) => return Err(StepError::Fatal(format!("abort_transaction: {e}"))),
             }
+            self.open = None;
+            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
         self.store.rolled_back();
-        let assigned = consumer.assignment()?;
-        if assigned.count() == 0 {
-            return Ok(());
+        let rewind = || -> KafkaResult<()> {
+            let assigned = consumer.assignment()?;
+            if assigned.count() == 0 {
+                return Ok(());
+            }
+            let committed = consumer.committed_offsets(assigned, timeout)?;
+            let mut tpl = TopicPartitionList::new();
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(n) => Offset::Offset(n),
+                    _ => Offset::Beginning,
+                };
+                tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+            }
+            consumer.seek_partitions(tpl, timeout)?;
+            Ok(())
+        };
+        rewind().map_err(|e| classify("rewinding to the committed offsets", &e))
+    }
+}
+
+/// An encoded output with its headers, checked against the topic's size limit.
+struct Encoded {
+    output: Output,
+    bytes: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+/// Call `op` again while it fails with a retriable error and time is left.
+fn retry_retriable(left: impl Fn() -> Duration, mut op: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    loop {
+        match op() {
+            Err(KafkaError::Transaction(re)) if re.is_retriable() && !left().is_zero() => {
+                debug!(error = %re, "retriable transaction error, calling again");
+                std::thread::sleep(Duration::from_millis(100).min(left()));
+            }
+            other => return other,
         }
-        let committed = consumer.committed_offsets(assigned, Duration::from_secs(30))?;
-        let mut tpl = TopicPartitionList::new();
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(n) => Offset::Offset(n),
-                _ => Offset::Beginning,
-            };
-            tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
-        }
-        consumer.seek_partitions(tpl, Duration::from_secs(30))?;
-        Ok(())
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+    format!("processing panicked: {}", text.unwrap_or_else(|| "(no message)".into()))
+}
+
+/// W3C trace context `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`; anything else is not passed on.
+pub fn valid_traceparent(tp: &[u8]) -> bool {
+    let hex = |b: &[u8]| !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let parts: Vec<&[u8]> = tp.split(|c| *c == b'-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2].iter().zip(&parts).all(|(n, p)| p.len() == *n && hex(p))
+        && parts[0] != b"ff"
+        && parts[1].iter().any(|c| *c != b'0')
+        && parts[2].iter().any(|c| *c != b'0')
+}
+
+/// Headers saying a dead letter's value was cut: its full size and SHA-256.
+fn truncated_headers(headers: OwnedHeaders, value: &[u8]) -> OwnedHeaders {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(value).iter().map(|b| format!("{b:02x}")).collect();
+    headers
+        .insert(Header { key: "__gzac.errors.value.truncated", value: Some("true") })
+        .insert(Header { key: "__gzac.errors.value.size", value: Some(&value.len().to_string()) })
+        .insert(Header { key: "__gzac.errors.value.sha256", value: Some(&hash) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_checked() {
+        assert!(valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"));
+        assert!(!valid_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent(&[0xff, 0x00, b'-', 0x12]));
+        assert!(!valid_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
     }
 }

@@ -6,7 +6,7 @@
 //! state of exactly those partitions is rebuilt from the changelog (read_committed, up to its end)
 //! before any record of theirs is processed.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
@@ -110,11 +110,19 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Rebuild `partitions` from `changelog` (other partitions stay as they are).
-    /// `reader` is a read_committed consumer configuration (`Config::reader_config`).
-    pub(crate) fn restore(&mut self, reader: &ClientConfig, changelog: &str, partitions: &[i32]) -> anyhow::Result<()> {
+    /// `reader` is a read_committed consumer configuration (`Config::reader_config`). An entry
+    /// that no longer parses (written by another version, damaged) is skipped and counted: the
+    /// count is returned, and the key keeps its previous entry.
+    pub(crate) fn restore(
+        &mut self,
+        reader: &ClientConfig,
+        changelog: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<u64> {
         self.forget(partitions);
+        let mut skipped = 0;
         if partitions.is_empty() {
-            return Ok(());
+            return Ok(skipped);
         }
         let consumer: BaseConsumer = reader.create()?;
         let mut ends = ends_of(&consumer, changelog, partitions)?;
@@ -126,7 +134,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
             self.parts.entry(*p).or_default();
         }
         if ends.is_empty() {
-            return Ok(());
+            return Ok(skipped);
         }
         consumer.assign(&tpl)?;
         // Read until every partition's position reaches the end it had when we started; with
@@ -139,11 +147,15 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
                 let part = self.parts.entry(m.partition()).or_default();
                 match m.payload() {
-                    Some(v) => {
-                        let value: S = serde_json::from_slice(v)
-                            .map_err(|e| anyhow::anyhow!("{changelog}/{}@{}: {e}", m.partition(), m.offset()))?;
-                        part.insert(key, value);
-                    }
+                    Some(v) => match serde_json::from_slice::<S>(v) {
+                        Ok(value) => {
+                            part.insert(key, value);
+                        }
+                        Err(e) => {
+                            tracing::error!(changelog, partition = m.partition(), offset = m.offset(), error = %e, "changelog entry does not parse; skipped");
+                            skipped += 1;
+                        }
+                    },
                     None => {
                         part.remove(&key);
                     }
@@ -151,13 +163,17 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
             }
             drop_reached(&consumer, &mut ends)?;
         }
-        Ok(())
+        Ok(skipped)
     }
 }
 
 /// Where each of `partitions` of `topic` ends now (its high watermark), for those that hold any
 /// record: a reader is caught up once its position reaches these ends.
-pub(crate) fn ends_of<C: Consumer>(consumer: &C, topic: &str, partitions: &[i32]) -> KafkaResult<HashMap<i32, i64>> {
+pub(crate) fn ends_of<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<HashMap<i32, i64>> {
     let mut ends = HashMap::new();
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
@@ -170,7 +186,10 @@ pub(crate) fn ends_of<C: Consumer>(consumer: &C, topic: &str, partitions: &[i32]
 
 /// Remove from `ends` the partitions whose position has reached its end. With read_committed a
 /// position waits at a transaction still open, so this also waits for it to finish.
-pub(crate) fn drop_reached<C: Consumer>(consumer: &C, ends: &mut HashMap<i32, i64>) -> KafkaResult<()> {
+pub(crate) fn drop_reached<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    ends: &mut HashMap<i32, i64>,
+) -> KafkaResult<()> {
     for pos in consumer.position()?.elements() {
         if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
             if n >= *end {

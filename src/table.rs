@@ -3,9 +3,10 @@
 //! wrote the topic and however the group spreads the other inputs. A route does not start before
 //! its tables have been read up to the end they had at start-up (readiness).
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError, STACK_BYTES};
 use crate::config::Config;
-use crate::pipeline::with_retries;
+use crate::health::Stats;
+use crate::pipeline::{with_retries, GroupContext, STATISTICS_INTERVAL_MS};
 use crate::state::{drop_reached, ends_of};
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 struct Rows<T> {
     /// Record key → (lookup key, value).
@@ -28,9 +29,8 @@ struct Rows<T> {
 pub struct GlobalTable<T> {
     topic: String,
     rows: Arc<RwLock<Rows<T>>>,
-    ready: Arc<AtomicBool>,
+    stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    failed: Arc<RwLock<Option<String>>>,
 }
 
 impl<T> Drop for GlobalTable<T> {
@@ -41,6 +41,8 @@ impl<T> Drop for GlobalTable<T> {
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
     /// Start following `topic`. `lookup` gives the key a route looks rows up by (e.g. the party).
+    /// The table reader follows its topic through broker outages (librdkafka reconnects; errors
+    /// only show in `stats`); only what retrying cannot fix ends it, and then `stats` says so.
     pub fn start(
         cfg: &Config,
         topic: String,
@@ -49,26 +51,35 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
         rt: Handle,
     ) -> anyhow::Result<Self> {
         let rows = Arc::new(RwLock::new(Rows { by_key: HashMap::new(), by_lookup: HashMap::new() }));
-        let ready = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(RwLock::new(None));
-        let consumer: BaseConsumer = cfg.reader_config(&format!("{}-table", cfg.group_id)).create()?;
+        let consumer: BaseConsumer<GroupContext> = cfg
+            .reader_config(&format!("{}-table", cfg.group_id))
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+            .create_with_context(GroupContext::new("table", &topic, stats.clone()))?;
         let codec = Codec::new(cfg.sr_settings()?);
-        let (r, rd, st, f, t) = (rows.clone(), ready.clone(), stop.clone(), failed.clone(), topic.clone());
-        std::thread::Builder::new().name(format!("table-{topic}")).spawn(move || {
-            if let Err(e) = follow(&consumer, &codec, &t, &reader, lookup, &rt, &r, &rd, &st) {
-                warn!(topic = %t, error = %e, "global table stopped");
-                *f.write().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+        let (r, s, st, t) = (rows.clone(), stats.clone(), stop.clone(), topic.clone());
+        std::thread::Builder::new().name(format!("table-{topic}")).stack_size(STACK_BYTES).spawn(move || {
+            let result = follow(&consumer, &codec, &t, &reader, lookup, &rt, &r, &s, &st);
+            if let Err(e) = result {
+                error!(topic = %t, error = %format!("{e:#}"), "global table stopped");
+                s.problem(&format!("{e:#}"));
             }
+            s.stopped.store(true, Ordering::SeqCst);
         })?;
-        Ok(GlobalTable { topic, rows, ready, stop, failed })
+        Ok(GlobalTable { topic, rows, stats, stop })
+    }
+
+    /// What the table reports (readiness, lag, errors), for health and metrics.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Block until the table has read its topic up to the end it had at start-up.
     pub fn wait_ready(&self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        while !self.ready.load(Ordering::SeqCst) {
-            if let Some(e) = self.failed.read().unwrap_or_else(|p| p.into_inner()).clone() {
-                anyhow::bail!("reading {}: {e}", self.topic);
+        while !self.stats.ready.load(Ordering::SeqCst) {
+            if self.stats.stopped.load(Ordering::SeqCst) {
+                anyhow::bail!("reading {}: {}", self.topic, self.stats.unhealthy(Duration::ZERO).unwrap_or_default());
             }
             if shutdown.load(Ordering::SeqCst) {
                 anyhow::bail!("shutdown before {} was read", self.topic);
@@ -85,16 +96,23 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
     }
 }
 
+/// What one table record does: set a row, delete it (tombstone), or nothing (a bad row).
+enum Change<T> {
+    Set(T),
+    Delete,
+    Keep,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn follow<T: DeserializeOwned>(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<GroupContext>,
     codec: &Codec,
     topic: &str,
     reader: &Schema,
     lookup: fn(&T) -> String,
     rt: &Handle,
     rows: &RwLock<Rows<T>>,
-    ready: &AtomicBool,
+    stats: &Stats,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     // Where the topic ends now: the table is ready once it has read that far.
@@ -111,43 +129,68 @@ fn follow<T: DeserializeOwned>(
     consumer.assign(&tpl)?;
     let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m?;
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
-            if let Some((old_lookup, _)) = rows.by_key.remove(&key) {
-                rows.by_lookup.remove(&old_lookup);
+        if let Some(reason) = consumer.context().take_fatal() {
+            anyhow::bail!("{reason}");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                if stats.broker_up.load(Ordering::Relaxed) {
+                    stats.recovered();
+                }
             }
-            if let Some(bytes) = m.payload() {
-                // A transient registry failure is retried; a bad row is skipped with a warning
-                // (every instance reads the table, so dead-lettering would repeat per instance).
-                let value = loop {
-                    match rt.block_on(codec.decode::<T>(bytes, reader)) {
-                        Ok(v) => break Some(v),
-                        Err(crate::codec::CodecError::Transient(e)) => {
-                            warn!(topic, error = %e, "registry unavailable while reading a table, retrying");
-                            std::thread::sleep(Duration::from_millis(500));
-                            if stop.load(Ordering::SeqCst) {
-                                return Ok(());
+            // The broker is away or a partition is moving: librdkafka goes on fetching by itself.
+            Some(Err(e)) => {
+                stats.retrying(&format!("reading {topic}: {e}"));
+                warn!(topic, error = %e, "table reader error; following on");
+            }
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                // Decoded before the lock is taken: a slow registry must not block lookups.
+                let change = match m.payload() {
+                    None => Change::Delete,
+                    Some(bytes) => loop {
+                        match rt.block_on(codec.decode::<T>(bytes, reader)) {
+                            Ok(v) => break Change::Set(v),
+                            Err(CodecError::Transient(e)) => {
+                                stats.retrying(&format!("registry unavailable: {e}"));
+                                warn!(topic, error = %e, "registry unavailable while reading a table, retrying");
+                                std::thread::sleep(Duration::from_millis(500));
+                                if stop.load(Ordering::SeqCst) {
+                                    return Ok(());
+                                }
+                            }
+                            Err(CodecError::Stop(e)) => anyhow::bail!("{e}"),
+                            // Every instance reads the table, so dead-lettering would repeat per
+                            // instance: a bad row is counted and the previous row stays.
+                            Err(e) => {
+                                warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "bad table row ignored; the previous row stays");
+                                stats.bad_state_rows.fetch_add(1, Ordering::Relaxed);
+                                break Change::Keep;
                             }
                         }
-                        Err(e) => {
-                            warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "bad table row ignored");
-                            break None;
-                        }
-                    }
+                    },
                 };
-                if let Some(v) = value {
+                let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
+                if !matches!(change, Change::Keep) {
+                    if let Some((old_lookup, _)) = rows.by_key.remove(&key) {
+                        rows.by_lookup.remove(&old_lookup);
+                    }
+                }
+                if let Change::Set(v) = change {
                     let l = lookup(&v);
                     rows.by_lookup.insert(l.clone(), key.clone());
                     rows.by_key.insert(key, (l, v));
                 }
+                drop(rows);
+                stats.records.fetch_add(1, Ordering::Relaxed);
+                stats.progressed();
+                stats.recovered();
             }
         }
-        if !ready.load(Ordering::SeqCst) {
-            drop_reached(consumer, &mut ends)?;
-            if ends.is_empty() {
-                ready.store(true, Ordering::SeqCst);
+        if !stats.ready.load(Ordering::SeqCst) {
+            // A failed position query during an outage is tried again on the next round.
+            if drop_reached(consumer, &mut ends).is_ok() && ends.is_empty() {
+                stats.ready.store(true, Ordering::SeqCst);
                 let n = rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len();
                 info!(topic, rows = n, ms = started.elapsed().as_millis() as u64, "global table ready");
             }

@@ -159,12 +159,17 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
     }
     client::send(&w.producer, &w.topic(verzoek::INPUT), "junk", b"junk", None).await.unwrap();
     w.read_verzoek_outputs(7, Duration::from_secs(60), Duration::ZERO).await;
-    let want =
-        ["gzac_bridge_records_total{route=\"verzoek\"} 4", "gzac_bridge_dead_letters_total{route=\"verzoek\"} 1"];
+    let want = [
+        "gzac_bridge_records_total{component=\"verzoek\"} 4",
+        "gzac_bridge_dead_letters_total{component=\"verzoek\"} 1",
+    ];
     loop {
         let (status, body) = get("/metrics").await;
         if status == 200 && want.iter().all(|w| body.contains(w)) {
-            assert!(body.contains("gzac_bridge_ready{route=\"taak\"} 1"), "{body}");
+            assert!(body.contains("gzac_bridge_ready{component=\"taak\"} 1"), "{body}");
+            assert!(body.contains("gzac_bridge_healthy{component=\"verzoek\"} 1"), "{body}");
+            let zaken = format!("gzac_bridge_ready{{component=\"table:{}\"}} 1", w.topic("gzac.zaken.v1"));
+            assert!(body.contains(&zaken), "the tables report too: {body}");
             break;
         }
         assert!(Instant::now() < deadline, "metrics never showed {want:?}: {body}");

@@ -25,10 +25,25 @@ impl Timestamp {
         Timestamp(d.as_millis() as i64)
     }
 
-    /// RFC 3339 in UTC, as CloudEvents `time` wants it.
+    /// 9999-12-31T23:59:59.999Z: the last moment RFC 3339 can write.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+
+    /// RFC 3339 in UTC, as CloudEvents `time` wants it. Total: a moment outside 1970..=9999 is
+    /// written as the nearest end of that range (inputs are checked with `checked` first).
     pub fn rfc3339(self) -> String {
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(self.0.max(0) as u64);
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(self.0.clamp(0, Self::MAX.0) as u64);
         humantime::format_rfc3339_millis(t).to_string()
+    }
+
+    /// This moment, when it lies in 1970..=9999 (what the bridge can write and schedule);
+    /// otherwise an error naming `field`.
+    pub fn checked(self, field: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (0..=Self::MAX.0).contains(&self.0),
+            "{field} is {} ms since 1970, outside 1970-01-01..9999-12-31",
+            self.0
+        );
+        Ok(self)
     }
 }
 

@@ -60,6 +60,10 @@ impl BerichtRoute {
     pub fn translate(b: &gzac::Bericht) -> anyhow::Result<portaal::Bericht> {
         anyhow::ensure!(b.onderwerp.chars().count() <= 50, "onderwerp is longer than 50 characters");
         anyhow::ensure!(b.bericht_tekst.chars().count() <= 4000, "berichtTekst is longer than 4000 characters");
+        b.publicatiedatum.checked("publicatiedatum")?;
+        if let Some(d) = b.einddatum_handelingstermijn {
+            d.checked("einddatumHandelingstermijn")?;
+        }
         Ok(portaal::Bericht {
             id: derived_id(&["bericht", &b.uuid]),
             identificatie: portaal_partij(b.ontvanger.soort, &b.ontvanger.waarde)?,

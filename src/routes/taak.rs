@@ -90,6 +90,9 @@ pub fn translate(t: &gzac::Taak) -> anyhow::Result<portaal::Taak> {
         registratie: "zaak".into(),
         uuid: url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string(),
     });
+    if let Some(d) = t.verloopdatum {
+        d.checked("verloopdatum")?;
+    }
     Ok(portaal::Taak {
         id: t.uuid.clone(),
         titel: t.title.clone(),
@@ -247,15 +250,21 @@ impl Route for TaakRoute {
         self.voorkeuren.wait_ready(shutdown)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
-        let name = rt.block_on(codec.writer_name(bytes))?;
-        match name.as_str() {
-            "nl.gzac.zaak.Taak" => Ok(TaakInput::Taak(decode_avro(codec, rt, bytes, &self.taak_reader)?)),
-            "nl.gzac.portaal.TaakAntwoord" => {
-                Ok(TaakInput::Antwoord(decode_avro(codec, rt, bytes, &self.antwoord_reader)?))
+        // The repartition topic carries both kinds: whichever reader schema the writer's resolves
+        // to (Avro schema resolution, not the writer's full name) decides.
+        match decode_avro(codec, rt, bytes, &self.taak_reader) {
+            Ok(t) => Ok(TaakInput::Taak(t)),
+            Err(CodecError::BadData { message: as_taak, .. }) => {
+                match decode_avro(codec, rt, bytes, &self.antwoord_reader) {
+                    Ok(a) => Ok(TaakInput::Antwoord(a)),
+                    Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
+                        class,
+                        message: format!("neither a taak ({as_taak}) nor an antwoord ({message})"),
+                    }),
+                    Err(e) => Err(e),
+                }
             }
-            other => {
-                Err(CodecError::BadData { class: "schema-mismatch", message: format!("unexpected record {other}") })
-            }
+            Err(e) => Err(e),
         }
     }
 

@@ -6,14 +6,17 @@ use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
 use crate::model::common::{Soort, Terugmelding};
-use crate::model::{gzac, portaal};
+use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use apache_avro::{AvroSchema, Schema};
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 pub const INPUT: &str = "portaal.verzoeken.v1";
 pub const OUTPUT: &str = "gzac.verzoeken.v1";
 pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+/// Which content each submission id was forwarded with, so one id never becomes two verzoeken.
+pub const CHANGELOG: &str = "gzac-portal-bridge.verzoeken-state.v1";
 
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.verzoeken.verzoek-doorgestuurd";
 pub const TYPE_AFGEWEZEN: &str = "nl.overheid.verzoeken.verzoek-afgewezen";
@@ -24,7 +27,22 @@ pub struct VerzoekRoute {
     input: String,
     output: String,
     terugmeldingen: String,
+    changelog: String,
     reader: Schema,
+    retention: std::time::Duration,
+}
+
+/// A forwarded submission: the SHA-256 of what was forwarded, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Doorgestuurd {
+    pub sha256: String,
+    pub op: Timestamp,
+}
+
+fn digest(g: &gzac::Verzoek) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(g)?;
+    Ok(sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
@@ -51,7 +69,9 @@ impl VerzoekRoute {
             input: cfg.topic(INPUT),
             output: cfg.topic(OUTPUT),
             terugmeldingen: cfg.topic(TERUGMELDINGEN),
+            changelog: cfg.topic(CHANGELOG),
             reader: portaal::Verzoek::get_schema(),
+            retention: cfg.pipeline.state_retention,
         }
     }
 
@@ -115,7 +135,7 @@ impl VerzoekRoute {
 
 impl Route for VerzoekRoute {
     type Input = portaal::Verzoek;
-    type State = ();
+    type State = Doorgestuurd;
 
     fn name(&self) -> &'static str {
         "verzoek"
@@ -129,13 +149,34 @@ impl Route for VerzoekRoute {
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
         ]
     }
+    fn changelog(&self) -> Option<&str> {
+        Some(&self.changelog)
+    }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: portaal::Verzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::Verzoek, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
         let id = &v.submission_id;
-        match self.translate(&v) {
+        // Without an id there is nothing to answer to, nor an id to derive the GZAC uuid from.
+        anyhow::ensure!(!id.trim().is_empty(), "submission_id is empty");
+        let translated = self.translate(&v).and_then(|g| {
+            let sha256 = digest(&g).map_err(|e| afwijzing("ONVERWERKBAAR", e.to_string()))?;
+            match ctx.get(id) {
+                // The same submission again (a replay, a retry by the portal): forwarded again,
+                // harmless, since its uuid and every id derived from it are the same.
+                Some(d) if d.sha256 != sha256 => Err(afwijzing(
+                    "SUBMISSION_ID_AL_GEBRUIKT",
+                    "Onder dit kenmerk is al een ander verzoek ingediend; dien het opnieuw in met een nieuw kenmerk.",
+                )),
+                Some(_) => Ok(g),
+                None => {
+                    ctx.put(id, Some(Doorgestuurd { sha256, op: ctx.now }));
+                    Ok(g)
+                }
+            }
+        });
+        match translated {
             Ok(g) => {
                 tracing::debug!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
                 let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
@@ -151,12 +192,20 @@ impl Route for VerzoekRoute {
             }
         }
     }
+
+    /// Forget submissions forwarded longer than `state_retention` ago.
+    fn tick(&mut self, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
+        let forget_before = Timestamp(ctx.now.0 - self.retention.as_millis() as i64);
+        for (partition, key, _) in ctx.state.select(|d| d.op < forget_before) {
+            ctx.state.put(partition, &key, None);
+        }
+        Ok(vec![])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Timestamp;
 
     fn route() -> VerzoekRoute {
         VerzoekRoute::new(&Config::defaults())
