@@ -472,7 +472,7 @@ pub fn run<R: Route>(
 ) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     // No length prefix in a record can ask for more than the record holds (first call wins).
-    apache_avro::max_allocation_bytes(p.max_record_bytes.max(1 << 20) * 2);
+    apache_avro::util::max_allocation_bytes(p.max_record_bytes.max(1 << 20) * 2);
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
     for (topic, schema) in route.outputs() {

@@ -124,3 +124,104 @@ async fn a_fatal_producer_error_replaces_the_producer_and_the_route_goes_on() {
     shutdown.store(true, Ordering::SeqCst);
     route.join().unwrap().unwrap();
 }
+
+type Started = (Arc<pipeline::Stats>, Arc<AtomicBool>, std::thread::JoinHandle<anyhow::Result<()>>);
+
+/// Ten verzoeken on the mock; then `inject` (errors meant for the bridge, not the portal's
+/// producer), then the verzoek route running on them: its stats, shutdown flag and thread.
+async fn route_on_ten(cfg: &Config, id: u32, prefix: &str, inject: impl FnOnce()) -> Started {
+    let p = client::producer(cfg).unwrap();
+    for i in 0..10 {
+        let key = format!("{prefix}-{i}");
+        client::send(&p, verzoek::INPUT, &key, &client::frame(id, &samples::verzoek(&key)).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    inject();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(pipeline::Stats::default());
+    let (c, s, st, rt) = (cfg.clone(), shutdown.clone(), stats.clone(), tokio::runtime::Handle::current());
+    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st));
+    (stats, shutdown, route)
+}
+
+/// Wait until `n` input records have committed; the route must stay up meanwhile.
+async fn committed(stats: &pipeline::Stats, route: &std::thread::JoinHandle<anyhow::Result<()>>, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.records.load(Ordering::SeqCst) < n {
+        assert!(!route.is_finished(), "the route stopped");
+        assert!(std::time::Instant::now() < deadline, "only {} of {n} committed", stats.records.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_commit_errors_are_retried_until_the_commit_lands() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (mock, _server, cfg, id) = mock_world().await;
+    let busy = RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
+    let (stats, shutdown, route) = route_on_ten(&cfg, id, "r", || {
+        mock.request_errors(RDKafkaApiKey::EndTxn, &[busy, busy, busy]);
+        mock.request_errors(RDKafkaApiKey::AddOffsetsToTxn, &[busy, busy]);
+    })
+    .await;
+    committed(&stats, &route, 10).await;
+    assert_eq!(stats.dead_letters.load(Ordering::SeqCst), 0, "a busy coordinator is not bad data");
+    shutdown.store(true, Ordering::SeqCst);
+    route.join().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_replaced_and_nothing_is_lost() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (mock, _server, cfg, id) = mock_world().await;
+    let (stats, shutdown, route) = route_on_ten(&cfg, id, "f", || {
+        mock.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED])
+    })
+    .await;
+    committed(&stats, &route, 10).await;
+    assert!(stats.aborts.load(Ordering::SeqCst) >= 1, "the fenced transaction was counted as aborted");
+    assert_eq!(stats.dead_letters.load(Ordering::SeqCst), 0);
+    shutdown.store(true, Ordering::SeqCst);
+    route.join().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_for_good_dead_letters_its_input_instead_of_looping() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (mock, _server, cfg, id) = mock_world().await;
+    // The broker refuses the first produce request as too large, as a topic with a lower
+    // max.message.bytes than the bridge read would.
+    let (stats, shutdown, route) = route_on_ten(&cfg, id, "s", || {
+        mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE])
+    })
+    .await;
+    committed(&stats, &route, 10).await;
+    let dead = stats.dead_letters.load(Ordering::SeqCst);
+    assert!((1..10).contains(&dead), "the refused input(s) went to the dead-letter topic, the rest on: {dead}");
+    shutdown.store(true, Ordering::SeqCst);
+    route.join().unwrap().unwrap();
+    let dlq = vec!["portaal.verzoeken.v1.dlq".to_string()];
+    let c = cfg.clone();
+    let recs = tokio::task::spawn_blocking(move || client::read_n(&c, &dlq, 1, Duration::from_secs(30), Duration::ZERO))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recs[0].header("__connect.errors.exception.class.name"), Some("output-refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_transactional_id_acl_stops_the_route_with_a_message_that_names_it() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (mock, _server, cfg, id) = mock_world().await;
+    let denied = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 50];
+    let (_stats, _shutdown, route) =
+        route_on_ten(&cfg, id, "a", || mock.request_errors(RDKafkaApiKey::InitProducerId, &denied)).await;
+    let started = std::time::Instant::now();
+    while !route.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(30), "an unauthorised producer is retried forever");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = format!("{:#}", route.join().unwrap().unwrap_err());
+    assert!(err.contains("transactional-id"), "{err}");
+}
