@@ -90,7 +90,8 @@ pub fn read_until(
             anyhow::bail!("timed out after {timeout:?} reading {topics:?}: {} record(s) read", out.len());
         }
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m?;
+            // A broker away for a while: librdkafka reconnects and the reader goes on.
+            let Ok(m) = m else { continue };
             out.push(Received {
                 topic: m.topic().to_string(),
                 partition: m.partition(),

@@ -532,6 +532,9 @@ pub fn run<R: Route>(
         Ok(None) => return Ok(()),
         Err(e) => anyhow::bail!("{e}"),
     };
+    if shutdown.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     consumer.subscribe(&[route.input_topic()])?;
     info!(
         route = route.name(),
@@ -561,7 +564,19 @@ pub fn run<R: Route>(
     if let Err(e) = &result {
         stats.problem(&format!("{e:#}"));
     }
-    info!(route = pipe.route.name(), "route stopped");
+    let name = pipe.route.name();
+    info!(route = name, "route stopped");
+    // Closing the consumer waits for a group join still in flight (a stop during start-up),
+    // which can take longer than the shutdown bound: the close gets half of it, then the route
+    // reports stopped anyway (its transaction is already committed or aborted).
+    let closing = std::thread::spawn(move || drop((consumer, pipe)));
+    let deadline = Instant::now() + cfg.pipeline.shutdown_timeout / 2;
+    while !closing.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !closing.is_finished() {
+        warn!(route = name, "closing the Kafka clients takes long; not waiting for it");
+    }
     result
 }
 

@@ -132,3 +132,41 @@ async fn sigkill_twice_mid_stream_neither_duplicates_nor_loses() {
         .sum();
     assert_eq!(committed, N as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_restarted_under_its_id_is_back_within_ten_seconds() {
+    let mut w = World::new("restart").await;
+    // Kafka's default session timeout: without static membership the restarted instance would
+    // wait that long for its dead predecessor's partitions.
+    w.cfg.kafka_consumer.insert("session.timeout.ms".into(), "45000".into());
+    let send = |from: usize| {
+        let w = &w;
+        async move {
+            for i in from..from + 10 {
+                let key = format!("rs-{i}");
+                w.send(verzoek::INPUT, &key, &samples::verzoek(&key)).await;
+            }
+        }
+    };
+    let mut bridge = spawn_bridge(&w, "i0", &[]);
+    send(0).await;
+    w.read_verzoek_outputs(20, Duration::from_secs(60), Duration::ZERO).await;
+    kill9(&mut bridge);
+
+    send(10).await;
+    let restarted = Instant::now();
+    let mut bridge = spawn_bridge(&w, "i0", &[]);
+    let want: Vec<String> = (10..20).map(|i| derived_id(&["verzoek", &format!("rs-{i}")])).collect();
+    let (cfg, topics) = (w.cfg.clone(), vec![w.topic(verzoek::OUTPUT)]);
+    tokio::task::spawn_blocking(move || {
+        client::read_until(&cfg, &topics, Duration::from_secs(60), |recs| {
+            want.iter().all(|k| recs.iter().any(|r| r.key_str() == k))
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let took = restarted.elapsed();
+    assert!(common::sigterm(&mut bridge).success());
+    assert!(took < Duration::from_secs(10), "output resumed {took:?} after the restart");
+}

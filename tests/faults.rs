@@ -203,10 +203,11 @@ async fn an_output_the_broker_refuses_for_good_dead_letters_its_input_instead_of
     route.join().unwrap().unwrap();
     let dlq = vec!["portaal.verzoeken.v1.dlq".to_string()];
     let c = cfg.clone();
-    let recs = tokio::task::spawn_blocking(move || client::read_n(&c, &dlq, 1, Duration::from_secs(30), Duration::ZERO))
-        .await
-        .unwrap()
-        .unwrap();
+    let recs =
+        tokio::task::spawn_blocking(move || client::read_n(&c, &dlq, 1, Duration::from_secs(30), Duration::ZERO))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(recs[0].header("__connect.errors.exception.class.name"), Some("output-refused"));
 }
 

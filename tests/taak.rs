@@ -51,7 +51,8 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         },
     )
     .await;
-    let t = taak("t-1", BSN, Some(Timestamp(1_796_083_200_000)));
+    // A deadline a month ahead: a fixed date would expire the taak once that day has passed.
+    let t = taak("t-1", BSN, Some(Timestamp(Timestamp::now().0 + 30 * 86_400_000)));
     w.send(GZAC_TAKEN, "t-1", &t).await;
     let running = bridge::start(&w.cfg).unwrap();
     let recs = w.read(&[PORTAAL_TAKEN, NOTIFICATIES], 2, Duration::from_secs(2)).await;

@@ -30,9 +30,14 @@ pub struct World {
 
 impl World {
     pub async fn new(name: &str) -> World {
+        Self::on(name, bootstrap()).await
+    }
+
+    /// A world on another broker (the fault tests' own).
+    pub async fn on(name: &str, bootstrap: String) -> World {
         let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let mut cfg = Config::defaults();
-        cfg.bootstrap_servers = bootstrap();
+        cfg.bootstrap_servers = bootstrap;
         cfg.topic_prefix = format!("t-{name}-{run}.");
         cfg.group_id = format!("g-{name}-{run}");
         cfg.instance_id = "i0".into();
@@ -139,12 +144,22 @@ impl World {
 
 /// Start a bridge process for `w`; its log goes to a file named after the test.
 pub fn spawn_bridge(w: &World, instance: &str, extra_args: &[&str]) -> std::process::Child {
-    let log = std::env::temp_dir().join(format!("{}-{instance}.log", w.cfg.group_id));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    spawn_bridge_with(w, instance, extra_args, &[])
+}
+
+/// The log file of a bridge process of `w`.
+pub fn bridge_log(w: &World, instance: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}-{instance}.log", w.cfg.group_id))
+}
+
+/// `spawn_bridge` with extra environment (e.g. `GZAC_BRIDGE_HEALTH`).
+pub fn spawn_bridge_with(w: &World, instance: &str, extra_args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(bridge_log(w, instance)).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
         .args(extra_args)
         .arg("run")
         .envs(w.env())
+        .envs(env.iter().copied())
         .env("GZAC_BRIDGE_INSTANCE_ID", instance)
         .env("RUST_LOG", "info,rdkafka=warn,librdkafka=error")
         .stdout(std::process::Stdio::null())
