@@ -106,7 +106,9 @@ pub struct PipelineConfig {
     pub batch_max_records: usize,
     #[serde(with = "humantime_serde")]
     pub batch_max_interval: Duration,
-    pub max_record_bytes: usize,
+    /// Larger inputs are dead letters (`oversize`); default: the input topic's `max.message.bytes`.
+    #[serde(default)]
+    pub max_record_bytes: Option<usize>,
     #[serde(with = "humantime_serde")]
     pub retry_backoff_initial: Duration,
     #[serde(with = "humantime_serde")]

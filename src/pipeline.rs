@@ -212,8 +212,20 @@ impl ClientContext for GroupContext {
         self.stats.set_lag(lag);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code().and_then(unfixable) {
+        let code = error.rdkafka_error_code();
+        match code.and_then(unfixable) {
             Some(hint) => *lock(&self.fatal) = Some(format!("{}: {reason} — {hint}", self.name)),
+            // A consumer's fatal error (librdkafka wraps the cause, e.g. a static member fenced
+            // by another process with its group.instance.id): no retry brings it back.
+            None if code == Some(RDKafkaErrorCode::Fatal) => {
+                let hint = if reason.contains("group.instance.id") {
+                    unfixable(RDKafkaErrorCode::FencedInstanceId)
+                } else {
+                    None
+                };
+                *lock(&self.fatal) =
+                    Some(format!("{}: {reason}{}", self.name, hint.map(|h| format!(" — {h}")).unwrap_or_default()));
+            }
             None => warn!(component = self.name, error = %error, reason, "kafka client error"),
         }
     }
@@ -382,6 +394,7 @@ struct Pipeline<R: Route> {
 fn new_producer(
     cfg: &Config,
     transactional_id: &str,
+    message_max_bytes: usize,
     shutdown: &AtomicBool,
     backoff: &mut Backoff,
 ) -> Result<Option<TxProducer>, StepError> {
@@ -397,6 +410,7 @@ fn new_producer(
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", timeout.as_millis().to_string())
         .set("linger.ms", "5")
+        .set("message.max.bytes", message_max_bytes.to_string())
         .create_with_context(Deliveries::default())
         .map_err(|e| StepError::Stop(format!("cannot create the producer: {e}")))?;
     loop {
@@ -417,28 +431,49 @@ fn new_producer(
     }
 }
 
-/// The largest record (key, value and headers) each topic takes: the producer's
-/// `message.max.bytes` and the topic's `max.message.bytes`, whichever is smaller.
+/// Size limits: the largest input the route takes, and the largest record (key, value and
+/// headers) each written topic takes — the producer's `message.max.bytes` and the topic's
+/// `max.message.bytes`, whichever is smaller.
 struct Limits {
+    input: usize,
     producer: usize,
     topics: HashMap<String, usize>,
 }
 
 /// Room for the record batch and record framing around key, value and headers.
 const RECORD_OVERHEAD: usize = 512;
+/// librdkafka's and Kafka's defaults.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+const DEFAULT_TOPIC_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
 impl Limits {
     fn of(&self, topic: &str) -> usize {
         self.topics.get(topic).copied().unwrap_or(self.producer).min(self.producer).saturating_sub(RECORD_OVERHEAD)
     }
 
-    fn read(cfg: &Config, topics: &[String], rt: &Handle) -> Limits {
-        let producer = cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-        let topics = rt.block_on(topic_limits(cfg, topics)).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the topics' max.message.bytes; using the producer's limit");
+    /// Read the topics' `max.message.bytes`. An operator who raised it on the topics raises what
+    /// the bridge writes too, unless `message.max.bytes` is set for the producer.
+    fn read(cfg: &Config, input: &str, written: &[String], rt: &Handle) -> Limits {
+        let mut all = written.to_vec();
+        all.push(input.to_string());
+        let topics = rt.block_on(topic_limits(cfg, &all)).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the topics' max.message.bytes; using the defaults");
             HashMap::new()
         });
-        Limits { producer, topics }
+        let producer = match cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok()) {
+            Some(set) => set,
+            None => written
+                .iter()
+                .filter_map(|t| topics.get(t))
+                .map(|n| n + RECORD_OVERHEAD)
+                .fold(DEFAULT_MESSAGE_MAX_BYTES, usize::max)
+                .min(1_000_000_000),
+        };
+        let input = cfg
+            .pipeline
+            .max_record_bytes
+            .unwrap_or_else(|| topics.get(input).copied().unwrap_or(DEFAULT_TOPIC_MAX_MESSAGE_BYTES));
+        Limits { input, producer, topics }
     }
 }
 
@@ -471,8 +506,8 @@ pub fn run<R: Route>(
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
-    // No length prefix in a record can ask for more than the record holds (first call wins).
-    apache_avro::util::max_allocation_bytes(p.max_record_bytes.max(1 << 20) * 2);
+    // No length prefix may make the decoder allocate more than a fetch can hold (process-wide; first call wins).
+    apache_avro::util::max_allocation_bytes(64 << 20);
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
     for (topic, schema) in route.outputs() {
@@ -525,9 +560,9 @@ pub fn run<R: Route>(
     let dlq = dlq_topic(route.input_topic());
     let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
     written.push(dlq.clone());
-    let limits = Limits::read(cfg, &written, &rt);
+    let limits = Limits::read(cfg, route.input_topic(), &written, &rt);
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
-    let producer = match new_producer(cfg, &transactional_id, &shutdown, &mut backoff) {
+    let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff) {
         Ok(Some(p)) => p,
         Ok(None) => return Ok(()),
         Err(e) => anyhow::bail!("{e}"),
@@ -717,7 +752,7 @@ impl<R: Route> Pipeline<R> {
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
         self.store.rolled_back();
-        match new_producer(&self.cfg, &self.transactional_id, shutdown, backoff)? {
+        match new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff)? {
             Some(p) => self.producer = p,
             None => return Ok(()),
         }
@@ -743,17 +778,17 @@ impl<R: Route> Pipeline<R> {
     ) -> Result<bool, StepError> {
         let revoked: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().revoked));
         let assigned: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().assigned));
-        let mut kept_going = true;
+        let mut outcome = Ok(true);
         if !revoked.is_empty() {
             if self.open.is_some() {
                 info!(route = self.route.name(), "rebalance: aborting the open transaction");
-                self.abort_and_rewind(consumer)?;
-                kept_going = false;
+                // A failed abort is handled by the caller; the partitions change hands regardless.
+                outcome = self.abort_and_rewind(consumer).map(|()| false);
             }
             self.store.forget(&revoked);
         }
         self.restore(&assigned, shutdown, backoff);
-        Ok(kept_going)
+        outcome
     }
 
     /// Rebuild the state of `partitions` from the changelog, retrying until it succeeds.
@@ -944,7 +979,7 @@ impl<R: Route> Pipeline<R> {
     ) -> Result<Vec<Encoded>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
-        let max = self.cfg.pipeline.max_record_bytes;
+        let max = self.limits.input;
         if bytes.len() > max {
             return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
         }

@@ -170,3 +170,29 @@ async fn a_crashed_instance_restarted_under_its_id_is_back_within_ten_seconds() 
     assert!(common::sigterm(&mut bridge).success());
     assert!(took < Duration::from_secs(10), "output resumed {took:?} after the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_with_the_same_id_is_refused_loudly() {
+    let w = World::new("twins").await;
+    let mut first = spawn_bridge(&w, "twin", &[]);
+    w.send(verzoek::INPUT, "tw-1", &samples::verzoek("tw-1")).await;
+    w.read_verzoek_outputs(2, Duration::from_secs(60), Duration::ZERO).await;
+    let mut second = spawn_bridge(&w, "twin", &[]);
+    let t0 = Instant::now();
+    let stopped = loop {
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "two instances with one id fence each other without end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = first.kill();
+    let _ = second.kill();
+    let _ = (first.wait(), second.wait());
+    assert!(!stopped.success(), "the refused instance exits with an error");
+    let log = std::fs::read_to_string(common::bridge_log(&w, "twin")).unwrap();
+    assert!(log.contains("instance_id"), "the message says what to fix");
+}

@@ -232,3 +232,40 @@ async fn a_zaakverzoek_is_forwarded_only_for_a_known_zaak_by_a_betrokkene() {
     assert_eq!(g.indiener.urn, format!("urn:nld:brp:bsn:{BSN}"));
     assert_eq!(fwd[0].key_str(), "z-1", "keyed by zaak uuid, never a BSN");
 }
+
+/// A component's counter of undecodable table rows or changelog entries.
+fn bad_rows(running: &bridge::Running, component: &str) -> u64 {
+    let (_, stats) = running.stats.iter().find(|(n, _)| n.ends_with(component)).expect("component reports");
+    stats.bad_state_rows.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_row_in_the_zaken_table_keeps_the_previous_row() {
+    let w = World::new("poison").await;
+    w.send("gzac.zaken.v1", "z-1", &zaak("z-1", BSN)).await;
+    gzac_portal_bridge::client::send(&w.producer, &w.topic("gzac.zaken.v1"), "z-1", b"not avro", None).await.unwrap();
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-1", "z-1", BSN)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&[TERUGMELDINGEN, "gzac.zaakverzoeken.v1"], 2, Duration::from_secs(1)).await;
+    let bad = bad_rows(&running, &w.topic("gzac.zaken.v1"));
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reasons(&w, &recs).await["zv-1"], "Doorgestuurd", "the zaak's previous row still stands");
+    assert_eq!(bad, 1, "the poison row is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_entry_that_no_longer_parses_is_skipped_at_restore() {
+    let w = World::new("badstate").await;
+    let changelog = w.topic("gzac-portal-bridge.taken-state.v1");
+    for p in 0..3 {
+        let rec = rdkafka::producer::FutureRecord::to(&changelog).key("t-oud").payload(&b"{not json"[..]).partition(p);
+        w.producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, None)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&[PORTAAL_TAKEN], 1, Duration::from_secs(1)).await;
+    let bad = bad_rows(&running, "taak");
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 1, "the route restored around the bad entry and went on");
+    assert!(bad >= 1, "the bad entry is counted: {bad}");
+}

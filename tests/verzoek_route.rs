@@ -94,7 +94,7 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going() {
     let mut w = World::new("bad").await;
-    w.cfg.pipeline.max_record_bytes = 4096;
+    w.cfg.pipeline.max_record_bytes = Some(4096);
     let id = w.verzoek_id();
     let terugmelding_id = w.schema_id(verzoek::TERUGMELDINGEN);
     let v = |sub: &str| client::frame(id, &samples::verzoek(sub)).unwrap();

@@ -20,6 +20,8 @@ use tokio::runtime::Handle;
 pub const INPUT: &str = "gzac.berichten.v1";
 pub const OUTPUT: &str = "portaal.berichten.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.berichten-state.v1";
+/// Largest portal bericht (as JSON, about its Avro size and more), far below any topic's limit.
+pub const MAX_BERICHT_BYTES: usize = 256 * 1024;
 pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd";
 
 /// A bericht's state, keyed by its GZAC uuid.
@@ -64,7 +66,7 @@ impl BerichtRoute {
         if let Some(d) = b.einddatum_handelingstermijn {
             d.checked("einddatumHandelingstermijn")?;
         }
-        Ok(portaal::Bericht {
+        let p = portaal::Bericht {
             id: derived_id(&["bericht", &b.uuid]),
             identificatie: portaal_partij(b.ontvanger.soort, &b.ontvanger.waarde)?,
             onderwerp: b.onderwerp.clone(),
@@ -76,7 +78,15 @@ impl BerichtRoute {
             handelingsperspectief: b.handelingsperspectief.clone(),
             einddatum_handelingstermijn: b.einddatum_handelingstermijn,
             geopend: false,
-        })
+        };
+        // Bounded here, because a scheduled bericht is written by a timer, where no input is left
+        // to dead-letter if its record turned out too large for the topic.
+        let size = serde_json::to_vec(&p)?.len();
+        anyhow::ensure!(
+            size <= MAX_BERICHT_BYTES,
+            "the portal bericht would be {size} bytes; at most {MAX_BERICHT_BYTES}"
+        );
+        Ok(p)
     }
 
     /// Publish to the portal and notify: the outputs of a bericht whose time has come.
@@ -121,6 +131,7 @@ impl Route for BerichtRoute {
     }
 
     fn handle(&mut self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+        super::required("uuid", &b.uuid)?;
         if let Some(BerichtState::Gepubliceerd { .. }) = ctx.get(&b.uuid) {
             tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
             return Ok(vec![]);

@@ -18,6 +18,12 @@ use uuid::Uuid;
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0e_55b2_8f3c_4d1e_9b7a_2c4d_6e8f_a0b1);
 
 /// A stable id derived from `parts`: the same input always yields the same id.
+/// A required id of an input, present and not blank: no output may be keyed by an empty id.
+pub fn required<'a>(field: &str, id: &'a str) -> anyhow::Result<&'a str> {
+    anyhow::ensure!(!id.trim().is_empty(), "{field} is empty");
+    Ok(id)
+}
+
 pub fn derived_id(parts: &[&str]) -> String {
     Uuid::new_v5(&ID_NAMESPACE, parts.join("\u{1f}").as_bytes()).to_string()
 }

@@ -165,6 +165,7 @@ impl TaakRoute {
     }
 
     fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+        super::required("uuid", &t.uuid)?;
         let previous = ctx.get(&t.uuid).cloned();
         if previous.as_ref().is_some_and(|p| p.taak == t) {
             return Ok(vec![]); // nothing new (e.g. the verlopen the bridge itself wrote to GZAC)
@@ -194,6 +195,8 @@ impl TaakRoute {
     }
 
     fn on_antwoord(&self, a: portaal::TaakAntwoord, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+        super::required("id", &a.id)?;
+        super::required("taak_id", &a.taak_id)?;
         let state = ctx.get(&a.taak_id).cloned();
         match check(state.as_ref(), &a) {
             Ok(g) => {

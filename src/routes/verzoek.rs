@@ -157,9 +157,8 @@ impl Route for VerzoekRoute {
     }
 
     fn handle(&mut self, v: portaal::Verzoek, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
-        let id = &v.submission_id;
         // Without an id there is nothing to answer to, nor an id to derive the GZAC uuid from.
-        anyhow::ensure!(!id.trim().is_empty(), "submission_id is empty");
+        let id = &super::required("submission_id", &v.submission_id)?.to_string();
         let translated = self.translate(&v).and_then(|g| {
             let sha256 = digest(&g).map_err(|e| afwijzing("ONVERWERKBAAR", e.to_string()))?;
             match ctx.get(id) {

@@ -96,7 +96,7 @@ impl Route for ZaakVerzoekRoute {
     }
 
     fn handle(&mut self, v: portaal::ZaakVerzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
-        let id = v.submission_id.clone();
+        let id = super::required("submission_id", &v.submission_id)?.to_string();
         let zaak = self.zaken.lookup(&v.zaak.uuid);
         match check(zaak.as_ref(), &v, &self.cfg.bron_naam) {
             Ok(g) => {
