@@ -178,6 +178,9 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     cfg.registry.url = format!("http://{}", server.addr);
     cfg.pipeline.batch_max_interval = Duration::from_millis(50);
     cfg.pipeline.tick_interval = Duration::from_millis(250);
+    // The mock broker does not answer DescribeConfigs: give the size limits instead.
+    cfg.pipeline.max_record_bytes = Some(1_000_000);
+    cfg.kafka_producer.insert("message.max.bytes".into(), "1000000".into());
 
     let topics = topology::Topology::load()?.wanted(&cfg.topic_prefix)?;
     for t in &topics {

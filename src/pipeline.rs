@@ -226,7 +226,8 @@ impl ClientContext for GroupContext {
                 *lock(&self.fatal) =
                     Some(format!("{}: {reason}{}", self.name, hint.map(|h| format!(" — {h}")).unwrap_or_default()));
             }
-            None => warn!(component = self.name, error = %error, reason, "kafka client error"),
+            // librdkafka logs these itself; it reconnects and retries on its own.
+            None => debug!(component = self.name, error = %error, reason, "kafka client error"),
         }
     }
 }
@@ -453,14 +454,21 @@ impl Limits {
 
     /// Read the topics' `max.message.bytes`. An operator who raised it on the topics raises what
     /// the bridge writes too, unless `message.max.bytes` is set for the producer.
+    /// With both `message.max.bytes` and `pipeline.max_record_bytes` set, those are taken as
+    /// they are (a topic that takes less then refuses the output: `output-refused`).
     fn read(cfg: &Config, input: &str, written: &[String], rt: &Handle) -> Limits {
         let mut all = written.to_vec();
         all.push(input.to_string());
-        let topics = rt.block_on(topic_limits(cfg, &all)).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the topics' max.message.bytes; using the defaults");
+        let configured: Option<usize> = cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok());
+        let topics = if configured.is_some() && cfg.pipeline.max_record_bytes.is_some() {
             HashMap::new()
-        });
-        let producer = match cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok()) {
+        } else {
+            rt.block_on(topic_limits(cfg, &all)).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the topics' max.message.bytes; using the defaults");
+                HashMap::new()
+            })
+        };
+        let producer = match configured {
             Some(set) => set,
             None => written
                 .iter()

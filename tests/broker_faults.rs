@@ -161,7 +161,13 @@ async fn two_broker_restarts_mid_stream_resume_by_themselves_exactly_once() {
 
     // The zaken table still follows: a zaak created after the restarts is found.
     w.send(zaakverzoek::ZAKEN, "z-na", &samples::zaak("z-na", samples::BSN)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = format!("gzac_bridge_records_total{{component=\"table:{}\"}} 2", w.topic(zaakverzoek::ZAKEN));
+    let metrics = format!("http://{health}/metrics");
+    let t0 = Instant::now();
+    while !reqwest::get(&metrics).await.unwrap().text().await.unwrap().contains(&rows) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the zaken table never read the new zaak");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     w.send(zaakverzoek::INPUT, "zv-na", &samples::zaakverzoek("zv-na", "z-na", samples::BSN)).await;
     let forwarded = w.read(&[zaakverzoek::OUTPUT], 1, Duration::ZERO).await;
     assert_eq!(forwarded.len(), 1, "a zaakverzoek on a zaak created after the restarts is forwarded");

@@ -69,6 +69,15 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A klantvoorkeuren table on no broker: it stays empty, which is all these routes need here.
+fn empty_voorkeuren(cfg: &Config, rt: &Handle) -> Arc<GlobalTable<portaal::Klantvoorkeur>> {
+    let lookup = |v: &portaal::Klantvoorkeur| v.partij.value.clone();
+    Arc::new(
+        GlobalTable::start(cfg, "fz.voorkeuren".into(), portaal::Klantvoorkeur::get_schema(), lookup, rt.clone())
+            .unwrap(),
+    )
+}
+
 #[derive(Default, Debug)]
 struct Tally {
     calls: usize,
@@ -174,16 +183,7 @@ async fn mutated_records_through_every_route_never_panic() {
             .spawn(move || {
                 let codec = Codec::new(c.sr_settings().unwrap());
                 let _rt = rt.enter();
-                let voorkeuren = Arc::new(
-                    GlobalTable::start(
-                        &c,
-                        "fz.voorkeuren".into(),
-                        portaal::Klantvoorkeur::get_schema(),
-                        |v: &portaal::Klantvoorkeur| v.partij.value.clone(),
-                        rt.clone(),
-                    )
-                    .unwrap(),
-                );
+                let voorkeuren = empty_voorkeuren(&c, &rt);
                 let zaken = Arc::new(
                     GlobalTable::start(
                         &c,
@@ -267,16 +267,7 @@ async fn mutated_records_through_every_route_never_panic() {
     let rt = Handle::current();
     let refused = tokio::task::spawn_blocking(move || {
         let _rt = rt.enter();
-        let table = Arc::new(
-            GlobalTable::start(
-                &voorkeuren_cfg,
-                "fz.v2".into(),
-                portaal::Klantvoorkeur::get_schema(),
-                |v: &portaal::Klantvoorkeur| v.partij.value.clone(),
-                rt.clone(),
-            )
-            .unwrap(),
-        );
+        let table = empty_voorkeuren(&voorkeuren_cfg, &rt);
         let mut route = BerichtRoute::new(&voorkeuren_cfg, table);
         berichten[1..]
             .iter()
