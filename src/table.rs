@@ -128,11 +128,14 @@ fn follow<T: DeserializeOwned>(
     })?;
     consumer.assign(&tpl)?;
     let started = Instant::now();
+    let mut since_check = 0;
     while !stop.load(Ordering::SeqCst) {
         if let Some(reason) = consumer.context().take_fatal() {
             anyhow::bail!("{reason}");
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let idle = polled.is_none();
+        match polled {
             None => {
                 if stats.broker_up.load(Ordering::Relaxed) {
                     stats.recovered();
@@ -187,7 +190,9 @@ fn follow<T: DeserializeOwned>(
                 stats.recovered();
             }
         }
-        if !stats.ready.load(Ordering::SeqCst) {
+        since_check += 1;
+        if !stats.ready.load(Ordering::SeqCst) && (idle || since_check >= 1000) {
+            since_check = 0;
             // A failed position query during an outage is tried again on the next round.
             if drop_reached(consumer, &mut ends).is_ok() && ends.is_empty() {
                 stats.ready.store(true, Ordering::SeqCst);

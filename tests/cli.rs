@@ -85,13 +85,15 @@ async fn sigterm_finishes_the_transaction_and_exits_within_the_bound() {
         .await
         .unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .arg("run")
-        .envs(w.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+            .arg("run")
+            .envs(w.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     w.read_verzoek_outputs(100, Duration::from_secs(60), Duration::ZERO).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
@@ -132,13 +134,15 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
     let w = World::new("health").await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .args(["run", "--health", &format!("127.0.0.1:{port}")])
-        .envs(w.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+            .args(["run", "--health", &format!("127.0.0.1:{port}")])
+            .envs(w.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let get = |path: &str| {
         let url = format!("{base}{path}");
         async move {
@@ -182,12 +186,14 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_command_serves_the_confluent_api() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .args(["registry", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+            .args(["registry", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let sr = schema_registry_converter::async_impl::schema_registry::SrSettings::new(url.clone());
     let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
@@ -213,12 +219,14 @@ async fn the_registry_command_serves_the_confluent_api() {
 #[test]
 fn demo_keep_running_prints_where_to_connect_and_stops_on_ctrl_c() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
-        .args(["demo", "--keep-running"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+            .args(["demo", "--keep-running"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {

@@ -143,7 +143,32 @@ impl World {
 }
 
 /// Start a bridge process for `w`; its log goes to a file named after the test.
-pub fn spawn_bridge(w: &World, instance: &str, extra_args: &[&str]) -> std::process::Child {
+/// A child process that is killed when dropped, so a failing test leaves no process behind.
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn_bridge(w: &World, instance: &str, extra_args: &[&str]) -> Reaped {
     spawn_bridge_with(w, instance, extra_args, &[])
 }
 
@@ -153,7 +178,7 @@ pub fn bridge_log(w: &World, instance: &str) -> std::path::PathBuf {
 }
 
 /// `spawn_bridge` with extra environment (e.g. `GZAC_BRIDGE_HEALTH`).
-pub fn spawn_bridge_with(w: &World, instance: &str, extra_args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+pub fn spawn_bridge_with(w: &World, instance: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Reaped {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(bridge_log(w, instance)).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
         .args(extra_args)
@@ -165,6 +190,7 @@ pub fn spawn_bridge_with(w: &World, instance: &str, extra_args: &[&str], env: &[
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Reaped)
         .expect("start the bridge binary")
 }
 
