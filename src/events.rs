@@ -22,7 +22,8 @@ pub struct Cause<'a> {
     pub traceparent: Option<&'a [u8]>,
 }
 
-pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>) -> OwnedHeaders {
+/// `ce_time` is when the bridge wrote the record; `dataschema` the registry URL of the value's schema.
+pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>, dataschema: Option<&str>) -> OwnedHeaders {
     let time = Timestamp::now().rfc3339();
     let causation = format!("{}/{}/{}", cause.topic, cause.partition, cause.offset);
     let mut h = OwnedHeaders::new_with_capacity(9)
@@ -34,6 +35,9 @@ pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>) -> OwnedHeaders {
         .insert(hdr("ce_subject", &ev.subject))
         .insert(hdr("content-type", "application/avro"))
         .insert(hdr("ce_causationid", &causation));
+    if let Some(ds) = dataschema {
+        h = h.insert(hdr("ce_dataschema", ds));
+    }
     if let Some(tp) = cause.traceparent {
         h = h.insert(Header { key: "traceparent", value: Some(tp) });
     }

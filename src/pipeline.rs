@@ -379,6 +379,8 @@ struct Pipeline<R: Route> {
     dlq: String,
     /// The largest record each output topic (and the dead-letter topic) takes.
     limits: Limits,
+    /// Base of the `ce_dataschema` URLs.
+    registry_url: String,
     store: Store<R::State>,
     /// Set from `begin_transaction` until the commit or abort has succeeded.
     open: Option<Open>,
@@ -405,6 +407,11 @@ fn new_producer(
         // while the markers are written; librdkafka's default 100 ms backoff would add to every
         // transaction.
         config.set("retry.backoff.ms", "10");
+    }
+    if !cfg.kafka.contains_key("partitioner") && !cfg.kafka_producer.contains_key("partitioner") {
+        // Java's partitioner (murmur2) rather than librdkafka's crc32, so that a Valtimo/Spring
+        // consumer finds a key in the partition its own producers would put it in.
+        config.set("partitioner", "murmur2_random");
     }
     let timeout = cfg.pipeline.transaction_timeout;
     let producer: TxProducer = config
@@ -596,6 +603,7 @@ pub fn run<R: Route>(
         transactional_id,
         rt,
         limits,
+        registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
         store: Store::default(),
         open: None,
         refused: BTreeMap::new(),
@@ -967,7 +975,9 @@ impl<R: Route> Pipeline<R> {
             Payload::Avro(r) => self.codec.encode(&o.topic, r.as_ref())?,
             Payload::Raw(b) => b.clone(),
         };
-        let headers = ce_headers(&o.event, &self.source, cause);
+        // The schema the value was written with, as the registry serves it.
+        let dataschema = Codec::frame(&bytes).ok().map(|(id, _)| format!("{}/schemas/ids/{id}", self.registry_url));
+        let headers = ce_headers(&o.event, &self.source, cause, dataschema.as_deref());
         let size = record_size(o.key.len(), bytes.len(), &headers);
         let limit = self.limits.of(&o.topic);
         if size > limit {

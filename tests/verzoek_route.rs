@@ -88,7 +88,9 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     assert_eq!(t.reden_code, None);
     assert_eq!(t.gzac_id.as_deref(), Some(uuid.as_str()));
     assert_eq!(tm[0].header("traceparent"), Some(TRACEPARENT));
-    assert_eq!(tm[0].header("ce_type"), Some("nl.overheid.verzoeken.terugmelding-doorgestuurd"));
+    assert_eq!(tm[0].header("ce_type"), Some("nl.overheid.portaal.terugmelding-verstuurd"));
+    let schema_id = w.schema_id(verzoek::OUTPUT);
+    assert_eq!(h("ce_dataschema"), format!("{}/schemas/ids/{schema_id}", w.cfg.registry.url));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,8 +243,15 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
         let bytes = encode_with_id(v2_id, &v2, Value::Record(fields)).unwrap();
         client::send(&p, &topic, &key, &bytes, None).await.unwrap();
     }
-    // While the registry is down the new records wait: nothing more comes out, nothing is dead-lettered.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // While the registry is down the new records wait: nothing more comes out, nothing is
+    // dead-lettered. The route says it is retrying (and has been for a while) before we look.
+    let stats = running.stats.iter().find(|(n, _)| n == "verzoek").unwrap().1.clone();
+    let t0 = std::time::Instant::now();
+    while stats.retrying_seconds() < 2.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the route never noticed the registry was down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.not_ready().unwrap_or_default().contains("registry"), "{:?}", stats.not_ready());
     assert!(running.healthy());
     let during = w.read_verzoek_outputs(40, Duration::from_secs(20), Duration::from_secs(2)).await;
     assert_eq!(during.len(), 40, "records came out while the registry was down");
@@ -257,4 +266,23 @@ async fn a_registry_outage_delays_the_route_but_loses_and_dead_letters_nothing()
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_partitioned_like_the_java_client() {
+    let w = World::new("murmur").await;
+    for i in 0..30 {
+        let key = format!("mm-{i}");
+        w.send(verzoek::INPUT, &key, &samples::verzoek(&key)).await;
+    }
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read_verzoek_outputs(60, Duration::from_secs(60), Duration::ZERO).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    // Java's default partitioner: murmur2 of the key, positive, modulo the partition count (3 here).
+    let wrong: Vec<_> = recs
+        .iter()
+        .filter(|r| r.partition != gzac_portal_bridge::partitioner::partition_for(r.key_str().as_bytes(), 3))
+        .map(|r| (r.topic.clone(), r.key_str().to_string(), r.partition))
+        .collect();
+    assert!(wrong.is_empty(), "not where a Java producer would put them: {wrong:?}");
 }

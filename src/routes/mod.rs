@@ -12,6 +12,7 @@ use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
 use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
 use crate::model::{gzac, portaal, Timestamp};
+use crate::pipeline::Output;
 use uuid::Uuid;
 
 /// Namespace for the bridge's deterministic (v5) ids.
@@ -66,8 +67,10 @@ pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwij
         Err(a) => (TerugmeldingStatus::Afgewezen, Some(a.code.to_string()), a.toelichting.clone(), None),
     };
     let soort_name = format!("{soort:?}");
+    // Status and reason are part of the id: a rejection after a forward is another event.
+    let status_name = format!("{status:?}");
     Terugmelding {
-        id: derived_id(&["terugmelding", &soort_name, referentie]),
+        id: derived_id(&["terugmelding", &soort_name, referentie, &status_name, reden_code.as_deref().unwrap_or("")]),
         referentie: referentie.to_string(),
         soort,
         status,
@@ -76,6 +79,24 @@ pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwij
         gzac_id,
         tijdstip: Timestamp::now(),
     }
+}
+
+/// SHA-256 (hex) of a record's JSON form: tells two contents apart, the same content again alike.
+pub fn digest(record: &impl serde::Serialize) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(record)?;
+    Ok(sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The CloudEvents type of every terugmelding: one type for the one Terugmelding schema (what
+/// became of the input is in the record).
+pub const TYPE_TERUGMELDING: &str = "nl.overheid.portaal.terugmelding-verstuurd";
+
+/// A terugmelding as an output on `topic`, keyed and subjected by the portal's reference.
+pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Output> {
+    let event =
+        Event { id: derived_id(&[TYPE_TERUGMELDING, &t.id]), kind: TYPE_TERUGMELDING, subject: t.referentie.clone() };
+    Output::new(topic, t.referentie.clone(), t, event)
 }
 
 /// A portal party checked (elfproef, 8-digit KVK) and typed for GZAC.

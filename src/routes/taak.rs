@@ -5,7 +5,7 @@
 //! one state. An open taak past its verloopdatum becomes verlopen on both sides.
 
 use super::notificatie::{self, Item};
-use super::{afwijzing, derived_id, event, portaal_partij, terugmelding, Afwijzing};
+use super::{afwijzing, derived_id, event, portaal_partij, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
 use crate::model::common::{Notificatieopdracht, Soort, Terugmelding};
@@ -26,11 +26,13 @@ pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 pub const REPARTITION: &str = "gzac-portal-bridge.taken-repartition.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.taken-state.v1";
 
-pub const TYPE_AANGEMAAKT: &str = "nl.overheid.taken.externetaak-aangemaakt";
-pub const TYPE_GEWIJZIGD: &str = "nl.overheid.taken.externetaak-gewijzigd";
-pub const TYPE_VERLOPEN: &str = "nl.overheid.taken.externetaak-verlopen";
-pub const TYPE_ANTWOORD: &str = "nl.overheid.taken.taakantwoord-doorgestuurd";
-pub const TYPE_ANTWOORD_AFGEWEZEN: &str = "nl.overheid.taken.taakantwoord-afgewezen";
+// CloudEvents types: each belongs to one output schema. The portal's taak has types of its own;
+// on the GZAC side Open VTB's names for the ExterneTaak events.
+pub const TYPE_AANGEMAAKT: &str = "nl.overheid.portaal.taak-aangemaakt";
+pub const TYPE_GEWIJZIGD: &str = "nl.overheid.portaal.taak-gewijzigd";
+pub const TYPE_VERLOPEN: &str = "nl.overheid.portaal.taak-verlopen";
+pub const TYPE_GZAC_VERLOPEN: &str = "nl.overheid.taken.externetaak-verlopen";
+pub const TYPE_ANTWOORD: &str = "nl.overheid.taken.externetaak-uitgevoerd";
 
 /// What the bridge knows of a taak, keyed by its uuid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,8 +156,9 @@ impl TaakRoute {
     }
 
     fn portal_output(&self, p: portaal::Taak, kind: &'static str) -> anyhow::Result<Output> {
-        // The event id differs per status change; the subject is the taak.
-        let id_source = format!("{}/{:?}", p.id, p.status);
+        // The event id differs per distinct update (a second change while still open too) and is
+        // the same when the same update is replayed; the subject is the taak.
+        let id_source = format!("{}/{}", p.id, super::digest(&p)?);
         Output::new(
             &self.portaal_taken,
             p.id.clone(),
@@ -221,9 +224,8 @@ impl TaakRoute {
     }
 
     fn terugmelding(&self, a: &portaal::TaakAntwoord, outcome: Result<&str, &Afwijzing>) -> anyhow::Result<Output> {
-        let kind = if outcome.is_ok() { TYPE_ANTWOORD } else { TYPE_ANTWOORD_AFGEWEZEN };
         let t: Terugmelding = terugmelding(Soort::Taakantwoord, &a.id, outcome);
-        Output::new(&self.terugmeldingen, a.id.clone(), &t, event(kind, &t.id))
+        terugmelding_output(&self.terugmeldingen, &t)
     }
 }
 
@@ -295,7 +297,7 @@ impl Route for TaakRoute {
             s.taak.status = gzac::TaakStatus::Verlopen;
             s.gewijzigd = now;
             out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
-            out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_VERLOPEN, &key))?);
+            out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_GZAC_VERLOPEN, &key))?);
             ctx.state.put(partition, &key, Some(s));
         }
         Ok(out)

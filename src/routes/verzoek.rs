@@ -1,7 +1,7 @@
 //! Verzoek (portal → GZAC): validate a productaanvraag, translate it from the Open Formulieren
 //! vocabulary to Open VTB / Valtimo, and tell the portal whether it was forwarded or rejected.
 
-use super::{afwijzing, derived_id, event, formulierdata, terugmelding, Afwijzing};
+use super::{afwijzing, derived_id, digest, event, formulierdata, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
@@ -19,8 +19,6 @@ pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.verzoeken-state.v1";
 
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.verzoeken.verzoek-doorgestuurd";
-pub const TYPE_AFGEWEZEN: &str = "nl.overheid.verzoeken.verzoek-afgewezen";
-pub const TYPE_TERUGMELDING_DOORGESTUURD: &str = "nl.overheid.verzoeken.terugmelding-doorgestuurd";
 
 pub struct VerzoekRoute {
     cfg: VerzoekConfig,
@@ -37,12 +35,6 @@ pub struct VerzoekRoute {
 pub struct Doorgestuurd {
     pub sha256: String,
     pub op: Timestamp,
-}
-
-fn digest(g: &gzac::Verzoek) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let bytes = serde_json::to_vec(g)?;
-    Ok(sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
@@ -181,13 +173,13 @@ impl Route for VerzoekRoute {
                 let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
                 Ok(vec![
                     Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
-                    Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_TERUGMELDING_DOORGESTUURD, id))?,
+                    terugmelding_output(&self.terugmeldingen, &t)?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
                 let t = terugmelding(Soort::Verzoek, id, Err(&a));
-                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_AFGEWEZEN, id))?])
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
             }
         }
     }

@@ -2,7 +2,7 @@
 //! is known (from the compacted `gzac.zaken.v1`, read whole by every instance) and the indiener is
 //! one of its betrokkenen; otherwise the portal gets `afgewezen` and GZAC nothing.
 
-use super::{afwijzing, derived_id, event, formulierdata, gzac_partij, terugmelding, Afwijzing};
+use super::{afwijzing, derived_id, event, formulierdata, gzac_partij, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::model::common::{Soort, Terugmelding};
@@ -19,7 +19,6 @@ pub const OUTPUT: &str = "gzac.zaakverzoeken.v1";
 pub const ZAKEN: &str = "gzac.zaken.v1";
 pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.zaken.zaakverzoek-doorgestuurd";
-pub const TYPE_AFGEWEZEN: &str = "nl.overheid.zaken.zaakverzoek-afgewezen";
 
 pub struct ZaakVerzoekRoute {
     input: String,
@@ -103,13 +102,13 @@ impl Route for ZaakVerzoekRoute {
                 let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid));
                 Ok(vec![
                     Output::new(&self.output, g.zaak.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
-                    Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_DOORGESTUURD, &t.id))?,
+                    terugmelding_output(&self.terugmeldingen, &t)?,
                 ])
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "zaakverzoek afgewezen");
                 let t = terugmelding(Soort::Zaakverzoek, &id, Err(&a));
-                Ok(vec![Output::new(&self.terugmeldingen, id.clone(), &t, event(TYPE_AFGEWEZEN, &t.id))?])
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
             }
         }
     }
