@@ -160,8 +160,23 @@ pub struct Templates {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelTemplates {
-    pub email: String,
-    pub sms: String,
+    /// Language (ISO 639-2/B, as Open Klant's `voorkeurstaal`) → NotifyNL template UUID.
+    pub email: BTreeMap<String, String>,
+    pub sms: BTreeMap<String, String>,
+}
+
+/// The language whose template is used when the klant has no `voorkeurstaal` or none exists for it.
+pub const DEFAULT_TAAL: &str = "nld";
+
+impl ChannelTemplates {
+    /// The template for `kanaal` in `taal`, or in `DEFAULT_TAAL` when `taal` has none.
+    pub fn get(&self, kanaal: crate::model::common::Kanaal, taal: Option<&str>) -> &str {
+        let map = match kanaal {
+            crate::model::common::Kanaal::Email => &self.email,
+            crate::model::common::Kanaal::Sms => &self.sms,
+        };
+        taal.and_then(|t| map.get(t)).or_else(|| map.get(DEFAULT_TAAL)).map(String::as_str).unwrap_or_default()
+    }
 }
 
 /// The host name (a pod's name in Kubernetes): the default instance id.
@@ -273,6 +288,22 @@ impl Config {
         }
         if self.instance_id.is_empty() {
             return bad("instance_id is empty and the host name could not be read: set GZAC_BRIDGE_INSTANCE_ID".into());
+        }
+        let t = &self.notificaties.templates;
+        for (kind, channel, map) in [
+            ("bericht", "email", &t.bericht.email),
+            ("bericht", "sms", &t.bericht.sms),
+            ("taak", "email", &t.taak.email),
+            ("taak", "sms", &t.taak.sms),
+        ] {
+            if !map.contains_key(DEFAULT_TAAL) {
+                return bad(format!("notificaties.templates.{kind}.{channel} needs a template for `{DEFAULT_TAAL}`"));
+            }
+            if let Some((taal, id)) = map.iter().find(|(_, id)| uuid::Uuid::parse_str(id).is_err()) {
+                return bad(format!(
+                    "notificaties.templates.{kind}.{channel}.{taal} must be a NotifyNL template UUID, got {id:?}"
+                ));
+            }
         }
         if self.pipeline.transaction_timeout < Duration::from_secs(1) {
             return bad("pipeline.transaction_timeout must be at least 1 s".into());

@@ -95,9 +95,18 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             "nl.gzac.common.Notificatieopdracht" => {
                 let n: common::Notificatieopdracht =
                     codec.decode(bytes, &common::Notificatieopdracht::get_schema()).await?;
-                let mut p: Vec<String> = n.personalisation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let r = &n.request;
+                let mut p: Vec<String> = r.personalisation.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 p.sort();
-                format!("{:?} to {} template {} [{}]", n.kanaal, mask(&n.ontvanger), n.template_id, p.join(", "))
+                let to = r.email_address.as_deref().or(r.phone_number.as_deref()).unwrap_or("");
+                format!(
+                    "{}: {:?} to {} template {} [{}]",
+                    n.gebeurtenis,
+                    n.kanaal,
+                    mask(to),
+                    r.template_id,
+                    p.join(", ")
+                )
             }
             "nl.gzac.portaal.Taak" => {
                 let t: portaal::Taak = codec.decode(bytes, &portaal::Taak::get_schema()).await?;

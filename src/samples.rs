@@ -57,6 +57,7 @@ pub fn klantvoorkeur(bsn: &str, kanalen: Vec<Kanaal>) -> portaal::Klantvoorkeur 
         kanalen,
         email: Some("klant@example.nl".into()),
         telefoonnummer: Some("+31612345678".into()),
+        voorkeurstaal: Some("nld".into()),
     }
 }
 

@@ -54,16 +54,29 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
         ns.push(w.decode(r).await);
     }
     ns.sort_by_key(|n| format!("{:?}", n.kanaal));
+    let t = &w.cfg.notificaties.templates.bericht;
     assert_eq!(
-        ns.iter().map(|n| (n.kanaal, n.ontvanger.as_str(), n.template_id.as_str())).collect::<Vec<_>>(),
-        vec![(Kanaal::Email, "klant@example.nl", "bericht-email-v1"), (Kanaal::Sms, "+31612345678", "bericht-sms-v1"),]
+        ns.iter()
+            .map(|n| (
+                n.kanaal,
+                n.request.email_address.as_deref(),
+                n.request.phone_number.as_deref(),
+                n.request.template_id.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (Kanaal::Email, Some("klant@example.nl"), None, t.email["nld"].as_str()),
+            (Kanaal::Sms, None, Some("+31612345678"), t.sms["nld"].as_str()),
+        ]
     );
     for n in &ns {
-        let mut keys: Vec<&str> = n.personalisation.keys().map(String::as_str).collect();
+        let p = &n.request.personalisation;
+        let mut keys: Vec<&str> = p.keys().map(String::as_str).collect();
         keys.sort();
         assert_eq!(keys, vec!["link", "soort", "uiterste_datum"]);
-        assert_eq!(n.personalisation["link"], format!("https://mijn.gemeente.example/berichten/{id}"));
-        assert_eq!(n.personalisation["uiterste_datum"], "2026-12-01");
+        assert_eq!(p["link"], format!("https://mijn.gemeente.example/berichten/{id}"));
+        assert_eq!(p["uiterste_datum"], "2026-12-01");
+        assert_eq!(n.request.reference, n.id, "NotifyNL echoes our notificatie id in its receipts");
         assert_eq!((n.referentie.as_str(), n.gebeurtenis.as_str()), (id.as_str(), "bericht-gepubliceerd"));
     }
 }

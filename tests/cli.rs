@@ -122,8 +122,8 @@ fn demo_plays_every_pattern_and_exits_zero() {
     assert_eq!(stdout.lines().filter(afgewezen).filter(|l| l.contains("Afgewezen")).count(), 3, "{stdout}");
     assert_eq!(lines("dead letter: unknown-schema-id"), 1, "{stdout}");
     assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 2, "{stdout}");
-    assert_eq!(lines("template bericht-email-v1") + lines("template bericht-sms-v1"), 4, "{stdout}");
-    assert_eq!(lines("template taak-"), 4, "{stdout}");
+    assert_eq!(lines("bericht-gepubliceerd: Email") + lines("bericht-gepubliceerd: Sms"), 4, "{stdout}");
+    assert_eq!(lines("taak-aangemaakt: "), 4, "{stdout}");
     assert_eq!(lines("NIET_TOEGEWEZEN") + lines("TAAK_AL_BEANTWOORD") + lines("GEEN_BETROKKENE"), 3, "{stdout}");
     assert_eq!(lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"), 2, "{stdout}");
     assert_eq!(lines("nl.overheid.portaal.taak-verlopen"), 1, "verlopen in the portal: {stdout}");

@@ -48,6 +48,7 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
             kanalen: vec![Kanaal::Sms],
             email: None,
             telefoonnummer: Some("+31612345678".into()),
+            voorkeurstaal: None,
         },
     )
     .await;
@@ -77,10 +78,11 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
     assert_eq!(p.verloopdatum, t.verloopdatum);
     let n: Notificatieopdracht = w.decode(on(&recs, &w, NOTIFICATIES)[0]).await;
     assert_eq!(
-        (n.kanaal, n.template_id.as_str(), n.gebeurtenis.as_str()),
-        (Kanaal::Sms, "taak-sms-v1", "taak-aangemaakt")
+        (n.kanaal, n.request.template_id.as_str(), n.gebeurtenis.as_str()),
+        (Kanaal::Sms, w.cfg.notificaties.templates.taak.sms["nld"].as_str(), "taak-aangemaakt")
     );
-    assert_eq!(n.personalisation["link"], "https://mijn.gemeente.example/taken/t-1");
+    assert_eq!(n.request.phone_number.as_deref(), Some("+31612345678"));
+    assert_eq!(n.request.personalisation["link"], "https://mijn.gemeente.example/taken/t-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

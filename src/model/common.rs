@@ -53,22 +53,33 @@ pub enum Kanaal {
     Sms,
 }
 
-/// An instruction for an email/SMS sender (e.g. NotifyNL): only says that something waits in the
-/// portal. Built from a template id and allow-listed personalisation, never from a bericht's content.
+/// An instruction for an email/SMS sender (NotifyNL): an envelope around `request`, the exact
+/// body the sender posts. It only says that something waits in the portal: built from a template
+/// id and allow-listed personalisation, never from a bericht's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.common")]
 pub struct Notificatieopdracht {
     /// Deterministic: derived from the item id and the channel, so a replay yields the same id.
     pub id: String,
     pub kanaal: Kanaal,
-    /// Email address or phone number.
-    pub ontvanger: String,
-    #[serde(rename = "templateId")]
-    pub template_id: String,
-    pub personalisation: HashMap<String, String>,
     /// Id of the bericht or taak this is about.
     pub referentie: String,
     /// The event that caused it, e.g. `bericht-gepubliceerd`.
     pub gebeurtenis: String,
     pub tijdstip: Timestamp,
+    /// The body of NotifyNL's `POST /v2/notifications/email` or `/sms`, field for field.
+    pub request: NotifyRequest,
+}
+
+/// NotifyNL's (GOV.UK Notify's) notification request: `email_address` for email, `phone_number`
+/// for SMS; `template_id` a template's UUID; `reference` our notificatie id, echoed back in
+/// delivery receipts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct NotifyRequest {
+    pub template_id: String,
+    pub email_address: Option<String>,
+    pub phone_number: Option<String>,
+    pub personalisation: HashMap<String, String>,
+    pub reference: String,
 }

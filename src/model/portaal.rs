@@ -189,4 +189,8 @@ pub struct Klantvoorkeur {
     pub kanalen: Vec<super::common::Kanaal>,
     pub email: Option<String>,
     pub telefoonnummer: Option<String>,
+    /// Open Klant's `voorkeurstaal` (ISO 639-2/B, e.g. `nld`): picks the notificatie template.
+    #[serde(default)]
+    #[avro(default = "null")]
+    pub voorkeurstaal: Option<String>,
 }

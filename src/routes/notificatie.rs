@@ -4,7 +4,7 @@
 
 use super::{derived_id, event, partij_key};
 use crate::config::{NotificatieConfig, Standaard};
-use crate::model::common::{Kanaal, Notificatieopdracht};
+use crate::model::common::{Kanaal, Notificatieopdracht, NotifyRequest};
 use crate::model::{portaal, Timestamp};
 use crate::pipeline::Output;
 use crate::table::GlobalTable;
@@ -67,22 +67,28 @@ pub fn opdrachten(
     if let Some(d) = item.deadline {
         personalisation.insert("uiterste_datum".into(), date(d));
     }
+    let taal = voorkeur.as_ref().and_then(|v| v.voorkeurstaal.as_deref());
     channels(voorkeur.as_ref(), cfg.standaard)
         .into_iter()
-        .map(|(kanaal, ontvanger_adres)| {
+        .map(|(kanaal, adres)| {
             let id = derived_id(&["notificatie", item.soort, item.id, &format!("{kanaal:?}")]);
+            let (email_address, phone_number) = match kanaal {
+                Kanaal::Email => (Some(adres), None),
+                Kanaal::Sms => (None, Some(adres)),
+            };
             let n = Notificatieopdracht {
                 id: id.clone(),
                 kanaal,
-                ontvanger: ontvanger_adres,
-                template_id: match kanaal {
-                    Kanaal::Email => templates.email.clone(),
-                    Kanaal::Sms => templates.sms.clone(),
-                },
-                personalisation: personalisation.clone(),
                 referentie: item.id.to_string(),
                 gebeurtenis: item.gebeurtenis.to_string(),
                 tijdstip: Timestamp::now(),
+                request: NotifyRequest {
+                    template_id: templates.get(kanaal, taal).to_string(),
+                    email_address,
+                    phone_number,
+                    personalisation: personalisation.clone(),
+                    reference: id.clone(),
+                },
             };
             Output::new(topic, id.clone(), &n, event(TYPE, &id))
         })
@@ -99,6 +105,7 @@ mod tests {
             kanalen,
             email: email.map(Into::into),
             telefoonnummer: tel.map(Into::into),
+            voorkeurstaal: None,
         }
     }
 

@@ -203,3 +203,45 @@ pub fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap()
 }
+
+/// An Avro value as JSON, the way a plain connector writes it: null fields left out, a union as
+/// its branch's value, an enum as its symbol, `timestamp-millis` as RFC 3339, `date` as
+/// `YYYY-MM-DD`.
+pub fn avro_json(v: &apache_avro::types::Value) -> serde_json::Value {
+    use apache_avro::types::Value as A;
+    use serde_json::Value as J;
+    match v {
+        A::Null => J::Null,
+        A::Boolean(b) => J::Bool(*b),
+        A::Int(n) => J::from(*n),
+        A::Long(n) => J::from(*n),
+        A::Float(f) => J::from(*f),
+        A::Double(f) => J::from(*f),
+        A::String(s) | A::Enum(_, s) => J::String(s.clone()),
+        A::Union(_, inner) => avro_json(inner),
+        A::Array(items) => J::Array(items.iter().map(avro_json).collect()),
+        A::Map(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), avro_json(v))).collect()),
+        A::Record(fields) => {
+            J::Object(fields.iter().map(|(k, v)| (k.clone(), avro_json(v))).filter(|(_, v)| !v.is_null()).collect())
+        }
+        A::TimestampMillis(ms) => J::String(gzac_portal_bridge::model::Timestamp(*ms).rfc3339()),
+        A::Date(days) => {
+            J::String(gzac_portal_bridge::model::Timestamp(i64::from(*days) * 86_400_000).rfc3339()[..10].to_string())
+        }
+        other => J::String(format!("{other:?}")),
+    }
+}
+
+/// The reference schema file `name` of `tests/reference/`, compiled, formats checked.
+pub fn reference_schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/tests/reference/{name}", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::options().should_validate_formats(true).build(&schema).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Why `instance` fails `validator`, or None when it validates.
+pub fn invalid(validator: &jsonschema::Validator, instance: &serde_json::Value) -> Option<String> {
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
+}

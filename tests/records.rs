@@ -1,0 +1,49 @@
+//! Records the bridge writes, held against the real schema of the system that takes them
+//! (SPEC §3, tests/reference/): decoded from Avro to JSON as a plain connector would, then
+//! validated with a JSON Schema validator.
+
+mod common;
+
+use apache_avro::AvroSchema;
+use common::{avro_json, invalid, reference_schema, World};
+use gzac_portal_bridge::bridge;
+use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
+use gzac_portal_bridge::samples::{bericht, klantvoorkeur, taak, BSN};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_notificatie_request_is_a_notifynl_request() {
+    let w = World::new("notifynl").await;
+    w.send("portaal.klantvoorkeuren.v1", "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
+    w.send("gzac.berichten.v1", "b-1", &bericht("b-1", BSN)).await;
+    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, None)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&["notificaties.opdrachten.v1"], 4, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 4, "email and SMS for the bericht and for the taak");
+
+    let notifynl = reference_schema("notifynl-notification-request.schema.json");
+    let schema = Notificatieopdracht::get_schema();
+    for r in &recs {
+        let mut body = &r.value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        let value = apache_avro::from_avro_datum(&schema, &mut body, None).unwrap();
+        let json = avro_json(&value);
+        let request = &json["request"];
+        assert_eq!(invalid(&notifynl, request), None, "not a NotifyNL request: {request}");
+        assert_eq!(request["reference"], json["id"], "the reference is the notificatie id");
+    }
+    // The validator does reject what NotifyNL would: both addresses, or a template id that is no UUID.
+    let mut both = avro_json(&{
+        let mut body = &recs[0].value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        apache_avro::from_avro_datum(&schema, &mut body, None).unwrap()
+    })["request"]
+        .clone();
+    both["email_address"] = "klant@example.nl".into();
+    both["phone_number"] = "+31612345678".into();
+    assert!(invalid(&notifynl, &both).is_some());
+    both.as_object_mut().unwrap().remove("phone_number");
+    both["template_id"] = "bericht-email-v1".into();
+    assert!(invalid(&notifynl, &both).is_some(), "a template id must be a UUID");
+}
