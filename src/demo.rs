@@ -110,7 +110,7 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             }
             "nl.gzac.portaal.Taak" => {
                 let t: portaal::Taak = codec.decode(bytes, &portaal::Taak::get_schema()).await?;
-                format!("taak {} status {:?}", t.id, t.status)
+                format!("taak {:?} status {:?} ({})", t.soort, t.status, t.titel)
             }
             "nl.gzac.zaak.Taak" => {
                 let t: gzac::Taak = codec.decode(bytes, &gzac::Taak::get_schema()).await?;

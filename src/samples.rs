@@ -70,7 +70,8 @@ pub fn taak(uuid: &str, bsn: &str, verloopdatum: Option<Timestamp>) -> gzac::Taa
         title: "Upload de plattegrond".into(),
         status: gzac::TaakStatus::Open,
         formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond-upload".into() },
-        verwerker_taak_id: format!("camunda-{uuid}"),
+        // Valtimo's portaaltaak id for it: a UUID.
+        verwerker_taak_id: crate::routes::derived_id(&["camunda", uuid]),
         zaak: Some("https://zaken.gemeente.example/zaken/0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()),
         verloopdatum,
     }
@@ -81,7 +82,7 @@ pub fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
     portaal::TaakAntwoord {
         id: id.into(),
         taak_id: taak_id.into(),
-        verwerker_taak_id: format!("camunda-{taak_id}"),
+        verwerker_taak_id: crate::routes::derived_id(&["camunda", taak_id]),
         ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
         verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
         documenten: vec!["https://documenten.gemeente.example/9".into()],

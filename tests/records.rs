@@ -5,10 +5,11 @@
 mod common;
 
 use apache_avro::AvroSchema;
-use common::{avro_json, invalid, reference_schema, World};
+use common::{avro_json, avro_json_with, invalid, reference_schema, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
-use gzac_portal_bridge::samples::{bericht, klantvoorkeur, taak, BSN};
+use gzac_portal_bridge::model::{portaal, Timestamp};
+use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, BSN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,4 +47,39 @@ async fn every_notificatie_request_is_a_notifynl_request() {
     both.as_object_mut().unwrap().remove("phone_number");
     both["template_id"] = "bericht-email-v1".into();
     assert!(invalid(&notifynl, &both).is_some(), "a template id must be a UUID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_portal_taak_is_a_taak_objecttype_record() {
+    let w = World::new("taakv11").await;
+    let deadline = Timestamp(Timestamp::now().0 + 30 * 86_400_000);
+    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, Some(deadline))).await;
+    w.send("gzac.taken.v1", "t-2", &taak("t-2", BSN, Some(Timestamp(Timestamp::now().0 + 3_000)))).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    w.read(&["portaal.taken.v1"], 2, Duration::ZERO).await;
+    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-1", "t-1", BSN)).await;
+    // open ×2, afgerond (with what the klant sent), gesloten (expired)
+    let recs = w.read(&["portaal.taken.v1"], 4, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+
+    let schemas = [reference_schema("nlportal-taakv2.json"), reference_schema("objecttype-taak.json")];
+    let reader = portaal::Taak::get_schema();
+    let mut statuses = Vec::new();
+    for r in &recs {
+        let mut body = &r.value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        let value = apache_avro::from_avro_datum(&reader, &mut body, None).unwrap();
+        let json = avro_json_with(&value, &["data", "verzonden_data"]);
+        for s in &schemas {
+            assert_eq!(invalid(s, &json), None, "not a taak objecttype v1.1 record: {json}");
+        }
+        statuses.push((r.key_str().to_string(), json["status"].as_str().unwrap().to_string()));
+        if json["status"] == "afgerond" {
+            assert!(json["portaalformulier"]["verzonden_data"].is_object(), "the klant's answer is kept: {json}");
+        }
+    }
+    statuses.sort();
+    let want = [("t-1", "afgerond"), ("t-1", "open"), ("t-2", "gesloten"), ("t-2", "open")];
+    assert_eq!(statuses, want.map(|(k, s)| (k.to_string(), s.to_string())).to_vec());
 }

@@ -59,21 +59,26 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
     let recs = w.read(&[PORTAAL_TAKEN, NOTIFICATIES], 2, Duration::from_secs(2)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
     assert_eq!(recs.len(), 2, "{recs:#?}");
-    let p: portaal::Taak = w.decode(on(&recs, &w, PORTAAL_TAKEN)[0]).await;
-    assert_eq!(p.id, "t-1");
+    let out = on(&recs, &w, PORTAAL_TAKEN)[0];
+    assert_eq!(out.key_str(), "t-1", "the taak's uuid is the key, not a field");
+    let p: portaal::Taak = w.decode(out).await;
     assert_eq!(
         (p.titel.as_str(), p.status, p.soort),
         ("Upload de plattegrond", portaal::TaakStatus::Open, portaal::TaakSoort::Portaalformulier)
     );
-    assert_eq!(p.identificatie, portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() });
-    assert_eq!(p.verwerker_taak_id, "camunda-t-1");
+    assert_eq!(p.identificatie, portaal::TaakIdentificatie { soort: portaal::PartijType::Bsn, value: BSN.into() });
+    assert_eq!(p.verwerker_taak_id, t.verwerker_taak_id);
     assert_eq!(
         p.koppeling,
-        Some(portaal::Koppeling { registratie: "zaak".into(), uuid: "0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into() })
+        portaal::Koppeling { registratie: "zaak".into(), uuid: Some("0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()) }
     );
     assert_eq!(
         p.portaalformulier,
-        Some(portaal::Portaalformulier { formulier: "plattegrond-upload".into(), data: t.data.clone() })
+        Some(portaal::Portaalformulier {
+            formulier: portaal::Formulier { soort: portaal::FormulierSoort::Id, value: "plattegrond-upload".into() },
+            data: Some(t.data.clone()),
+            verzonden_data: None,
+        })
     );
     assert_eq!(p.verloopdatum, t.verloopdatum);
     let n: Notificatieopdracht = w.decode(on(&recs, &w, NOTIFICATIES)[0]).await;
@@ -112,7 +117,7 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
     let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
     assert_eq!(fwd.len(), 1, "only the right antwoord reaches GZAC");
     let g: gzac::TaakAntwoord = w.decode(fwd[0]).await;
-    assert_eq!((g.verwerker_taak_id.as_str(), g.status), ("camunda-t-1", gzac::TaakStatus::Ingediend));
+    assert_eq!((g.verwerker_taak_id, g.status), (taak("t-1", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend));
     assert_eq!(fwd[0].key_str(), "t-1");
 }
 
@@ -132,14 +137,14 @@ async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
     let mut portal = Vec::new();
     for r in on(&recs, &w, PORTAAL_TAKEN) {
         let t: portaal::Taak = w.decode(r).await;
-        portal.push((t.id, t.status));
+        portal.push((r.key_str().to_string(), t.status));
     }
     portal.sort_by_key(|p| format!("{p:?}"));
     assert_eq!(
         portal,
         vec![
+            ("t-exp".to_string(), portaal::TaakStatus::Gesloten),
             ("t-exp".to_string(), portaal::TaakStatus::Open),
-            ("t-exp".to_string(), portaal::TaakStatus::Verlopen),
             ("t-later".to_string(), portaal::TaakStatus::Open),
         ]
     );

@@ -88,7 +88,7 @@ pub struct ZaakVerzoek {
     pub submitted_at: Timestamp,
 }
 
-/// NL Portal taak v2 status.
+/// Status of a taak in the portal (taak objecttype v1.1): an expired taak is `gesloten`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 #[serde(rename_all = "lowercase")]
@@ -97,53 +97,94 @@ pub enum TaakStatus {
     Afgerond,
     Verwerkt,
     Gesloten,
-    Verlopen,
 }
 
-/// NL Portal taak v2 `soort`.
+/// Kind of taak (taak objecttype v1.1 `soort`); its details are in the field of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 #[serde(rename_all = "lowercase")]
 pub enum TaakSoort {
-    Portaalformulier,
     Url,
-    Betaling,
+    Portaalformulier,
+    Ogonebetaling,
 }
 
-/// Link of a taak to a zaak (NL Portal `koppeling`).
+/// Whom the taak is for (`identificatie`): `type` bsn or kvk, and the number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct TaakIdentificatie {
+    #[serde(rename = "type")]
+    pub soort: PartijType,
+    pub value: String,
+}
+
+/// Link of a taak to a zaak or product (`koppeling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct Koppeling {
     /// `zaak` or `product`.
     pub registratie: String,
-    pub uuid: String,
+    pub uuid: Option<String>,
 }
 
-/// The form a klant fills in for a taak.
+/// A link to an external resource (`url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct TaakUrl {
+    pub uri: String,
+}
+
+/// Which form: by id (stored in the portal) or by URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum FormulierSoort {
+    Url,
+    Id,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Formulier {
+    pub soort: FormulierSoort,
+    pub value: String,
+}
+
+/// The form a klant fills in (`portaalformulier`). `data` (prefill) and `verzonden_data` (what
+/// the klant sent) are JSON documents, carried as JSON strings (Avro has no free objects).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct Portaalformulier {
-    /// Form id or URL.
-    pub formulier: String,
-    /// Prefill data as JSON.
-    pub data: String,
+    pub formulier: Formulier,
+    pub data: Option<String>,
+    pub verzonden_data: Option<String>,
 }
 
-/// An externe klant taak as NL Portal shows it (taak v2).
+/// A payment through Ogone / Ingenico (`ogonebetaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct Ogonebetaling {
+    pub bedrag: f64,
+    pub betaalkenmerk: String,
+    pub pspid: String,
+}
+
+/// An externe klant taak as the portal stores it: the taak objecttype v1.1 (NL Portal taak v2),
+/// field for field. The taak's uuid is the record key, not a field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct Taak {
-    pub id: String,
     pub titel: String,
     pub status: TaakStatus,
     pub soort: TaakSoort,
-    pub identificatie: Partij,
+    pub identificatie: TaakIdentificatie,
     pub verwerker_taak_id: String,
     pub eigenaar: String,
-    pub koppeling: Option<Koppeling>,
+    pub koppeling: Koppeling,
     pub verloopdatum: Option<Timestamp>,
+    pub url: Option<TaakUrl>,
     pub portaalformulier: Option<Portaalformulier>,
-    pub url: Option<String>,
+    pub ogonebetaling: Option<Ogonebetaling>,
 }
 
 /// The answer a klant or ketenpartner gives to a taak.

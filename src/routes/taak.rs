@@ -42,6 +42,9 @@ pub struct TaakState {
     pub beantwoord: bool,
     /// When the bridge last changed this state.
     pub gewijzigd: Timestamp,
+    /// What the klant sent (JSON), once an antwoord was accepted: shown with the taak in the portal.
+    #[serde(default)]
+    pub verzonden_data: Option<String>,
 }
 
 /// The two kinds of record on the repartition topic.
@@ -66,47 +69,57 @@ pub struct TaakRoute {
     antwoord_reader: Schema,
 }
 
-/// Valtimo portaaltaak status → NL Portal taak v2 status.
+/// Valtimo portaaltaak status → the portal's (taak objecttype v1.1 has no `verlopen`: an
+/// expired taak is `gesloten`).
 pub fn portaal_status(s: gzac::TaakStatus) -> portaal::TaakStatus {
     match s {
         gzac::TaakStatus::Open => portaal::TaakStatus::Open,
         gzac::TaakStatus::Ingediend => portaal::TaakStatus::Afgerond,
         gzac::TaakStatus::Verwerkt => portaal::TaakStatus::Verwerkt,
-        gzac::TaakStatus::Gesloten | gzac::TaakStatus::Ingetrokken => portaal::TaakStatus::Gesloten,
-        gzac::TaakStatus::Verlopen => portaal::TaakStatus::Verlopen,
+        gzac::TaakStatus::Gesloten | gzac::TaakStatus::Ingetrokken | gzac::TaakStatus::Verlopen => {
+            portaal::TaakStatus::Gesloten
+        }
     }
 }
 
-/// The portal's view of a taak; it keeps the GZAC uuid as its id, which the antwoord refers to.
-pub fn translate(t: &gzac::Taak) -> anyhow::Result<portaal::Taak> {
-    let identificatie = portaal_partij(t.identificatie.soort, &t.identificatie.value)?;
-    let (soort, portaalformulier, url) = match t.formulier.soort {
-        gzac::FormulierType::Id => (
-            portaal::TaakSoort::Portaalformulier,
-            Some(portaal::Portaalformulier { formulier: t.formulier.value.clone(), data: t.data.clone() }),
-            None,
-        ),
-        gzac::FormulierType::Url => (portaal::TaakSoort::Url, None, Some(t.formulier.value.clone())),
+/// The portal's taak (objecttype v1.1) for a GZAC taak; `verzonden_data` is what the klant sent,
+/// once an antwoord was accepted. The record's key is the GZAC uuid, which the antwoord refers to.
+pub fn translate(t: &gzac::Taak, verzonden_data: Option<&str>) -> anyhow::Result<portaal::Taak> {
+    let partij = portaal_partij(t.identificatie.soort, &t.identificatie.value)?;
+    let identificatie = portaal::TaakIdentificatie { soort: partij.soort, value: partij.value };
+    // A Valtimo portaaltaak's form is referred to by id (a form in the portal) or by URL.
+    let formulier = portaal::Formulier {
+        soort: match t.formulier.soort {
+            gzac::FormulierType::Id => portaal::FormulierSoort::Id,
+            gzac::FormulierType::Url => portaal::FormulierSoort::Url,
+        },
+        value: t.formulier.value.clone(),
     };
-    let koppeling = t.zaak.as_ref().map(|url| portaal::Koppeling {
+    let portaalformulier = portaal::Portaalformulier {
+        formulier,
+        data: Some(t.data.clone()),
+        verzonden_data: verzonden_data.map(str::to_string),
+    };
+    // Always present: a portaaltaak belongs to a zaak, whose uuid is the last part of its URL.
+    let koppeling = portaal::Koppeling {
         registratie: "zaak".into(),
-        uuid: url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string(),
-    });
+        uuid: t.zaak.as_ref().map(|url| url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()),
+    };
     if let Some(d) = t.verloopdatum {
         d.checked("verloopdatum")?;
     }
     Ok(portaal::Taak {
-        id: t.uuid.clone(),
         titel: t.title.clone(),
         status: portaal_status(t.status),
-        soort,
+        soort: portaal::TaakSoort::Portaalformulier,
         identificatie,
         verwerker_taak_id: t.verwerker_taak_id.clone(),
         eigenaar: "gzac".into(),
         koppeling,
         verloopdatum: t.verloopdatum,
-        portaalformulier,
-        url,
+        url: None,
+        portaalformulier: Some(portaalformulier),
+        ogonebetaling: None,
     })
 }
 
@@ -151,19 +164,20 @@ impl TaakRoute {
         }
     }
 
-    fn portal_update(&self, t: &gzac::Taak, kind: &'static str) -> anyhow::Result<Output> {
-        self.portal_output(translate(t)?, kind)
+    fn portal_update(&self, s: &TaakState, kind: &'static str) -> anyhow::Result<Output> {
+        self.portal_output(&s.taak.uuid, translate(&s.taak, s.verzonden_data.as_deref())?, kind)
     }
 
-    fn portal_output(&self, p: portaal::Taak, kind: &'static str) -> anyhow::Result<Output> {
+    /// The portal's taak, keyed (and subjected) by the taak uuid.
+    fn portal_output(&self, uuid: &str, p: portaal::Taak, kind: &'static str) -> anyhow::Result<Output> {
         // The event id differs per distinct update (a second change while still open too) and is
-        // the same when the same update is replayed; the subject is the taak.
-        let id_source = format!("{}/{}", p.id, super::digest(&p)?);
+        // the same when the same update is replayed.
+        let id_source = format!("{uuid}/{}", super::digest(&p)?);
         Output::new(
             &self.portaal_taken,
-            p.id.clone(),
+            uuid.to_string(),
             &p,
-            super::Event { subject: p.id.clone(), ..event(kind, &id_source) },
+            super::Event { subject: uuid.to_string(), ..event(kind, &id_source) },
         )
     }
 
@@ -178,22 +192,19 @@ impl TaakRoute {
             (false, _) => TYPE_AANGEMAAKT,
             (true, _) => TYPE_GEWIJZIGD,
         };
-        let p = translate(&t)?;
+        let verzonden_data = previous.as_ref().and_then(|p| p.verzonden_data.clone());
+        let p = translate(&t, verzonden_data.as_deref())?;
         let mut out = Vec::new();
         if previous.is_none() && t.status == gzac::TaakStatus::Open {
-            let item = Item { soort: "taak", id: &p.id, deadline: p.verloopdatum, gebeurtenis: "taak-aangemaakt" };
-            out.extend(notificatie::opdrachten(
-                &self.cfg,
-                &self.voorkeuren,
-                &p.identificatie,
-                &item,
-                &self.notificaties,
-            )?);
+            let item = Item { soort: "taak", id: &t.uuid, deadline: p.verloopdatum, gebeurtenis: "taak-aangemaakt" };
+            let ontvanger = portaal::Partij { soort: p.identificatie.soort, value: p.identificatie.value.clone() };
+            out.extend(notificatie::opdrachten(&self.cfg, &self.voorkeuren, &ontvanger, &item, &self.notificaties)?);
         }
         // The portal's update goes first, then its notificaties.
-        out.insert(0, self.portal_output(p, kind)?);
+        out.insert(0, self.portal_output(&t.uuid, p, kind)?);
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        ctx.put(&t.uuid.clone(), Some(TaakState { taak: t, beantwoord, gewijzigd: ctx.now }));
+        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data };
+        ctx.put(&state.taak.uuid.clone(), Some(state));
         Ok(out)
     }
 
@@ -208,9 +219,10 @@ impl TaakRoute {
                 s.beantwoord = true;
                 s.taak.status = gzac::TaakStatus::Ingediend;
                 s.gewijzigd = ctx.now;
+                s.verzonden_data = Some(a.verzonden_data.clone());
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
-                    self.portal_update(&s.taak, TYPE_GEWIJZIGD)?,
+                    self.portal_update(&s, TYPE_GEWIJZIGD)?,
                     self.terugmelding(&a, Ok(&g.uuid))?,
                 ];
                 ctx.put(&a.taak_id, Some(s));
@@ -296,7 +308,7 @@ impl Route for TaakRoute {
             tracing::info!(taak = %key, "taak verlopen");
             s.taak.status = gzac::TaakStatus::Verlopen;
             s.gewijzigd = now;
-            out.push(self.portal_update(&s.taak, TYPE_VERLOPEN)?);
+            out.push(self.portal_update(&s, TYPE_VERLOPEN)?);
             out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_GZAC_VERLOPEN, &key))?);
             ctx.state.put(partition, &key, Some(s));
         }
@@ -319,7 +331,12 @@ mod tests {
     use crate::samples::{antwoord, taak, BSN, OTHER_BSN};
 
     fn state(status: gzac::TaakStatus, beantwoord: bool) -> TaakState {
-        TaakState { taak: gzac::Taak { status, ..taak("t", BSN, None) }, beantwoord, gewijzigd: Timestamp(0) }
+        TaakState {
+            taak: gzac::Taak { status, ..taak("t", BSN, None) },
+            beantwoord,
+            gewijzigd: Timestamp(0),
+            verzonden_data: None,
+        }
     }
 
     #[test]
@@ -331,27 +348,34 @@ mod tests {
         assert_eq!(code(Some(&state(gzac::TaakStatus::Gesloten, false)), BSN), "TAAK_NIET_OPEN");
         assert_eq!(code(Some(&state(gzac::TaakStatus::Ingediend, true)), BSN), "TAAK_AL_BEANTWOORD");
         let g = check(Some(&open), &antwoord("a", "t", BSN)).unwrap();
-        assert_eq!((g.verwerker_taak_id.as_str(), g.status), ("camunda-t", gzac::TaakStatus::Ingediend));
+        assert_eq!(
+            (g.verwerker_taak_id, g.status),
+            (taak("t", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend)
+        );
     }
 
     #[test]
     fn status_and_form_vocabulary() {
         assert_eq!(portaal_status(gzac::TaakStatus::Ingediend), portaal::TaakStatus::Afgerond);
         assert_eq!(portaal_status(gzac::TaakStatus::Ingetrokken), portaal::TaakStatus::Gesloten);
-        assert_eq!(portaal_status(gzac::TaakStatus::Verlopen), portaal::TaakStatus::Verlopen);
+        assert_eq!(
+            portaal_status(gzac::TaakStatus::Verlopen),
+            portaal::TaakStatus::Gesloten,
+            "the portal has no verlopen"
+        );
         let url = gzac::Taak {
             formulier: gzac::Formulier { soort: gzac::FormulierType::Url, value: "https://f/1".into() },
             ..taak("t", BSN, None)
         };
-        let p = translate(&url).unwrap();
-        assert_eq!(
-            (p.soort, p.url.as_deref(), p.portaalformulier),
-            (portaal::TaakSoort::Url, Some("https://f/1"), None)
-        );
+        let p = translate(&url, Some("{}")).unwrap();
+        let f = p.portaalformulier.unwrap();
+        assert_eq!(p.soort, portaal::TaakSoort::Portaalformulier, "a form by URL is still a portaalformulier");
+        assert_eq!((f.formulier.soort, f.formulier.value.as_str()), (portaal::FormulierSoort::Url, "https://f/1"));
+        assert_eq!((f.data.as_deref(), f.verzonden_data.as_deref()), (Some(url.data.as_str()), Some("{}")));
         let rsin = gzac::Taak {
             identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Rsin, value: "123".into() },
             ..taak("t", BSN, None)
         };
-        assert!(translate(&rsin).is_err(), "the portal has no identification for it");
+        assert!(translate(&rsin, None).is_err(), "the portal has no identification for it");
     }
 }

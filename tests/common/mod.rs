@@ -206,7 +206,39 @@ pub fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 /// An Avro value as JSON, the way a plain connector writes it: null fields left out, a union as
 /// its branch's value, an enum as its symbol, `timestamp-millis` as RFC 3339, `date` as
-/// `YYYY-MM-DD`.
+/// `YYYY-MM-DD`; string fields named in `documents` hold JSON documents and become objects.
+pub fn avro_json_with(v: &apache_avro::types::Value, documents: &[&str]) -> serde_json::Value {
+    use apache_avro::types::Value as A;
+    match v {
+        A::Record(fields) => serde_json::Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let json = match (documents.contains(&k.as_str()), strip_union(v)) {
+                        (true, A::String(s)) => {
+                            serde_json::from_str(s).unwrap_or_else(|e| panic!("{k} is no JSON document: {e}"))
+                        }
+                        _ => avro_json_with(v, documents),
+                    };
+                    (k.clone(), json)
+                })
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        A::Union(_, inner) => avro_json_with(inner, documents),
+        A::Array(items) => serde_json::Value::Array(items.iter().map(|i| avro_json_with(i, documents)).collect()),
+        other => avro_json(other),
+    }
+}
+
+fn strip_union(v: &apache_avro::types::Value) -> &apache_avro::types::Value {
+    match v {
+        apache_avro::types::Value::Union(_, inner) => strip_union(inner),
+        other => other,
+    }
+}
+
+/// `avro_json_with` without JSON documents.
 pub fn avro_json(v: &apache_avro::types::Value) -> serde_json::Value {
     use apache_avro::types::Value as A;
     use serde_json::Value as J;
