@@ -246,7 +246,7 @@ fn same_unqualified_name(writer: &Schema, reader: &Schema) -> bool {
 pub fn is_recursive(schema: &Schema) -> bool {
     fn walk<'a>(s: &'a Schema, path: &mut Vec<&'a Name>) -> bool {
         match s {
-            Schema::Ref { name } => path.iter().any(|n| *n == name),
+            Schema::Ref { name } => path.contains(&name),
             Schema::Record(r) => {
                 path.push(&r.name);
                 let found = r.fields.iter().any(|f| walk(&f.schema, path));

@@ -117,7 +117,10 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
     let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
     assert_eq!(fwd.len(), 1, "only the right antwoord reaches GZAC");
     let g: gzac::TaakAntwoord = w.decode(fwd[0]).await;
-    assert_eq!((g.verwerker_taak_id, g.status), (taak("t-1", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend));
+    assert_eq!(
+        (g.verwerker_taak_id, g.status),
+        (taak("t-1", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend)
+    );
     assert_eq!(fwd[0].key_str(), "t-1");
 }
 

@@ -97,12 +97,11 @@ impl VerzoekRoute {
             (Some(bsn), None) => gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: bsn.into(), urn: bsn_urn(bsn) },
             (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
         };
-        let zaaktype = self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
-            afwijzing(
-                "ONBEKEND_VERZOEKTYPE",
-                format!("Verzoektype '{}' is bij de gemeente niet bekend.", v.verzoektype),
-            )
-        })?;
+        // The text does not repeat what was sent: a rejection echoes no input.
+        let zaaktype =
+            self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
+                afwijzing("ONBEKEND_VERZOEKTYPE", "Dit soort verzoek is bij de gemeente niet bekend.")
+            })?;
         formulierdata(&v.data)?;
         let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
         let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
@@ -248,6 +247,8 @@ mod tests {
         assert_eq!(code(portaal::Verzoek { kvk: Some("12345678".into()), ..verzoek() }), "MEER_DAN_EEN_PARTIJ");
         assert_eq!(code(portaal::Verzoek { bsn: None, ..verzoek() }), "GEEN_PARTIJ");
         assert_eq!(code(portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }), "ONBEKEND_VERZOEKTYPE");
+        let text = r.translate(&portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }).unwrap_err();
+        assert!(!text.toelichting.contains("kapvergunning"), "a rejection does not echo the input");
         assert_eq!(
             code(portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..verzoek() }),
             "KETENPARTNER_DIENT_GEEN_VERZOEK_IN"
