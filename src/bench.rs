@@ -60,7 +60,14 @@ impl Route for Passthrough {
     fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
         let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone() };
-        Ok(vec![Output { topic: self.output.clone(), key: n, value: Payload::Raw(input), event, partition: None }])
+        Ok(vec![Output {
+            topic: self.output.clone(),
+            key: n,
+            value: Payload::Raw(input),
+            event,
+            partition: None,
+            link: None,
+        }])
     }
 }
 

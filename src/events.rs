@@ -2,6 +2,7 @@
 
 use crate::model::Timestamp;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use serde::{Deserialize, Serialize};
 
 /// What the route says about one output record; the pipeline adds source, time and tracing.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,10 +23,28 @@ pub struct Cause<'a> {
     pub traceparent: Option<&'a [u8]>,
 }
 
+/// The input an output answers to, kept so that work done later (a scheduled publication, an
+/// expiry) still links to the record that caused it: `ce_causationid` and `traceparent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// `<topic>/<partition>/<offset>`.
+    pub causation: String,
+    pub traceparent: Option<String>,
+}
+
+impl Cause<'_> {
+    pub fn link(&self) -> Link {
+        Link {
+            causation: format!("{}/{}/{}", self.topic, self.partition, self.offset),
+            traceparent: self.traceparent.map(|t| String::from_utf8_lossy(t).into_owned()),
+        }
+    }
+}
+
 /// `ce_time` is when the bridge wrote the record; `dataschema` the registry URL of the value's schema.
-pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>, dataschema: Option<&str>) -> OwnedHeaders {
+pub fn ce_headers(ev: &Event, source: &str, link: &Link, dataschema: Option<&str>) -> OwnedHeaders {
     let time = Timestamp::now().rfc3339();
-    let causation = format!("{}/{}/{}", cause.topic, cause.partition, cause.offset);
+    let causation = &link.causation;
     let mut h = OwnedHeaders::new_with_capacity(9)
         .insert(hdr("ce_specversion", "1.0"))
         .insert(hdr("ce_id", &ev.id))
@@ -34,12 +53,12 @@ pub fn ce_headers(ev: &Event, source: &str, cause: &Cause<'_>, dataschema: Optio
         .insert(hdr("ce_time", &time))
         .insert(hdr("ce_subject", &ev.subject))
         .insert(hdr("content-type", "application/avro"))
-        .insert(hdr("ce_causationid", &causation));
+        .insert(hdr("ce_causationid", causation));
     if let Some(ds) = dataschema {
         h = h.insert(hdr("ce_dataschema", ds));
     }
-    if let Some(tp) = cause.traceparent {
-        h = h.insert(Header { key: "traceparent", value: Some(tp) });
+    if let Some(tp) = &link.traceparent {
+        h = h.insert(hdr("traceparent", tp));
     }
     h
 }

@@ -9,7 +9,7 @@
 
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
-use crate::events::{ce_headers, dlq_headers, find, Cause, Event};
+use crate::events::{ce_headers, dlq_headers, find, Cause, Event, Link};
 pub use crate::health::Stats;
 use crate::model::Timestamp;
 use crate::state::Store;
@@ -67,6 +67,8 @@ pub struct Ctx<'a, S> {
     /// The input record's partition (state of other keys lives in other partitions).
     pub partition: i32,
     pub state: &'a mut Store<S>,
+    /// The input being handled (`None` in `tick`): keep it in state for outputs made later.
+    pub link: Option<Link>,
 }
 
 impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
@@ -117,6 +119,8 @@ pub struct Output {
     pub event: Event,
     /// A fixed partition (repartitioning); otherwise the producer's partitioner picks one.
     pub partition: Option<i32>,
+    /// The input this output answers to, when it is not the record being handled (timer work).
+    pub link: Option<Link>,
 }
 
 impl Output {
@@ -132,7 +136,13 @@ impl Output {
             value: Payload::Avro(Box::new(record.clone())),
             event,
             partition: None,
+            link: None,
         })
+    }
+
+    /// The same output, linked to the input that caused it (for work done later).
+    pub fn caused_by(self, link: Option<&Link>) -> Self {
+        Output { link: link.cloned(), ..self }
     }
 }
 
@@ -935,7 +945,7 @@ impl<R: Route> Pipeline<R> {
     /// Time-driven work of the route, in the current (or a new) transaction.
     fn tick(&mut self) -> Result<(), StepError> {
         let mark = self.store.mark();
-        let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store };
+        let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store, link: None };
         let route = &mut self.route;
         let outputs = match catch_unwind(AssertUnwindSafe(|| route.tick(&mut ctx))) {
             Ok(Ok(o)) => o,
@@ -977,7 +987,8 @@ impl<R: Route> Pipeline<R> {
         };
         // The schema the value was written with, as the registry serves it.
         let dataschema = Codec::frame(&bytes).ok().map(|(id, _)| format!("{}/schemas/ids/{id}", self.registry_url));
-        let headers = ce_headers(&o.event, &self.source, cause, dataschema.as_deref());
+        let link = o.link.clone().unwrap_or_else(|| cause.link());
+        let headers = ce_headers(&o.event, &self.source, &link, dataschema.as_deref());
         let size = record_size(o.key.len(), bytes.len(), &headers);
         let limit = self.limits.of(&o.topic);
         if size > limit {
@@ -1005,7 +1016,7 @@ impl<R: Route> Pipeline<R> {
         let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
             let input = route.decode(codec, rt, bytes)?;
-            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store };
+            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(cause.link()) };
             route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))
         }))
         .map_err(|p| bad("panic", panic_text(&p)))??;

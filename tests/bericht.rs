@@ -144,7 +144,10 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let w = World::new("later").await;
     w.send(VOORKEUREN, "klant-3", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
     let at = Timestamp(Timestamp::now().0 + 12_000);
-    w.send(BERICHTEN, "later", &gzac::Bericht { publicatiedatum: at, ..bericht("later", BSN) }).await;
+    let later = gzac::Bericht { publicatiedatum: at, ..bericht("later", BSN) };
+    let bytes = gzac_portal_bridge::client::frame(w.schema_id(BERICHTEN), &later).unwrap();
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    gzac_portal_bridge::client::send(&w.producer, &w.topic(BERICHTEN), "later", &bytes, Some(trace)).await.unwrap();
     w.send(BERICHTEN, "now", &bericht("now", BSN)).await;
 
     let mut first = spawn_bridge(&w, "i0", &[]);
@@ -161,6 +164,10 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let later = derived_id(&["bericht", "later"]);
     let published = recs.iter().find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later).expect("published");
     assert!(published.timestamp.unwrap() >= at.0, "published before its publicatiedatum");
+    // Published by a timer after a restart, yet linked to the GZAC record that scheduled it.
+    let scheduled_by = format!("{}/", w.topic(BERICHTEN));
+    assert!(published.header("ce_causationid").unwrap().starts_with(&scheduled_by), "{:?}", published.headers);
+    assert_eq!(published.header("traceparent"), Some(trace));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

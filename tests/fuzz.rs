@@ -98,7 +98,7 @@ fn feed<R: Route>(mut route: R, codec: &Codec, rt: &Handle, inputs: &[Vec<u8>], 
             tally.calls += 1;
             let outcome = catch_unwind(AssertUnwindSafe(|| match route.decode(codec, rt, &bytes) {
                 Ok(input) => {
-                    let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store };
+                    let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store, link: None };
                     Ok(Some(route.handle(input, &mut ctx).is_ok()))
                 }
                 Err(CodecError::BadData { .. }) => Ok(None),
@@ -273,7 +273,7 @@ async fn mutated_records_through_every_route_never_panic() {
             .iter()
             .map(|b| {
                 let input = route.decode(&codec, &rt, b).unwrap();
-                let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store };
+                let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store, link: None };
                 route.handle(input, &mut ctx).map(|_| ()).map_err(|e| format!("{e:#}"))
             })
             .collect::<Vec<_>>()

@@ -157,6 +157,11 @@ async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
     let g: gzac::Taak = w.decode(gz[0]).await;
     assert_eq!((g.uuid.as_str(), g.status), ("t-exp", gzac::TaakStatus::Verlopen));
     assert_eq!(gz[0].header("ce_type"), Some("nl.overheid.taken.externetaak-verlopen"));
+    let cause = gz[0].header("ce_causationid").unwrap();
+    assert!(
+        cause.starts_with(&w.topic("gzac-portal-bridge.taken-repartition.v1")),
+        "the expiry links to its taak: {cause}"
+    );
     assert!(gz[0].timestamp.unwrap() >= soon.0);
     assert_eq!(reasons(&w, &tm).await["a-late"], "TAAK_NIET_OPEN");
 }

@@ -7,6 +7,7 @@ use super::notificatie::{self, Item};
 use super::{derived_id, event, portaal_partij};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
+use crate::events::Link;
 use crate::model::common::Notificatieopdracht;
 use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
@@ -27,8 +28,9 @@ pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd"
 /// A bericht's state, keyed by its GZAC uuid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BerichtState {
-    /// Waiting for its publicatiedatum.
-    Gepland(Box<gzac::Bericht>),
+    /// Waiting for its publicatiedatum; `link` is the GZAC record that scheduled it, so the
+    /// publication links to it.
+    Gepland { bericht: Box<gzac::Bericht>, link: Option<Link> },
     /// Published and notified at `op`; a replay of it does nothing.
     Gepubliceerd { op: Timestamp },
 }
@@ -143,7 +145,8 @@ impl Route for BerichtRoute {
             Ok(out)
         } else {
             tracing::info!(bericht = %b.uuid, at = %b.publicatiedatum.rfc3339(), "bericht scheduled");
-            ctx.put(&b.uuid.clone(), Some(BerichtState::Gepland(Box::new(b))));
+            let uuid = b.uuid.clone();
+            ctx.put(&uuid, Some(BerichtState::Gepland { link: ctx.link.clone(), bericht: Box::new(b) }));
             Ok(vec![])
         }
     }
@@ -154,13 +157,13 @@ impl Route for BerichtRoute {
         let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
         let mut out = Vec::new();
         let selected = ctx.state.select(|s| match s {
-            BerichtState::Gepland(b) => b.publicatiedatum <= now,
+            BerichtState::Gepland { bericht, .. } => bericht.publicatiedatum <= now,
             BerichtState::Gepubliceerd { op } => op < &forget_before,
         });
         for (partition, key, state) in selected {
             match state {
-                BerichtState::Gepland(b) => {
-                    out.extend(self.publish(&b)?);
+                BerichtState::Gepland { bericht, link } => {
+                    out.extend(self.publish(&bericht)?.into_iter().map(|o| o.caused_by(link.as_ref())));
                     ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd { op: now }));
                 }
                 BerichtState::Gepubliceerd { .. } => ctx.state.put(partition, &key, None),

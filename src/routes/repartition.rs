@@ -81,6 +81,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
             key,
             value: Payload::Raw(bytes),
             partition: Some(partition),
+            link: None,
         }])
     }
 }

@@ -45,6 +45,9 @@ pub struct TaakState {
     /// What the klant sent (JSON), once an antwoord was accepted: shown with the taak in the portal.
     #[serde(default)]
     pub verzonden_data: Option<String>,
+    /// The record that last changed it: what an expiry links to.
+    #[serde(default)]
+    pub link: Option<crate::events::Link>,
 }
 
 /// The two kinds of record on the repartition topic.
@@ -203,7 +206,7 @@ impl TaakRoute {
         // The portal's update goes first, then its notificaties.
         out.insert(0, self.portal_output(&t.uuid, p, kind)?);
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data };
+        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data, link: ctx.link.clone() };
         ctx.put(&state.taak.uuid.clone(), Some(state));
         Ok(out)
     }
@@ -220,6 +223,7 @@ impl TaakRoute {
                 s.taak.status = gzac::TaakStatus::Ingediend;
                 s.gewijzigd = ctx.now;
                 s.verzonden_data = Some(a.verzonden_data.clone());
+                s.link = ctx.link.clone();
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
                     self.portal_update(&s, TYPE_GEWIJZIGD)?,
@@ -308,8 +312,9 @@ impl Route for TaakRoute {
             tracing::info!(taak = %key, "taak verlopen");
             s.taak.status = gzac::TaakStatus::Verlopen;
             s.gewijzigd = now;
-            out.push(self.portal_update(&s, TYPE_VERLOPEN)?);
-            out.push(Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_GZAC_VERLOPEN, &key))?);
+            out.push(self.portal_update(&s, TYPE_VERLOPEN)?.caused_by(s.link.as_ref()));
+            let gzac = Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_GZAC_VERLOPEN, &key))?;
+            out.push(gzac.caused_by(s.link.as_ref()));
             ctx.state.put(partition, &key, Some(s));
         }
         Ok(out)
@@ -336,6 +341,7 @@ mod tests {
             beantwoord,
             gewijzigd: Timestamp(0),
             verzonden_data: None,
+            link: None,
         }
     }
 

@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn rejection_carries_no_bsn_and_no_form_data() {
         let mut store = crate::state::Store::default();
-        let mut ctx = Ctx { now: Timestamp(0), partition: 0, state: &mut store };
+        let mut ctx = Ctx { now: Timestamp(0), partition: 0, state: &mut store, link: None };
         let v = portaal::Verzoek { verzoektype: "onbekend".into(), ..verzoek() };
         let outs = route().handle(v, &mut ctx).unwrap();
         assert_eq!(outs.len(), 1);
