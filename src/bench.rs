@@ -227,10 +227,12 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
             #[allow(deprecated)]
             let v = apache_avro::from_avro_datum(&schema, &mut body, None)?;
             let out: crate::model::gzac::Verzoek = apache_avro::from_value(&v)?;
-            if out.bron.kenmerk.starts_with("warm-") {
+            // The submission id (verzoekBron.kenmerk) carries the send time: `lat-<n>-<ms>`.
+            let kenmerk = &out.verzoek_bron.kenmerk;
+            if kenmerk.starts_with("warm-") {
                 warm += 1;
-            } else {
-                lat.push(crate::model::Timestamp::now().0 - out.ingediend_op.0);
+            } else if let Some(sent) = kenmerk.rsplit('-').next().and_then(|ms| ms.parse::<i64>().ok()) {
+                lat.push(crate::model::Timestamp::now().0 - sent);
             }
         }
         Ok((lat, warm))
@@ -258,7 +260,7 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
     while sent < total {
         tick.tick().await;
         for _ in 0..per_tick.min(total - sent) {
-            send(format!("lat-{sent}"))?;
+            send(format!("lat-{sent}-{}", crate::model::Timestamp::now().0))?;
             sent += 1;
         }
     }

@@ -132,7 +132,12 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields)]
 pub struct VerzoekConfig {
     pub bron_naam: String,
+    /// Productaanvraag type → URL of its Open VTB verzoektype.
     pub verzoektypen: BTreeMap<String, String>,
+    /// Open VTB `kanaal` of verzoeken from the portal.
+    pub kanaal: String,
+    /// URN namespace of informatieobjecten: a document URL's last segment is appended.
+    pub informatieobject_urn: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -71,12 +71,12 @@ async fn describe(codec: &Codec, r: &Received) -> String {
         let text = match name.as_str() {
             "nl.gzac.zaak.Verzoek" => {
                 let v: gzac::Verzoek = codec.decode(bytes, &gzac::Verzoek::get_schema()).await?;
+                let (kind, number) = v.initiator.rsplit_once(':').unwrap_or(("", &v.initiator));
                 format!(
-                    "verzoek for zaaktype …{}, initiator {:?} {}, taal {}",
-                    &v.zaaktype[v.zaaktype.len().saturating_sub(12)..],
-                    v.initiator.soort,
-                    mask(&v.initiator.waarde),
-                    v.taal
+                    "verzoek of verzoekType …{}, initiator {kind}:{}, taal {}",
+                    &v.verzoek_type[v.verzoek_type.len().saturating_sub(12)..],
+                    mask(number),
+                    v.verzoek_taal
                 )
             }
             "nl.gzac.common.Terugmelding" => {

@@ -10,6 +10,7 @@ use gzac_portal_bridge::routes::verzoek;
 use gzac_portal_bridge::samples;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,17 @@ async fn topics_apply_plans_creates_is_idempotent_and_reports_drift() {
         .unwrap()
         .remove(0)
         .unwrap();
+    // CreateTopics answers before every broker's metadata shows the topic: wait until it does.
+    let probe: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe
+        .fetch_metadata(Some(&zaken), Duration::from_secs(5))
+        .map_or(true, |md| md.topics().first().is_none_or(|t| t.partitions().is_empty()))
+    {
+        assert!(Instant::now() < deadline, "{zaken} never showed in the metadata");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let plan = bridge(&["topics", "apply", "--dry-run", "--replication-factor", "1"], &env);
     let out = text(&plan);

@@ -8,8 +8,8 @@ use apache_avro::AvroSchema;
 use common::{avro_json, avro_json_with, invalid, reference_schema, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
-use gzac_portal_bridge::model::{portaal, Timestamp};
-use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, BSN};
+use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
+use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, verzoek, BSN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,4 +82,40 @@ async fn every_portal_taak_is_a_taak_objecttype_record() {
     statuses.sort();
     let want = [("t-1", "afgerond"), ("t-1", "open"), ("t-2", "gesloten"), ("t-2", "open")];
     assert_eq!(statuses, want.map(|(k, s)| (k.to_string(), s.to_string())).to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gzac_verzoek_is_an_open_vtb_verzoek() {
+    let w = World::new("openvtb").await;
+    let mut zonder_betaling = verzoek("v-2");
+    zonder_betaling.payment = None;
+    zonder_betaling.attachments =
+        vec!["https://documenten.gemeente.example/api/v1/enkelvoudiginformatieobjecten/9".into()];
+    w.send("portaal.verzoeken.v1", "v-1", &verzoek("v-1")).await;
+    w.send("portaal.verzoeken.v1", "v-2", &zonder_betaling).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&["gzac.verzoeken.v1"], 2, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 2);
+
+    let open_vtb = common::openapi_schema("openvtb-verzoeken-openapi.yaml", "Verzoek");
+    let reader = gzac::Verzoek::get_schema();
+    for r in &recs {
+        let mut body = &r.value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        let value = apache_avro::from_avro_datum(&reader, &mut body, None).unwrap();
+        let json = avro_json_with(&value, &["aanvraagGegevens"]);
+        assert_eq!(invalid(&open_vtb, &json), None, "not an Open VTB Verzoek: {json}");
+    }
+    // The validator does reject what Open VTB would: a language of three letters.
+    let mut bad = avro_json_with(
+        &{
+            let mut body = &recs[0].value.as_deref().unwrap()[5..];
+            #[allow(deprecated)]
+            apache_avro::from_avro_datum(&reader, &mut body, None).unwrap()
+        },
+        &["aanvraagGegevens"],
+    );
+    bad["verzoekTaal"] = "nld".into();
+    assert!(invalid(&open_vtb, &bad).is_some());
 }

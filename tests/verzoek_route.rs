@@ -44,25 +44,16 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     let uuid = derived_id(&["verzoek", "happy-1"]);
     assert_eq!(g.uuid, uuid);
     assert_eq!(out[0].key_str(), uuid);
-    assert_eq!(g.verzoektype, "parkeervergunning");
-    assert_eq!(g.zaaktype, w.cfg.verzoek.verzoektypen["parkeervergunning"]);
-    assert_eq!(g.bron, gzac::Bron { naam: "Open Formulieren".into(), kenmerk: "happy-1".into() });
-    assert_eq!(
-        g.initiator,
-        gzac::Partij {
-            soort: gzac::PartijSoort::Bsn,
-            waarde: "569312863".into(),
-            urn: "urn:nld:brp:bsn:569312863".into()
-        }
-    );
-    assert_eq!(g.aanvraaggegevens, input.data);
-    assert_eq!(g.bijlagen, vec![gzac::Bijlage { url: input.pdf_url.clone().unwrap(), soort: "formulier-pdf".into() }]);
-    assert_eq!(g.taal, "nld");
-    assert_eq!(
-        g.betaling,
-        Some(gzac::Betaling { bedrag_centen: 4250, voltooid: true, transactie_referentie: Some("order-77".into()) })
-    );
-    assert_eq!(g.ingediend_op, input.submitted_at);
+    assert_eq!(g.verzoek_type, w.cfg.verzoek.verzoektypen["parkeervergunning"]);
+    assert_eq!(g.verzoek_bron, gzac::Bron { naam: "Open Formulieren".into(), kenmerk: "happy-1".into() });
+    assert_eq!(g.initiator, "urn:nld:brp:bsn:569312863");
+    assert_eq!(g.aanvraag_gegevens, input.data);
+    assert_eq!(g.verzoek_informatie_object.as_deref(), Some("urn:nld:gemeente:documenten:informatieobject:happy-1"));
+    assert_eq!(g.verzoek_taal, "nl");
+    assert_eq!(g.kanaal, "webformulier");
+    let betaling = g.verzoek_betaling.unwrap();
+    assert_eq!((betaling.bedrag.as_deref(), betaling.voltooid), (Some("42.50"), true));
+    assert_eq!(betaling.transactie_referentie.as_deref(), Some("order-77"));
 
     let h = |k: &str| out[0].header(k).unwrap_or_else(|| panic!("header {k} missing")).to_string();
     assert_eq!(h("ce_specversion"), "1.0");

@@ -41,37 +41,56 @@ pub struct Bijlage {
     pub soort: String,
 }
 
-/// Payment of a verzoek (Open VTB `verzoekBetaling`).
+/// A document of a verzoek (Open VTB `Bijlage`): an informatieobject URN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-pub struct Betaling {
-    /// Amount in euro cents.
-    pub bedrag_centen: i64,
+pub struct InformatieObject {
+    #[serde(rename = "informatieObject")]
+    pub informatie_object: String,
+}
+
+/// Payment of a verzoek (Open VTB `verzoekBetaling`): `bedrag` in euro as a decimal string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct VerzoekBetaling {
+    #[serde(rename = "providerKenmerk")]
+    pub provider_kenmerk: Option<String>,
+    pub bedrag: Option<String>,
     pub voltooid: bool,
+    #[serde(rename = "transactieDatum")]
+    pub transactie_datum: Option<Timestamp>,
+    /// The payment provider's id of the transaction.
     #[serde(rename = "transactieReferentie")]
     pub transactie_referentie: Option<String>,
 }
 
-/// A verzoek as GZAC takes it in (Open VTB / Valtimo verzoek plugin).
+/// A verzoek as Open VTB registers it and GZAC reads it: Open VTB's `Verzoek`, its writer
+/// fields, field for field (`url`, `urn` and `verzoekTypeUrn` are the register's to fill).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
 pub struct Verzoek {
     /// UUID v5 of the portal's submission id: a replay never makes a second verzoek.
     pub uuid: String,
-    #[serde(rename = "type")]
-    pub verzoektype: String,
-    /// Zaaktype URL resolved from the configured verzoektype map.
-    pub zaaktype: String,
-    pub bron: Bron,
-    pub initiator: Partij,
-    /// Form data as a JSON document.
-    pub aanvraaggegevens: String,
-    pub bijlagen: Vec<Bijlage>,
-    /// ISO 639-2/B, e.g. `nld`.
-    pub taal: String,
-    pub betaling: Option<Betaling>,
-    #[serde(rename = "ingediendOp")]
-    pub ingediend_op: Timestamp,
+    /// URL of the Open VTB verzoektype (configured per productaanvraag type).
+    #[serde(rename = "verzoekType")]
+    pub verzoek_type: String,
+    /// The form data, a JSON document.
+    #[serde(rename = "aanvraagGegevens")]
+    pub aanvraag_gegevens: String,
+    /// URN of the party that filed it.
+    pub initiator: String,
+    /// URN of the submission's PDF.
+    #[serde(rename = "verzoekInformatieObject")]
+    pub verzoek_informatie_object: Option<String>,
+    pub bijlagen: Vec<InformatieObject>,
+    #[serde(rename = "verzoekBron")]
+    pub verzoek_bron: Bron,
+    #[serde(rename = "verzoekBetaling")]
+    pub verzoek_betaling: Option<VerzoekBetaling>,
+    /// ISO 639-1, e.g. `nl`.
+    #[serde(rename = "verzoekTaal")]
+    pub verzoek_taal: String,
+    pub kanaal: String,
 }
 
 /// Reference to a zaak on the GZAC side.

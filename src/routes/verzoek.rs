@@ -98,30 +98,41 @@ impl VerzoekRoute {
             (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
         };
         // The text does not repeat what was sent: a rejection echoes no input.
-        let zaaktype =
+        let verzoek_type =
             self.cfg.verzoektypen.get(&v.verzoektype).ok_or_else(|| {
                 afwijzing("ONBEKEND_VERZOEKTYPE", "Dit soort verzoek is bij de gemeente niet bekend.")
             })?;
         formulierdata(&v.data)?;
-        let pdf = v.pdf_url.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "formulier-pdf".into() });
-        let bijlagen = v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() });
+        let urn = |url: &str| {
+            let id = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+            format!("{}:{id}", self.cfg.informatieobject_urn.trim_end_matches(':'))
+        };
         Ok(gzac::Verzoek {
             uuid: derived_id(&["verzoek", &v.submission_id]),
-            verzoektype: v.verzoektype.clone(),
-            zaaktype: zaaktype.clone(),
-            bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
-            initiator,
-            aanvraaggegevens: v.data.clone(),
-            bijlagen: pdf.chain(bijlagen).collect(),
-            taal: taal(&v.language_code).into(),
-            betaling: v.payment.as_ref().map(|p| gzac::Betaling {
-                bedrag_centen: p.amount_cents,
+            verzoek_type: verzoek_type.clone(),
+            aanvraag_gegevens: v.data.clone(),
+            initiator: initiator.urn,
+            verzoek_informatie_object: v.pdf_url.as_deref().map(urn),
+            bijlagen: v.attachments.iter().map(|u| gzac::InformatieObject { informatie_object: urn(u) }).collect(),
+            verzoek_bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
+            verzoek_betaling: v.payment.as_ref().map(|p| gzac::VerzoekBetaling {
+                provider_kenmerk: p.public_order_ids.first().cloned(),
+                bedrag: Some(euro(p.amount_cents)),
                 voltooid: p.completed,
+                transactie_datum: None,
                 transactie_referentie: p.public_order_ids.first().cloned(),
             }),
-            ingediend_op: v.submitted_at,
+            verzoek_taal: v.language_code.chars().take(2).collect::<String>().to_ascii_lowercase(),
+            kanaal: self.cfg.kanaal.clone(),
         })
     }
+}
+
+/// Euro cents as the decimal string Open VTB's `bedrag` is: 4250 → `42.50`.
+pub fn euro(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
 impl Route for VerzoekRoute {
@@ -221,12 +232,16 @@ mod tests {
     fn valid_verzoek_is_translated() {
         let g = route().translate(&verzoek()).unwrap();
         assert_eq!(g.uuid, derived_id(&["verzoek", "sub-1"]));
-        assert_eq!(g.initiator.urn, "urn:nld:brp:bsn:569312863");
-        assert_eq!(g.taal, "nld");
-        assert_eq!(g.bron.kenmerk, "sub-1");
-        assert_eq!(g.bijlagen.len(), 2);
-        assert_eq!(g.bijlagen[0].soort, "formulier-pdf");
-        assert!(g.zaaktype.starts_with("https://"));
+        assert_eq!(g.initiator, "urn:nld:brp:bsn:569312863");
+        assert_eq!(g.verzoek_taal, "nl");
+        assert_eq!(g.verzoek_bron.kenmerk, "sub-1");
+        assert_eq!(g.verzoek_informatie_object.as_deref(), Some("urn:nld:gemeente:documenten:informatieobject:1"));
+        assert_eq!(
+            g.bijlagen,
+            vec![gzac::InformatieObject { informatie_object: "urn:nld:gemeente:documenten:informatieobject:1".into() }]
+        );
+        assert!(g.verzoek_type.starts_with("https://"));
+        assert_eq!((euro(4250), euro(5), euro(-150)), ("42.50".to_string(), "0.05".to_string(), "-1.50".to_string()));
     }
 
     #[test]
@@ -259,7 +274,7 @@ mod tests {
     #[test]
     fn organisation_as_klant_may_file() {
         let g = route().translate(&portaal::Verzoek { bsn: None, kvk: Some("12345678".into()), ..verzoek() }).unwrap();
-        assert_eq!(g.initiator.urn, "urn:nld:hr:kvknummer:12345678");
+        assert_eq!(g.initiator, "urn:nld:hr:kvknummer:12345678");
     }
 
     #[test]

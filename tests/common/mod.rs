@@ -277,3 +277,32 @@ pub fn invalid(validator: &jsonschema::Validator, instance: &serde_json::Value) 
         validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     (!errors.is_empty()).then(|| errors.join("; "))
 }
+
+/// The component `name` of the OpenAPI file `file` in `tests/reference/`, compiled as a JSON
+/// Schema for what a writer sends: `readOnly` properties are the register's to fill, so they are
+/// not required of the record.
+pub fn openapi_schema(file: &str, name: &str) -> jsonschema::Validator {
+    fn writer_view(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let read_only: Vec<String> = map
+                    .get("properties")
+                    .and_then(|p| p.as_object())
+                    .map(|p| p.iter().filter(|(_, s)| s["readOnly"] == true).map(|(k, _)| k.clone()).collect())
+                    .unwrap_or_default();
+                if let Some(serde_json::Value::Array(req)) = map.get_mut("required") {
+                    req.retain(|r| !read_only.iter().any(|k| r == k.as_str()));
+                }
+                map.values_mut().for_each(writer_view);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(writer_view),
+            _ => {}
+        }
+    }
+    let path = format!("{}/tests/reference/{file}", env!("CARGO_MANIFEST_DIR"));
+    let doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut schemas = doc["components"]["schemas"].clone();
+    writer_view(&mut schemas);
+    let root = serde_json::json!({"$ref": format!("#/components/schemas/{name}"), "components": {"schemas": schemas}});
+    jsonschema::options().should_validate_formats(true).build(&root).unwrap_or_else(|e| panic!("{path} {name}: {e}"))
+}
