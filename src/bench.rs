@@ -59,7 +59,7 @@ impl Route for Passthrough {
     }
     fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
-        let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone() };
+        let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone(), ..Event::default() };
         Ok(vec![Output {
             topic: self.output.clone(),
             key: n,

@@ -138,6 +138,8 @@ pub struct VerzoekConfig {
     pub kanaal: String,
     /// URN namespace of informatieobjecten: a document URL's last segment is appended.
     pub informatieobject_urn: String,
+    /// URN namespace of zaken by zaaknummer: a zaak's `identificatie` is appended.
+    pub zaak_urn: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -172,6 +174,19 @@ pub struct ChannelTemplates {
 
 /// The language whose template is used when the klant has no `voorkeurstaal` or none exists for it.
 pub const DEFAULT_TAAL: &str = "nld";
+
+impl VerzoekConfig {
+    /// The informatieobject URN of a document URL (its last path segment in our namespace).
+    pub fn informatieobject(&self, url: &str) -> String {
+        let id = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+        format!("{}:{id}", self.informatieobject_urn.trim_end_matches(':'))
+    }
+
+    /// The URN of a zaak by its zaaknummer (`identificatie`).
+    pub fn zaak(&self, identificatie: &str) -> String {
+        format!("{}:{identificatie}", self.zaak_urn.trim_end_matches(':'))
+    }
+}
 
 impl ChannelTemplates {
     /// The template for `kanaal` in `taal`, or in `DEFAULT_TAAL` when `taal` has none.

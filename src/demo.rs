@@ -72,8 +72,12 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             "nl.gzac.zaak.Verzoek" => {
                 let v: gzac::Verzoek = codec.decode(bytes, &gzac::Verzoek::get_schema()).await?;
                 let (kind, number) = v.initiator.rsplit_once(':').unwrap_or(("", &v.initiator));
+                let about = match v.is_gerelateerd_aan.first() {
+                    Some(z) => format!("zaakverzoek on {}", z.urn),
+                    None => "verzoek".to_string(),
+                };
                 format!(
-                    "verzoek of verzoekType …{}, initiator {kind}:{}, taal {}",
+                    "{about} of verzoekType …{}, initiator {kind}:{}, taal {}",
                     &v.verzoek_type[v.verzoek_type.len().saturating_sub(12)..],
                     mask(number),
                     v.verzoek_taal
@@ -119,10 +123,6 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             "nl.gzac.zaak.TaakAntwoord" => {
                 let a: gzac::TaakAntwoord = codec.decode(bytes, &gzac::TaakAntwoord::get_schema()).await?;
                 format!("antwoord for {} status {:?}", a.verwerker_taak_id, a.status)
-            }
-            "nl.gzac.zaak.ZaakVerzoek" => {
-                let z: gzac::ZaakVerzoek = codec.decode(bytes, &gzac::ZaakVerzoek::get_schema()).await?;
-                format!("zaakverzoek on zaak {} by {:?} {}", z.zaak.uuid, z.indiener.soort, mask(&z.indiener.waarde))
             }
             other => other.to_string(),
         };

@@ -5,7 +5,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 /// What the route says about one output record; the pipeline adds source, time and tracing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Event {
     /// `ce_id`: deterministic, so a replayed input yields the same id.
     pub id: String,
@@ -13,6 +13,9 @@ pub struct Event {
     pub kind: &'static str,
     /// `ce_subject`: the record's stable id (never a BSN).
     pub subject: String,
+    /// CloudEvents extension attributes (`ce_<name>`): facts about the event that the record's
+    /// own schema has no field for.
+    pub extensions: Vec<(&'static str, String)>,
 }
 
 /// Where the input came from, for `ce_causationid` and tracing.
@@ -56,6 +59,9 @@ pub fn ce_headers(ev: &Event, source: &str, link: &Link, dataschema: Option<&str
         .insert(hdr("ce_causationid", causation));
     if let Some(ds) = dataschema {
         h = h.insert(hdr("ce_dataschema", ds));
+    }
+    for (name, value) in &ev.extensions {
+        h = h.insert(Header { key: &format!("ce_{name}"), value: Some(value.as_str()) });
     }
     if let Some(tp) = &link.traceparent {
         h = h.insert(hdr("traceparent", tp));

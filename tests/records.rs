@@ -9,7 +9,7 @@ use common::{avro_json, avro_json_with, invalid, reference_schema, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
 use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
-use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, verzoek, BSN};
+use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, verzoek, zaak, zaakverzoek, BSN};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,4 +118,22 @@ async fn every_gzac_verzoek_is_an_open_vtb_verzoek() {
     );
     bad["verzoekTaal"] = "nld".into();
     assert!(invalid(&open_vtb, &bad).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gzac_zaakverzoek_is_an_open_vtb_verzoek_about_its_zaak() {
+    let w = World::new("openvtbzv").await;
+    w.send("gzac.zaken.v1", "z-1", &zaak("z-1", BSN)).await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &zaakverzoek("zv-1", "z-1", BSN)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&["gzac.zaakverzoeken.v1"], 1, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    let open_vtb = common::openapi_schema("openvtb-verzoeken-openapi.yaml", "Verzoek");
+    let mut body = &recs[0].value.as_deref().unwrap()[5..];
+    #[allow(deprecated)]
+    let value = apache_avro::from_avro_datum(&gzac::Verzoek::get_schema(), &mut body, None).unwrap();
+    let json = avro_json_with(&value, &["aanvraagGegevens"]);
+    assert_eq!(invalid(&open_vtb, &json), None, "not an Open VTB Verzoek: {json}");
+    assert_eq!(json["isGerelateerdAan"][0]["urn"], format!("{}:ZAAK-z-1", w.cfg.verzoek.zaak_urn));
 }

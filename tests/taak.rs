@@ -242,9 +242,11 @@ async fn a_zaakverzoek_is_forwarded_only_for_a_known_zaak_by_a_betrokkene() {
     assert_eq!(why["zv-ok"], "Doorgestuurd");
     let fwd = on(&recs, &w, "gzac.zaakverzoeken.v1");
     assert_eq!(fwd.len(), 1);
-    let g: gzac::ZaakVerzoek = w.decode(fwd[0]).await;
-    assert_eq!((g.zaak.uuid.as_str(), g.zaak.identificatie.as_deref()), ("z-1", Some("ZAAK-z-1")));
-    assert_eq!(g.indiener.urn, format!("urn:nld:brp:bsn:{BSN}"));
+    let g: gzac::Verzoek = w.decode(fwd[0]).await;
+    let zaak_urn = format!("{}:ZAAK-z-1", w.cfg.verzoek.zaak_urn);
+    assert_eq!(g.is_gerelateerd_aan, vec![gzac::IsGerelateerdAan { urn: zaak_urn }], "the zaak from the zaken table");
+    assert_eq!(g.initiator, format!("urn:nld:brp:bsn:{BSN}"));
+    assert_eq!(fwd[0].header("ce_indienerrol"), Some("klant"), "who sent it, outside the Open VTB record");
     assert_eq!(fwd[0].key_str(), "z-1", "keyed by zaak uuid, never a BSN");
 }
 

@@ -32,13 +32,11 @@ pub struct Bron {
     pub kenmerk: String,
 }
 
-/// A document attached to a verzoek.
+/// What a verzoek is about (Open VTB `IsGerelateerdAan`): the URN of a zaak or product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-pub struct Bijlage {
-    pub url: String,
-    /// `formulier-pdf` or `bijlage`.
-    pub soort: String,
+pub struct IsGerelateerdAan {
+    pub urn: String,
 }
 
 /// A document of a verzoek (Open VTB `Bijlage`): an informatieobject URN.
@@ -91,32 +89,10 @@ pub struct Verzoek {
     #[serde(rename = "verzoekTaal")]
     pub verzoek_taal: String,
     pub kanaal: String,
-}
-
-/// Reference to a zaak on the GZAC side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-pub struct ZaakRef {
-    pub uuid: String,
-    pub url: Option<String>,
-    pub identificatie: Option<String>,
-}
-
-/// A request about an existing zaak, as GZAC takes it in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-pub struct ZaakVerzoek {
-    pub uuid: String,
-    #[serde(rename = "type")]
-    pub verzoektype: String,
-    pub zaak: ZaakRef,
-    pub indiener: Partij,
-    pub bron: Bron,
-    pub aanvraaggegevens: String,
-    pub bijlagen: Vec<Bijlage>,
-    pub taal: String,
-    #[serde(rename = "ingediendOp")]
-    pub ingediend_op: Timestamp,
+    /// The zaak a zaakverzoek is about (empty for a new verzoek).
+    #[serde(rename = "isGerelateerdAan", default)]
+    #[avro(default = "[]")]
+    pub is_gerelateerd_aan: Vec<IsGerelateerdAan>,
 }
 
 /// Valtimo portaaltaak status.

@@ -31,7 +31,7 @@ pub fn derived_id(parts: &[&str]) -> String {
 
 /// CloudEvents metadata for an output whose id derives from its type and subject.
 pub fn event(kind: &'static str, subject: &str) -> Event {
-    Event { id: derived_id(&[kind, subject]), kind, subject: subject.to_string() }
+    Event { id: derived_id(&[kind, subject]), kind, subject: subject.to_string(), ..Event::default() }
 }
 
 /// Why the portal's input is rejected: a code for machines and a text for people (never
@@ -94,8 +94,12 @@ pub const TYPE_TERUGMELDING: &str = "nl.overheid.portaal.terugmelding-verstuurd"
 
 /// A terugmelding as an output on `topic`, keyed and subjected by the portal's reference.
 pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Output> {
-    let event =
-        Event { id: derived_id(&[TYPE_TERUGMELDING, &t.id]), kind: TYPE_TERUGMELDING, subject: t.referentie.clone() };
+    let event = Event {
+        id: derived_id(&[TYPE_TERUGMELDING, &t.id]),
+        kind: TYPE_TERUGMELDING,
+        subject: t.referentie.clone(),
+        ..Event::default()
+    };
     Output::new(topic, t.referentie.clone(), t, event)
 }
 

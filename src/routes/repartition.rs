@@ -77,6 +77,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
                 id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes).to_string(),
                 kind: "nl.gzac-portal-bridge.intern.herverdeeld",
                 subject: key.clone(),
+                ..Event::default()
             },
             key,
             value: Payload::Raw(bytes),

@@ -37,23 +37,6 @@ pub struct Doorgestuurd {
     pub op: Timestamp,
 }
 
-/// ISO 639-1 (portal) → ISO 639-2/B (GZAC); unknown languages become `und` (undetermined).
-pub fn taal(code: &str) -> &'static str {
-    match code.to_ascii_lowercase().as_str() {
-        "nl" => "nld",
-        "en" => "eng",
-        "de" => "ger",
-        "fr" => "fre",
-        "fy" => "fry",
-        "tr" => "tur",
-        "ar" => "ara",
-        "pl" => "pol",
-        "es" => "spa",
-        "uk" => "ukr",
-        _ => "und",
-    }
-}
-
 impl VerzoekRoute {
     pub fn new(cfg: &Config) -> Self {
         VerzoekRoute {
@@ -103,10 +86,7 @@ impl VerzoekRoute {
                 afwijzing("ONBEKEND_VERZOEKTYPE", "Dit soort verzoek is bij de gemeente niet bekend.")
             })?;
         formulierdata(&v.data)?;
-        let urn = |url: &str| {
-            let id = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-            format!("{}:{id}", self.cfg.informatieobject_urn.trim_end_matches(':'))
-        };
+        let urn = |url: &str| self.cfg.informatieobject(url);
         Ok(gzac::Verzoek {
             uuid: derived_id(&["verzoek", &v.submission_id]),
             verzoek_type: verzoek_type.clone(),
@@ -122,10 +102,16 @@ impl VerzoekRoute {
                 transactie_datum: None,
                 transactie_referentie: p.public_order_ids.first().cloned(),
             }),
-            verzoek_taal: v.language_code.chars().take(2).collect::<String>().to_ascii_lowercase(),
+            verzoek_taal: verzoek_taal(&v.language_code),
             kanaal: self.cfg.kanaal.clone(),
+            is_gerelateerd_aan: vec![],
         })
     }
+}
+
+/// Open VTB's `verzoekTaal`: the ISO 639-1 code, two letters.
+pub fn verzoek_taal(language_code: &str) -> String {
+    language_code.chars().take(2).collect::<String>().to_ascii_lowercase()
 }
 
 /// Euro cents as the decimal string Open VTB's `bedrag` is: 4250 → `42.50`.

@@ -5,6 +5,7 @@
 use super::{afwijzing, derived_id, event, formulierdata, gzac_partij, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
+use crate::events::Event;
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
@@ -29,34 +30,46 @@ pub struct ZaakVerzoekRoute {
     reader: Schema,
 }
 
-/// The rules of SPEC §4.4 against a zaak snapshot; `Ok` is the GZAC zaakverzoek.
+/// The rules of SPEC §4.4 against a zaak snapshot; `Ok` is the GZAC side: an Open VTB `Verzoek`
+/// related to the zaak by its URN (`isGerelateerdAan`), with the zaak's identificatie from the
+/// zaken table, not from the portal's input.
 pub fn check(
     zaak: Option<&gzac::Zaak>,
     v: &portaal::ZaakVerzoek,
-    bron_naam: &str,
-) -> Result<gzac::ZaakVerzoek, Afwijzing> {
+    cfg: &VerzoekConfig,
+) -> Result<gzac::Verzoek, Afwijzing> {
     let indiener = gzac_partij(&v.indiener)?;
     let zaak = zaak.ok_or_else(|| afwijzing("ONBEKENDE_ZAAK", "Deze zaak is bij de gemeente niet bekend."))?;
     if !zaak.betrokkenen.iter().any(|b| b.partij.soort == indiener.soort && b.partij.waarde == indiener.waarde) {
         return Err(afwijzing("GEEN_BETROKKENE", "U bent geen betrokkene bij deze zaak."));
     }
+    let verzoek_type = cfg
+        .verzoektypen
+        .get(&v.verzoektype)
+        .ok_or_else(|| afwijzing("ONBEKEND_VERZOEKTYPE", "Dit soort verzoek is bij de gemeente niet bekend."))?;
     formulierdata(&v.data)?;
-    Ok(gzac::ZaakVerzoek {
+    Ok(gzac::Verzoek {
         uuid: derived_id(&["zaakverzoek", &v.submission_id]),
-        verzoektype: v.verzoektype.clone(),
-        zaak: gzac::ZaakRef {
-            uuid: zaak.uuid.clone(),
-            url: v.zaak.url.clone(),
-            identificatie: v.zaak.identificatie.clone().or_else(|| Some(zaak.identificatie.clone())),
-        },
-        indiener,
-        bron: gzac::Bron { naam: bron_naam.to_string(), kenmerk: v.submission_id.clone() },
-        aanvraaggegevens: v.data.clone(),
-        bijlagen: v.attachments.iter().map(|u| gzac::Bijlage { url: u.clone(), soort: "bijlage".into() }).collect(),
-        taal: super::verzoek::taal(&v.language_code).into(),
-        ingediend_op: v.submitted_at,
+        verzoek_type: verzoek_type.clone(),
+        aanvraag_gegevens: v.data.clone(),
+        initiator: indiener.urn,
+        verzoek_informatie_object: None,
+        bijlagen: v
+            .attachments
+            .iter()
+            .map(|u| gzac::InformatieObject { informatie_object: cfg.informatieobject(u) })
+            .collect(),
+        verzoek_bron: gzac::Bron { naam: cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
+        verzoek_betaling: None,
+        verzoek_taal: super::verzoek::verzoek_taal(&v.language_code),
+        kanaal: cfg.kanaal.clone(),
+        is_gerelateerd_aan: vec![gzac::IsGerelateerdAan { urn: cfg.zaak(&zaak.identificatie) }],
     })
 }
+
+/// CloudEvents extension on a forwarded zaakverzoek: whether a klant or a ketenpartner sent it
+/// (Open VTB's `Verzoek` has no field for it).
+pub const ROL_EXTENSION: &str = "indienerrol";
 
 impl ZaakVerzoekRoute {
     pub fn new(cfg: &Config, zaken: Arc<GlobalTable<gzac::Zaak>>) -> Self {
@@ -83,7 +96,7 @@ impl Route for ZaakVerzoekRoute {
     }
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![
-            (self.output.clone(), gzac::ZaakVerzoek::get_schema()),
+            (self.output.clone(), gzac::Verzoek::get_schema()),
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
         ]
     }
@@ -97,11 +110,18 @@ impl Route for ZaakVerzoekRoute {
     fn handle(&mut self, v: portaal::ZaakVerzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
         let id = super::required("submission_id", &v.submission_id)?.to_string();
         let zaak = self.zaken.lookup(&v.zaak.uuid);
-        match check(zaak.as_ref(), &v, &self.cfg.bron_naam) {
+        match check(zaak.as_ref(), &v, &self.cfg) {
             Ok(g) => {
                 let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid));
+                let rol = match v.rol {
+                    portaal::Rol::Klant => "klant",
+                    portaal::Rol::Ketenpartner => "ketenpartner",
+                };
+                let ev =
+                    Event { extensions: vec![(ROL_EXTENSION, rol.to_string())], ..event(TYPE_DOORGESTUURD, &g.uuid) };
                 Ok(vec![
-                    Output::new(&self.output, g.zaak.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
+                    // Keyed by the zaak's uuid: a zaak's verzoeken stay in order.
+                    Output::new(&self.output, v.zaak.uuid.clone(), &g, ev)?,
                     terugmelding_output(&self.terugmeldingen, &t)?,
                 ])
             }
@@ -122,12 +142,16 @@ mod tests {
     #[test]
     fn only_a_betrokkene_of_a_known_zaak_is_forwarded() {
         let z = zaak("z", BSN);
-        let code = |zaak: Option<&gzac::Zaak>, bsn| check(zaak, &zaakverzoek("v", "z", bsn), "bron").unwrap_err().code;
+        let cfg = Config::defaults().verzoek;
+        let code = |zaak: Option<&gzac::Zaak>, bsn| check(zaak, &zaakverzoek("v", "z", bsn), &cfg).unwrap_err().code;
         assert_eq!(code(None, BSN), "ONBEKENDE_ZAAK");
         assert_eq!(code(Some(&z), OTHER_BSN), "GEEN_BETROKKENE");
         assert_eq!(code(Some(&z), "123456789"), "ONGELDIG_BSN");
-        let g = check(Some(&z), &zaakverzoek("v", "z", BSN), "bron").unwrap();
-        assert_eq!((g.zaak.uuid.as_str(), g.zaak.identificatie.as_deref()), ("z", Some("ZAAK-z")));
+        let g = check(Some(&z), &zaakverzoek("v", "z", BSN), &cfg).unwrap();
+        assert_eq!(
+            g.is_gerelateerd_aan,
+            vec![gzac::IsGerelateerdAan { urn: "urn:nld:gemeente:zaak:zaaknummer:ZAAK-z".into() }]
+        );
         assert_eq!(g.uuid, derived_id(&["zaakverzoek", "v"]));
     }
 }
