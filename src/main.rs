@@ -7,12 +7,21 @@ use gzac_portal_bridge::{bridge, demo, registry, schemas, topology};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Parser)]
 #[command(name = "gzac-portal-bridge", version, about = "Exactly-once Kafka bridge between a citizen portal and GZAC")]
 struct Cli {
     /// Configuration file (YAML), laid over the built-in defaults; see config.example.yaml.
     #[arg(long, global = true, env = "GZAC_BRIDGE_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format on stderr: `human` (default) or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, env = "GZAC_BRIDGE_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,14 +99,16 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let cfg = || Config::load(cli.config.as_deref()).context("loading configuration");
     match cli.command {
         Command::Run { health } => {

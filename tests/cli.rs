@@ -270,3 +270,17 @@ fn demo_keep_running_prints_where_to_connect_and_stops_on_ctrl_c() {
     assert!(child.wait().unwrap().success());
     assert!(rest.iter().any(|l| l.contains("demo done")), "{rest:?}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_for_machines() {
+    let out = bridge(&["--log-format", "json", "demo"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 5, "{stderr}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l}: {e}"));
+        assert!(v["level"].is_string() && v["message"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains(r#""route":"verzoek""#)), "fields are top-level keys: {stderr}");
+}
