@@ -95,3 +95,17 @@ pub fn dlq_headers<H: Headers>(original: Option<&H>, cause: &Cause<'_>, class: &
         .insert(hdr("__connect.errors.exception.message", message))
         .insert(hdr("__connect.errors.stage", "VALUE_CONVERTER"))
 }
+
+/// Headers saying a dead letter's value was cut to fit its topic: its full size and SHA-256.
+pub fn truncated_headers(headers: OwnedHeaders, value: &[u8]) -> OwnedHeaders {
+    headers
+        .insert(Header { key: "__gzac.errors.value.truncated", value: Some("true") })
+        .insert(Header { key: "__gzac.errors.value.size", value: Some(&value.len().to_string()) })
+        .insert(Header { key: "__gzac.errors.value.sha256", value: Some(&sha256_hex(value)) })
+}
+
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -9,7 +9,7 @@
 
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
-use crate::events::{ce_headers, dlq_headers, find, Cause, Event, Link};
+use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Event, Link};
 pub use crate::health::Stats;
 use crate::model::Timestamp;
 use crate::state::Store;
@@ -17,7 +17,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -68,7 +68,7 @@ pub struct Ctx<'a, S> {
     pub partition: i32,
     pub state: &'a mut Store<S>,
     /// The input being handled (`None` in `tick`): keep it in state for outputs made later.
-    pub link: Option<Link>,
+    pub link: Option<&'a Link>,
 }
 
 impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
@@ -884,7 +884,7 @@ impl<R: Route> Pipeline<R> {
         let mark = self.store.mark();
         let result = match self.refused.get(&origin) {
             Some(reason) => Err(CodecError::BadData { class: "output-refused", message: reason.clone() }),
-            None => self.translate(msg.partition(), msg.payload(), &cause),
+            None => self.translate(msg.partition(), msg.payload(), &cause.link()),
         };
         match result {
             Ok(records) => self.send_all(records, origin)?,
@@ -959,8 +959,8 @@ impl<R: Route> Pipeline<R> {
                 return Err(StepError::Stop(format!("route {}: timer work panicked", self.route.name())));
             }
         };
-        let cause = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None };
-        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o, &cause)).collect();
+        let timer = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None }.link();
+        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o, &timer)).collect();
         let records = match records {
             Ok(r) => r,
             Err(e) => {
@@ -979,16 +979,16 @@ impl<R: Route> Pipeline<R> {
         Ok(())
     }
 
-    /// An output, encoded, with its headers; refused when no topic would take it.
-    fn encode(&self, o: Output, cause: &Cause<'_>) -> Result<Encoded, CodecError> {
+    /// An output, encoded, with its headers; refused when no topic would take it. `input` is the
+    /// record being handled, unless the output names the one that caused it.
+    fn encode(&self, o: Output, input: &Link) -> Result<Encoded, CodecError> {
         let bytes = match &o.value {
             Payload::Avro(r) => self.codec.encode(&o.topic, r.as_ref())?,
             Payload::Raw(b) => b.clone(),
         };
         // The schema the value was written with, as the registry serves it.
         let dataschema = Codec::frame(&bytes).ok().map(|(id, _)| format!("{}/schemas/ids/{id}", self.registry_url));
-        let link = o.link.clone().unwrap_or_else(|| cause.link());
-        let headers = ce_headers(&o.event, &self.source, &link, dataschema.as_deref());
+        let headers = ce_headers(&o.event, &self.source, o.link.as_ref().unwrap_or(input), dataschema.as_deref());
         let size = record_size(o.key.len(), bytes.len(), &headers);
         let limit = self.limits.of(&o.topic);
         if size > limit {
@@ -1000,12 +1000,7 @@ impl<R: Route> Pipeline<R> {
         Ok(Encoded { output: o, bytes, headers })
     }
 
-    fn translate(
-        &mut self,
-        partition: i32,
-        payload: Option<&[u8]>,
-        cause: &Cause<'_>,
-    ) -> Result<Vec<Encoded>, CodecError> {
+    fn translate(&mut self, partition: i32, payload: Option<&[u8]>, link: &Link) -> Result<Vec<Encoded>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
         let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
         let max = self.limits.input;
@@ -1016,11 +1011,11 @@ impl<R: Route> Pipeline<R> {
         let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
             let input = route.decode(codec, rt, bytes)?;
-            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(cause.link()) };
+            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(link) };
             route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))
         }))
         .map_err(|p| bad("panic", panic_text(&p)))??;
-        outputs.into_iter().map(|o| self.encode(o, cause)).collect()
+        outputs.into_iter().map(|o| self.encode(o, link)).collect()
     }
 
     /// Send a record's outputs, then the state changes it made (to the changelog).
@@ -1236,16 +1231,6 @@ pub fn valid_traceparent(tp: &[u8]) -> bool {
         && parts[0] != b"ff"
         && parts[1].iter().any(|c| *c != b'0')
         && parts[2].iter().any(|c| *c != b'0')
-}
-
-/// Headers saying a dead letter's value was cut: its full size and SHA-256.
-fn truncated_headers(headers: OwnedHeaders, value: &[u8]) -> OwnedHeaders {
-    use sha2::Digest;
-    let hash: String = sha2::Sha256::digest(value).iter().map(|b| format!("{b:02x}")).collect();
-    headers
-        .insert(Header { key: "__gzac.errors.value.truncated", value: Some("true") })
-        .insert(Header { key: "__gzac.errors.value.size", value: Some(&value.len().to_string()) })
-        .insert(Header { key: "__gzac.errors.value.sha256", value: Some(&hash) })
 }
 
 #[cfg(test)]

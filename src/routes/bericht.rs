@@ -146,7 +146,7 @@ impl Route for BerichtRoute {
         } else {
             tracing::info!(bericht = %b.uuid, at = %b.publicatiedatum.rfc3339(), "bericht scheduled");
             let uuid = b.uuid.clone();
-            ctx.put(&uuid, Some(BerichtState::Gepland { link: ctx.link.clone(), bericht: Box::new(b) }));
+            ctx.put(&uuid, Some(BerichtState::Gepland { link: ctx.link.cloned(), bericht: Box::new(b) }));
             Ok(vec![])
         }
     }

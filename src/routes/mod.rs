@@ -83,9 +83,7 @@ pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwij
 
 /// SHA-256 (hex) of a record's JSON form: tells two contents apart, the same content again alike.
 pub fn digest(record: &impl serde::Serialize) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let bytes = serde_json::to_vec(record)?;
-    Ok(sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::events::sha256_hex(&serde_json::to_vec(record)?))
 }
 
 /// The CloudEvents type of every terugmelding: one type for the one Terugmelding schema (what

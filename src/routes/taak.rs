@@ -206,7 +206,7 @@ impl TaakRoute {
         // The portal's update goes first, then its notificaties.
         out.insert(0, self.portal_output(&t.uuid, p, kind)?);
         let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data, link: ctx.link.clone() };
+        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data, link: ctx.link.cloned() };
         ctx.put(&state.taak.uuid.clone(), Some(state));
         Ok(out)
     }
@@ -223,7 +223,7 @@ impl TaakRoute {
                 s.taak.status = gzac::TaakStatus::Ingediend;
                 s.gewijzigd = ctx.now;
                 s.verzonden_data = Some(a.verzonden_data.clone());
-                s.link = ctx.link.clone();
+                s.link = ctx.link.cloned();
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
                     self.portal_update(&s, TYPE_GEWIJZIGD)?,
