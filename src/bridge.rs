@@ -71,7 +71,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
         spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown),
         spawn(
-            Repartition::<gzac::Taak>::new(
+            Repartition::<gzac::ExterneTaak>::new(
                 cfg,
                 "taak-herverdeling",
                 taak::GZAC_TAKEN,

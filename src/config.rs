@@ -47,6 +47,7 @@ pub struct Config {
     pub kafka_producer: KafkaProps,
     pub pipeline: PipelineConfig,
     pub verzoek: VerzoekConfig,
+    pub taken: TakenConfig,
     pub notificaties: NotificatieConfig,
 }
 
@@ -142,6 +143,19 @@ pub struct VerzoekConfig {
     pub zaak_urn: String,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakenConfig {
+    /// Hour of the day (Europe/Amsterdam) at which a taak's `datumHerinnering` reminds.
+    pub herinnering_uur: i8,
+    /// Ogone PSPID of a betaaltaak whose `doelrekening.code` names none.
+    #[serde(default)]
+    pub pspid: Option<String>,
+    /// Open VTB URN namespace of zaken by uuid (`isGerelateerdAan`), e.g.
+    /// `urn:nld:gemeente:zaak:uuid`: such a URN gives the portal taak its `koppeling`.
+    pub zaak_uuid_urn: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Standaard {
@@ -162,6 +176,8 @@ pub struct NotificatieConfig {
 pub struct Templates {
     pub bericht: ChannelTemplates,
     pub taak: ChannelTemplates,
+    /// A reminder of an open taak at its `datumHerinnering`.
+    pub herinnering: ChannelTemplates,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -315,6 +331,8 @@ impl Config {
             ("bericht", "sms", &t.bericht.sms),
             ("taak", "email", &t.taak.email),
             ("taak", "sms", &t.taak.sms),
+            ("herinnering", "email", &t.herinnering.email),
+            ("herinnering", "sms", &t.herinnering.sms),
         ] {
             if !map.contains_key(DEFAULT_TAAL) {
                 return bad(format!("notificaties.templates.{kind}.{channel} needs a template for `{DEFAULT_TAAL}`"));
@@ -324,6 +342,9 @@ impl Config {
                     "notificaties.templates.{kind}.{channel}.{taal} must be a NotifyNL template UUID, got {id:?}"
                 ));
             }
+        }
+        if !(0..=23).contains(&self.taken.herinnering_uur) {
+            return bad(format!("taken.herinnering_uur must be an hour 0..=23, got {}", self.taken.herinnering_uur));
         }
         if self.pipeline.transaction_timeout < Duration::from_secs(1) {
             return bad("pipeline.transaction_timeout must be at least 1 s".into());

@@ -6,7 +6,7 @@ use crate::client::{self, Received};
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::identifiers::mask;
-use crate::model::{common, gzac, portaal, Timestamp};
+use crate::model::{common, gzac, portaal, Datum, Timestamp};
 use crate::registry::Registry;
 use crate::routes::verzoek;
 use crate::{bridge, schemas, topology};
@@ -116,13 +116,19 @@ async fn describe(codec: &Codec, r: &Received) -> String {
                 let t: portaal::Taak = codec.decode(bytes, &portaal::Taak::get_schema()).await?;
                 format!("taak {:?} status {:?} ({})", t.soort, t.status, t.titel)
             }
-            "nl.gzac.zaak.Taak" => {
-                let t: gzac::Taak = codec.decode(bytes, &gzac::Taak::get_schema()).await?;
-                format!("taak {} status {:?}", t.uuid, t.status)
+            "nl.gzac.common.Weigering" => {
+                let w: common::Weigering = codec.decode(bytes, &common::Weigering::get_schema()).await?;
+                format!("{:?} {} not delivered: {}", w.soort, w.referentie, w.reden_code)
             }
-            "nl.gzac.zaak.TaakAntwoord" => {
-                let a: gzac::TaakAntwoord = codec.decode(bytes, &gzac::TaakAntwoord::get_schema()).await?;
-                format!("antwoord for {} status {:?}", a.verwerker_taak_id, a.status)
+            "nl.gzac.zaak.ExterneTaak" => {
+                let t: gzac::ExterneTaak = codec.decode(bytes, &gzac::ExterneTaak::get_schema()).await?;
+                format!(
+                    "{:?} {} status {:?} (einddatum {})",
+                    t.taak_soort,
+                    t.uuid,
+                    t.status,
+                    t.einddatum_handelings_termijn.iso()
+                )
             }
             other => other.to_string(),
         };
@@ -141,19 +147,25 @@ async fn describe(codec: &Codec, r: &Received) -> String {
 }
 
 /// Every topic the bridge writes to.
+// The demo's taken (Open VTB gives taken UUIDs).
+const T1: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
+const T2: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e22";
+const T3: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e23";
+const T4: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e24";
+
 const OUTPUTS: &[&str] = &[
     "gzac.verzoeken.v1",
     "portaal.verzoeken.v1.dlq",
     "portaal.berichten.v1",
     "notificaties.opdrachten.v1",
     "portaal.taken.v1",
-    "gzac.taken.v1",
     "gzac.taakantwoorden.v1",
     "gzac.zaakverzoeken.v1",
+    "gzac.weigeringen.v1",
     "portaal.terugmeldingen.v1",
 ];
 
-/// Records the bridge wrote (GZAC's own records on gzac.taken.v1 carry no CloudEvents source).
+/// Records the bridge wrote (with a CloudEvents source, or dead letters).
 fn by_bridge(recs: &[Received]) -> Vec<&Received> {
     recs.iter().filter(|r| r.header("ce_source").is_some() || r.topic.ends_with(".dlq")).collect()
 }
@@ -187,6 +199,8 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     cfg.registry.url = format!("http://{}", server.addr);
     cfg.pipeline.batch_max_interval = Duration::from_millis(50);
     cfg.pipeline.tick_interval = Duration::from_millis(250);
+    // Reminders at midnight, so that today's reminder is due while the demo runs.
+    cfg.taken.herinnering_uur = 0;
     // The mock broker does not answer DescribeConfigs: give the size limits instead.
     cfg.pipeline.max_record_bytes = Some(1_000_000);
     cfg.kafka_producer.insert("message.max.bytes".into(), "1000000".into());
@@ -251,38 +265,36 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         "a bericht scheduled 6 s from now",
     )
     .await?;
-    w.send("gzac.taken.v1", "t-1", &samples::taak("t-1", BSN, None), "a taak for the klant").await?;
-    w.send(
-        "gzac.taken.v1",
-        "t-2",
-        &samples::taak("t-2", BSN, Some(Timestamp(now + 5000))),
-        "a taak that expires in 5 s",
-    )
-    .await?;
+    let vandaag = Datum::vandaag();
+    let t1 = gzac::ExterneTaak { datum_herinnering: Some(vandaag), ..samples::taak(T1, BSN, vandaag.plus(14)) };
+    w.send("gzac.taken.v1", T1, &t1, "a formuliertaak for the klant, reminder due today").await?;
+    w.send("gzac.taken.v1", T2, &samples::taak(T2, BSN, vandaag.plus(-1)), "a taak whose last day was yesterday")
+        .await?;
+    w.send("gzac.taken.v1", T3, &samples::betaaltaak(T3, BSN, vandaag.plus(14)), "a betaaltaak of EUR 147.43").await?;
+    let rsin = gzac::ExterneTaak {
+        is_toegewezen_aan: "urn:nld:klant:klantnummer:610541501".into(),
+        ..samples::taak(T4, BSN, vandaag.plus(14))
+    };
+    w.send("gzac.taken.v1", T4, &rsin, "a taak for someone the portal cannot address").await?;
 
-    // The klant answers once the portal shows the taak.
+    // The klant answers once the portal shows the taken.
     let cfg2 = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        client::read_until(&cfg2, &[cfg2.topic("portaal.taken.v1")], Duration::from_secs(60), |r| r.len() >= 2)
+        client::read_until(&cfg2, &[cfg2.topic("portaal.taken.v1")], Duration::from_secs(60), |r| r.len() >= 3)
     })
     .await??;
     println!("\nportal sends antwoorden and zaakverzoeken:");
     w.send(
         "portaal.taakantwoorden.v1",
-        "t-1",
-        &samples::antwoord("a-1", "t-1", OTHER_BSN),
+        T1,
+        &samples::antwoord("a-1", T1, OTHER_BSN),
         "an antwoord on t-1 by someone else",
     )
     .await?;
-    w.send(
-        "portaal.taakantwoorden.v1",
-        "t-1",
-        &samples::antwoord("a-2", "t-1", BSN),
-        "an antwoord on t-1 by its assignee",
-    )
-    .await?;
-    w.send("portaal.taakantwoorden.v1", "t-1", &samples::antwoord("a-3", "t-1", BSN), "a second antwoord on t-1")
+    w.send("portaal.taakantwoorden.v1", T1, &samples::antwoord("a-2", T1, BSN), "an antwoord on t-1 by its assignee")
         .await?;
+    w.send("portaal.taakantwoorden.v1", T1, &samples::antwoord("a-3", T1, BSN), "a second antwoord on t-1").await?;
+    w.send("portaal.taakantwoorden.v1", T3, &samples::betaling("a-4", T3, BSN), "the betaaltaak paid").await?;
     w.send(
         "portaal.zaakverzoeken.v1",
         "z-1",
@@ -298,9 +310,9 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     )
     .await?;
 
-    // verzoeken 6, berichten 6, taken 9, antwoorden 4, zaakverzoeken 3.
-    let expected = 28;
-    println!("\nwaiting for the scheduled bericht and the expiring taak ...");
+    // verzoeken 6, berichten 6, taken 19 (4 portal, 10 notificaties, herinnerd, verlopen + gesloten, weigering), antwoorden 7, zaakverzoeken 3... counted from a run: 38.
+    let expected = 38;
+    println!("\nwaiting for the scheduled bericht ...");
     let outputs = read(&cfg, expected, Duration::from_millis(1500)).await?;
     let codec = Codec::new(cfg.sr_settings()?);
     let mut written = by_bridge(&outputs);

@@ -1,8 +1,9 @@
 //! Example records of every kind, as the demo, the benchmark and the tests use them. The BSN
 //! 569312863 is NL Portal's example (it passes the elfproef); nothing here is real.
 
+use crate::identifiers::bsn_urn;
 use crate::model::common::Kanaal;
-use crate::model::{gzac, portaal, Timestamp};
+use crate::model::{gzac, portaal, Datum, Timestamp};
 
 pub const BSN: &str = "569312863";
 /// A second valid BSN, for "someone else".
@@ -61,33 +62,99 @@ pub fn klantvoorkeur(bsn: &str, kanalen: Vec<Kanaal>) -> portaal::Klantvoorkeur 
     }
 }
 
-/// An open portaaltaak for `bsn` with a form to fill in.
-pub fn taak(uuid: &str, bsn: &str, verloopdatum: Option<Timestamp>) -> gzac::Taak {
-    gzac::Taak {
+/// An open formuliertaak for `bsn`, to be done by `einddatum`, with a form the portal has (by
+/// id) and prefill data; related to a zaak by its uuid URN. `uuid` should be a UUID.
+pub fn taak(uuid: &str, bsn: &str, einddatum: Datum) -> gzac::ExterneTaak {
+    gzac::ExterneTaak {
         uuid: uuid.into(),
-        identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Bsn, value: bsn.into() },
-        data: r#"{"kenteken":"AB-123-C"}"#.into(),
-        title: "Upload de plattegrond".into(),
+        titel: "Upload de plattegrond".into(),
         status: gzac::TaakStatus::Open,
-        formulier: gzac::Formulier { soort: gzac::FormulierType::Id, value: "plattegrond-upload".into() },
         // Valtimo's portaaltaak id for it: a UUID.
-        verwerker_taak_id: crate::routes::derived_id(&["camunda", uuid]),
-        zaak: Some("https://zaken.gemeente.example/zaken/0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()),
-        verloopdatum,
+        verwerker_taak_id: Some(crate::routes::derived_id(&["camunda", uuid])),
+        startdatum: None,
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::InformatieGeven),
+        einddatum_handelings_termijn: einddatum,
+        datum_herinnering: None,
+        toelichting: Some("Upload een plattegrond van het evenemententerrein.".into()),
+        is_toegewezen_aan: bsn_urn(bsn),
+        is_gerelateerd_aan: vec![gzac::IsGerelateerdAan { urn: format!("urn:nld:gemeente:zaak:uuid:{ZAAK_UUID}") }],
+        taak_soort: gzac::TaakSoort::Formuliertaak,
+        details: gzac::Details::Formuliertaak(gzac::FormulierTaak {
+            formulier_definitie: r#"{"soort":"id","value":"plattegrond-upload"}"#.into(),
+            voorinvullen_gegevens: Some(r#"{"kenteken":"AB-123-C"}"#.into()),
+            ontvangen_gegevens: None,
+        }),
     }
 }
 
-/// An antwoord on taak `taak_id`, submitted by `bsn`.
+/// The zaak the sample taken belong to.
+pub const ZAAK_UUID: &str = "0b9e6a3c-1b2d-4c5e-8f70-123456789abc";
+
+/// An open betaaltaak of € 147.43 for `bsn` (Ogone PSPID in `doelrekening.code`).
+pub fn betaaltaak(uuid: &str, bsn: &str, einddatum: Datum) -> gzac::ExterneTaak {
+    gzac::ExterneTaak {
+        titel: "Betaal de leges".into(),
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::Betalen),
+        toelichting: None,
+        taak_soort: gzac::TaakSoort::Betaaltaak,
+        details: gzac::Details::Betaaltaak(gzac::BetaalTaak {
+            bedrag: "147.43".into(),
+            valuta: "EUR".into(),
+            transactieomschrijving: "ZAAK-2026-0042 leges".into(),
+            doelrekening: gzac::Doelrekening {
+                naam: Some("Gemeente Voorbeeld".into()),
+                code: Some("GemeenteVoorbeeld".into()),
+                iban: Some("NL91ABNA0417164300".into()),
+            },
+        }),
+        ..taak(uuid, bsn, einddatum)
+    }
+}
+
+/// The portal's taak (objecttype v1.1) as NL Portal holds it once `bsn` has done it.
+fn afgerond(taak_id: &str, bsn: &str, soort: portaal::TaakSoort) -> portaal::Taak {
+    portaal::Taak {
+        titel: "Upload de plattegrond".into(),
+        status: portaal::TaakStatus::Afgerond,
+        soort,
+        identificatie: portaal::TaakIdentificatie { soort: portaal::PartijType::Bsn, value: bsn.into() },
+        verwerker_taak_id: crate::routes::derived_id(&["camunda", taak_id]),
+        eigenaar: "gzac".into(),
+        koppeling: portaal::Koppeling { registratie: "zaak".into(), uuid: Some(ZAAK_UUID.into()) },
+        verloopdatum: None,
+        url: None,
+        portaalformulier: None,
+        ogonebetaling: None,
+    }
+}
+
+/// An antwoord on formuliertaak `taak_id`, submitted by `bsn`: the form sent.
 pub fn antwoord(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
+    let mut taak = afgerond(taak_id, bsn, portaal::TaakSoort::Portaalformulier);
+    taak.portaalformulier = Some(portaal::Portaalformulier {
+        formulier: portaal::Formulier { soort: portaal::FormulierSoort::Id, value: "plattegrond-upload".into() },
+        data: Some(r#"{"kenteken":"AB-123-C"}"#.into()),
+        verzonden_data: Some(r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into()),
+    });
     portaal::TaakAntwoord {
         id: id.into(),
         taak_id: taak_id.into(),
-        verwerker_taak_id: crate::routes::derived_id(&["camunda", taak_id]),
         ingediend_door: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
-        verzonden_data: r#"{"plattegrond":"https://documenten.gemeente.example/9"}"#.into(),
-        documenten: vec!["https://documenten.gemeente.example/9".into()],
         ingediend_op: Timestamp::now(),
+        taak,
+        betaalreferentie: None,
     }
+}
+
+/// The portal's word that `bsn` paid betaaltaak `taak_id` (Ogone's PAYID as the reference).
+pub fn betaling(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
+    let mut taak = afgerond(taak_id, bsn, portaal::TaakSoort::Ogonebetaling);
+    taak.ogonebetaling = Some(portaal::Ogonebetaling {
+        bedrag: 147.43,
+        betaalkenmerk: "ZAAK-2026-0042 leges".into(),
+        pspid: "GemeenteVoorbeeld".into(),
+    });
+    portaal::TaakAntwoord { taak, betaalreferentie: Some("3014828147".into()), ..antwoord(id, taak_id, bsn) }
 }
 
 /// A zaak snapshot whose one betrokkene is `bsn`.

@@ -30,11 +30,11 @@ pub fn catalogue() -> Vec<Entry> {
         entry!(portaal::Bericht, "nl.gzac.portaal.Bericht", ["portaal.berichten.v1"]),
         entry!(portaal::Klantvoorkeur, "nl.gzac.portaal.Klantvoorkeur", ["portaal.klantvoorkeuren.v1"]),
         entry!(gzac::Verzoek, "nl.gzac.zaak.Verzoek", ["gzac.verzoeken.v1", "gzac.zaakverzoeken.v1"]),
-        entry!(gzac::Taak, "nl.gzac.zaak.Taak", ["gzac.taken.v1"]),
-        entry!(gzac::TaakAntwoord, "nl.gzac.zaak.TaakAntwoord", ["gzac.taakantwoorden.v1"]),
+        entry!(gzac::ExterneTaak, "nl.gzac.zaak.ExterneTaak", ["gzac.taken.v1", "gzac.taakantwoorden.v1"]),
         entry!(gzac::Bericht, "nl.gzac.zaak.Bericht", ["gzac.berichten.v1"]),
         entry!(gzac::Zaak, "nl.gzac.zaak.Zaak", ["gzac.zaken.v1"]),
         entry!(common::Terugmelding, "nl.gzac.common.Terugmelding", ["portaal.terugmeldingen.v1"]),
+        entry!(common::Weigering, "nl.gzac.common.Weigering", ["gzac.weigeringen.v1"]),
         entry!(common::Notificatieopdracht, "nl.gzac.common.Notificatieopdracht", ["notificaties.opdrachten.v1"]),
     ]
 }

@@ -77,7 +77,7 @@ async fn schemas_register_registers_every_subject() {
     let out = tokio::task::spawn_blocking(move || bridge(&["schemas", "register"], &env)).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 14, "{lines:?}");
+    assert_eq!(lines.len(), 15, "{lines:?}");
     assert!(lines.iter().any(|l| l.starts_with("portaal.verzoeken.v1-value\tid ")));
 }
 
@@ -128,14 +128,20 @@ fn demo_plays_every_pattern_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("mock cluster"), "the demo says its broker is a stand-in: {stdout}");
-    assert!(stdout.contains("demo done: 28 records written by the bridge for 16 records in."), "{stdout}");
+    assert!(stdout.contains("demo done: 38 records written by the bridge for 19 records in."), "{stdout}");
     let lines = |needle: &str| stdout.lines().filter(|l| l.contains(needle)).count();
     let afgewezen = |l: &&str| l.contains("nl.overheid.portaal.terugmelding-verstuurd") && l.contains("Verzoek demo-");
     assert_eq!(stdout.lines().filter(afgewezen).filter(|l| l.contains("Afgewezen")).count(), 3, "{stdout}");
     assert_eq!(lines("dead letter: unknown-schema-id"), 1, "{stdout}");
     assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 2, "{stdout}");
     assert_eq!(lines("bericht-gepubliceerd: Email") + lines("bericht-gepubliceerd: Sms"), 4, "{stdout}");
-    assert_eq!(lines("taak-aangemaakt: "), 4, "{stdout}");
+    assert_eq!(lines("taak-aangemaakt: "), 6, "email and sms for three taken: {stdout}");
+    assert_eq!(lines("taak-herinnering: "), 2, "a reminder on both channels: {stdout}");
+    assert_eq!(lines("nl.overheid.taken.externetaak-herinnerd"), 1, "{stdout}");
+    assert_eq!(lines("not delivered: ONBEKENDE_ONTVANGER"), 1, "GZAC hears of the taak nobody gets: {stdout}");
+    assert_eq!(lines("Taakantwoord a-4 Doorgestuurd"), 1, "the paid betaaltaak: {stdout}");
+    let paid = |l: &&str| l.contains("gzac.taakantwoorden.v1") && l.contains("Betaaltaak") && l.contains("Uitgevoerd");
+    assert_eq!(stdout.lines().filter(paid).count(), 1, "its uitgevoerd for GZAC: {stdout}");
     assert_eq!(lines("NIET_TOEGEWEZEN") + lines("TAAK_AL_BEANTWOORD") + lines("GEEN_BETROKKENE"), 3, "{stdout}");
     assert_eq!(lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"), 2, "{stdout}");
     assert_eq!(lines("nl.overheid.portaal.taak-verlopen"), 1, "verlopen in the portal: {stdout}");

@@ -62,11 +62,18 @@ async fn a_writer_that_adds_an_enum_symbol_loses_only_the_records_that_use_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taak_written_under_another_namespace_is_still_a_taak() {
     let (_server, cfg) = registry().await;
-    let mut writer = serde_json::to_value(gzac::Taak::get_schema()).unwrap();
+    let mut writer = serde_json::to_value(gzac::ExterneTaak::get_schema()).unwrap();
     let text = writer.to_string().replace("nl.gzac.zaak", "nl.gemeente.gzac");
     writer = serde_json::from_str(&text).unwrap();
     let (id, schema) = register(&cfg, "taak-elders-value", &writer).await;
-    let value = apache_avro::to_value(samples::taak("t-ns", samples::BSN, None)).unwrap().resolve(&schema).unwrap();
+    let value = apache_avro::to_value(samples::taak(
+        "t-ns",
+        samples::BSN,
+        gzac_portal_bridge::model::Datum::vandaag().plus(30),
+    ))
+    .unwrap()
+    .resolve(&schema)
+    .unwrap();
     let bytes = encode_with_id(id, &schema, value).unwrap();
 
     let rt = tokio::runtime::Handle::current();

@@ -5,7 +5,7 @@
 use apache_avro::AvroSchema;
 use gzac_portal_bridge::codec::{Codec, CodecError, MAX_RECURSIVE_BODY, STACK_BYTES};
 use gzac_portal_bridge::config::Config;
-use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
+use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
 use gzac_portal_bridge::pipeline::{Ctx, Route};
 use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::bericht::BerichtRoute;
@@ -143,7 +143,7 @@ async fn mutated_records_through_every_route_never_panic() {
         let b = gzac::Bericht { einddatum_handelingstermijn: Some(t), ..samples::bericht("b-end", samples::BSN) };
         berichten.push(client::frame(id("gzac.berichten.v1"), &b).unwrap());
     }
-    let taken: Vec<Vec<u8>> = [None, Some(far), Some(Timestamp(i64::MAX)), Some(Timestamp(i64::MIN))]
+    let taken: Vec<Vec<u8>> = [Datum::vandaag(), Datum::MAX, Datum(i32::MAX), Datum(i32::MIN)]
         .into_iter()
         .enumerate()
         .map(|(i, d)| client::frame(id(taak::GZAC_TAKEN), &samples::taak(&format!("t-{i}"), samples::BSN, d)).unwrap())
@@ -208,7 +208,7 @@ async fn mutated_records_through_every_route_never_panic() {
                     feed(BerichtRoute::new(&c, voorkeuren.clone()), &codec, &rt, &fuzzed_berichten, 3_000, 3),
                     feed(TaakRoute::new(&c, voorkeuren), &codec, &rt, &repartitioned, 4_000, 4),
                     feed(
-                        Repartition::<gzac::Taak>::new(
+                        Repartition::<gzac::ExterneTaak>::new(
                             &c,
                             "taak-herverdeling",
                             taak::GZAC_TAKEN,

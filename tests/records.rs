@@ -8,8 +8,11 @@ use apache_avro::AvroSchema;
 use common::{avro_json, avro_json_with, invalid, reference_schema, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
-use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
-use gzac_portal_bridge::samples::{antwoord, bericht, klantvoorkeur, taak, verzoek, zaak, zaakverzoek, BSN};
+use gzac_portal_bridge::model::{gzac, portaal, Datum};
+use gzac_portal_bridge::routes::derived_id;
+use gzac_portal_bridge::samples::{
+    antwoord, bericht, betaaltaak, betaling, klantvoorkeur, taak, verzoek, zaak, zaakverzoek, BSN,
+};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +20,7 @@ async fn every_notificatie_request_is_a_notifynl_request() {
     let w = World::new("notifynl").await;
     w.send("portaal.klantvoorkeuren.v1", "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     w.send("gzac.berichten.v1", "b-1", &bericht("b-1", BSN)).await;
-    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, None)).await;
+    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, gzac_portal_bridge::model::Datum::vandaag().plus(30))).await;
     let running = bridge::start(&w.cfg).unwrap();
     let recs = w.read(&["notificaties.opdrachten.v1"], 4, Duration::from_secs(1)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
@@ -49,39 +52,102 @@ async fn every_notificatie_request_is_a_notifynl_request() {
     assert!(invalid(&notifynl, &both).is_some(), "a template id must be a UUID");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_portal_taak_is_a_taak_objecttype_record() {
-    let w = World::new("taakv11").await;
-    let deadline = Timestamp(Timestamp::now().0 + 30 * 86_400_000);
-    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, Some(deadline))).await;
-    w.send("gzac.taken.v1", "t-2", &taak("t-2", BSN, Some(Timestamp(Timestamp::now().0 + 3_000)))).await;
-    let running = bridge::start(&w.cfg).unwrap();
-    w.read(&["portaal.taken.v1"], 2, Duration::ZERO).await;
-    w.send("portaal.taakantwoorden.v1", "t-1", &antwoord("a-1", "t-1", BSN)).await;
-    // open ×2, afgerond (with what the klant sent), gesloten (expired)
-    let recs = w.read(&["portaal.taken.v1"], 4, Duration::from_secs(1)).await;
-    running.stop(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(recs.len(), 4, "{recs:#?}");
+/// Taken of every soort: a formuliertaak answered, a betaaltaak paid, a urltaak, one past its last
+/// day and one whose reminder is due (UUIDs, as Open VTB gives them).
+fn taken() -> Vec<gzac::ExterneTaak> {
+    let id = |n: &str| derived_id(&["records", n]);
+    let later = Datum::vandaag().plus(30);
+    let urltaak = gzac::ExterneTaak {
+        taak_soort: gzac::TaakSoort::Urltaak,
+        details: gzac::Details::Urltaak(gzac::UrlTaak {
+            uitvraag_link: "https://formulieren.gemeente.example/plattegrond".into(),
+            voorinvullen_gegevens: Some(r#"{"zaaknummer":"ZAAK-2026-0042"}"#.into()),
+            ontvangen_gegevens: None,
+            ontvangen_bijlagen: vec![],
+        }),
+        ..taak(&id("url"), BSN, later)
+    };
+    vec![
+        taak(&id("formulier"), BSN, later),
+        betaaltaak(&id("betaal"), BSN, later),
+        urltaak,
+        taak(&id("verlopen"), BSN, Datum::vandaag().plus(-1)),
+        gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag()), ..taak(&id("herinner"), BSN, later) },
+    ]
+}
 
-    let schemas = [reference_schema("nlportal-taakv2.json"), reference_schema("objecttype-taak.json")];
-    let reader = portaal::Taak::get_schema();
-    let mut statuses = Vec::new();
+const TAAK_DOCUMENTS: &[&str] =
+    &["data", "verzonden_data", "formulierDefinitie", "voorinvullenGegevens", "ontvangenGegevens"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_taak_is_a_taak_objecttype_record_and_an_open_vtb_externe_taak() {
+    let mut w = World::new("taken").await;
+    w.cfg.taken.herinnering_uur = 0;
+    let taken = taken();
+    for t in &taken {
+        w.send("gzac.taken.v1", &t.uuid, t).await;
+    }
+    let running = bridge::start(&w.cfg).unwrap();
+    w.read(&["portaal.taken.v1"], taken.len(), Duration::ZERO).await;
+    w.send("portaal.taakantwoorden.v1", &taken[0].uuid, &antwoord("a-1", &taken[0].uuid, BSN)).await;
+    w.send("portaal.taakantwoorden.v1", &taken[1].uuid, &betaling("a-2", &taken[1].uuid, BSN)).await;
+    // portal: open ×5, afgerond ×2, gesloten; GZAC: its 5, and 2 uitgevoerd, verlopen, herinnerd.
+    let recs =
+        w.read(&["portaal.taken.v1", "gzac.taken.v1", "gzac.taakantwoorden.v1"], 8 + 9, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+
+    let portal = [reference_schema("nlportal-taakv2.json"), reference_schema("objecttype-taak.json")];
+    let open_vtb = |soort: &str| {
+        common::openapi_schema("openvtb-taken-openapi.yaml", &format!("{soort}_ExterneTaakPolymorphicSerializer"))
+    };
+    let (reader, gzac_reader) = (portaal::Taak::get_schema(), gzac::ExterneTaak::get_schema());
+    let mut seen = Vec::new();
     for r in &recs {
         let mut body = &r.value.as_deref().unwrap()[5..];
+        let portal_side = r.topic == w.topic("portaal.taken.v1");
         #[allow(deprecated)]
-        let value = apache_avro::from_avro_datum(&reader, &mut body, None).unwrap();
-        let json = avro_json_with(&value, &["data", "verzonden_data"]);
-        for s in &schemas {
-            assert_eq!(invalid(s, &json), None, "not a taak objecttype v1.1 record: {json}");
-        }
-        statuses.push((r.key_str().to_string(), json["status"].as_str().unwrap().to_string()));
-        if json["status"] == "afgerond" {
-            assert!(json["portaalformulier"]["verzonden_data"].is_object(), "the klant's answer is kept: {json}");
+        let value =
+            apache_avro::from_avro_datum(if portal_side { &reader } else { &gzac_reader }, &mut body, None).unwrap();
+        let json = avro_json_with(&value, TAAK_DOCUMENTS);
+        if portal_side {
+            for s in &portal {
+                assert_eq!(invalid(s, &json), None, "not a taak objecttype v1.1 record: {json}");
+            }
+            seen.push(format!("portaal {} {}", json["soort"].as_str().unwrap(), json["status"].as_str().unwrap()));
+        } else {
+            let soort = json["taakSoort"].as_str().unwrap();
+            assert_eq!(invalid(&open_vtb(soort), &json), None, "not an Open VTB {soort}: {json}");
+            seen.push(format!("gzac {soort} {}", json["status"].as_str().unwrap()));
         }
     }
-    statuses.sort();
-    let want = [("t-1", "afgerond"), ("t-1", "open"), ("t-2", "gesloten"), ("t-2", "open")];
-    assert_eq!(statuses, want.map(|(k, s)| (k.to_string(), s.to_string())).to_vec());
+    seen.sort();
+    let mut want = vec![
+        "gzac betaaltaak open",
+        "gzac betaaltaak uitgevoerd",
+        "gzac formuliertaak niet_uitgevoerd",
+        "gzac formuliertaak open",
+        "gzac formuliertaak open",
+        "gzac formuliertaak open",
+        "gzac formuliertaak open",
+        "gzac formuliertaak uitgevoerd",
+        "gzac urltaak open",
+        "portaal ogonebetaling afgerond",
+        "portaal ogonebetaling open",
+        "portaal portaalformulier afgerond",
+        "portaal portaalformulier gesloten",
+        "portaal portaalformulier open",
+        "portaal portaalformulier open",
+        "portaal portaalformulier open",
+        "portaal url open",
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    // The validators do reject what the real systems would: a portal status `verlopen`, an Open
+    // VTB betaaltaak without doelrekening.
+    let mut bad = serde_json::json!({"titel": "x", "status": "verlopen", "soort": "url", "identificatie": {"type": "bsn", "value": BSN}, "verwerker_taak_id": derived_id(&["x"]), "eigenaar": "gzac"});
+    assert!(invalid(&portal[0], &bad).is_some());
+    bad = serde_json::json!({"titel": "x", "taakSoort": "betaaltaak", "einddatumHandelingsTermijn": "2026-12-31", "isToegewezenAan": "urn:nld:brp:bsn:569312863", "details": {"bedrag": "1.00", "transactieomschrijving": "x"}});
+    assert!(invalid(&open_vtb("betaaltaak"), &bad).is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

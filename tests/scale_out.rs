@@ -18,7 +18,12 @@ const N: usize = 300;
 async fn three_instances_with_a_rebalance_mid_stream_keep_state_and_joins_right() {
     let w = World::new("scale").await;
     for i in 0..N {
-        w.send("gzac.taken.v1", &format!("t-{i}"), &taak(&format!("t-{i}"), BSN, None)).await;
+        w.send(
+            "gzac.taken.v1",
+            &format!("t-{i}"),
+            &taak(&format!("t-{i}"), BSN, gzac_portal_bridge::model::Datum::vandaag().plus(30)),
+        )
+        .await;
     }
     let mut b0 = spawn_bridge(&w, "i0", &[]);
     let mut b1 = spawn_bridge(&w, "i1", &[]);

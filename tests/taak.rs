@@ -7,9 +7,11 @@ mod common;
 use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
-use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus};
-use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
-use gzac_portal_bridge::samples::{antwoord, taak, zaak, zaakverzoek, BSN, OTHER_BSN};
+use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus, Weigering};
+use gzac_portal_bridge::model::{gzac, portaal, Datum};
+use gzac_portal_bridge::samples::{
+    antwoord, betaaltaak, betaling, klantvoorkeur, taak, zaak, zaakverzoek, BSN, OTHER_BSN,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -19,6 +21,12 @@ const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
 const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
 const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 const NOTIFICATIES: &str = "notificaties.opdrachten.v1";
+const WEIGERINGEN: &str = "gzac.weigeringen.v1";
+
+/// A last day a month ahead: a fixed date would expire the taak once that day has passed.
+fn later() -> Datum {
+    Datum::vandaag().plus(30)
+}
 
 fn on<'a>(recs: &'a [Received], w: &World, topic: &str) -> Vec<&'a Received> {
     recs.iter().filter(|r| r.topic == w.topic(topic)).collect()
@@ -52,8 +60,7 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         },
     )
     .await;
-    // A deadline a month ahead: a fixed date would expire the taak once that day has passed.
-    let t = taak("t-1", BSN, Some(Timestamp(Timestamp::now().0 + 30 * 86_400_000)));
+    let t = taak("t-1", BSN, later());
     w.send(GZAC_TAKEN, "t-1", &t).await;
     let running = bridge::start(&w.cfg).unwrap();
     let recs = w.read(&[PORTAAL_TAKEN, NOTIFICATIES], 2, Duration::from_secs(2)).await;
@@ -67,7 +74,7 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         ("Upload de plattegrond", portaal::TaakStatus::Open, portaal::TaakSoort::Portaalformulier)
     );
     assert_eq!(p.identificatie, portaal::TaakIdentificatie { soort: portaal::PartijType::Bsn, value: BSN.into() });
-    assert_eq!(p.verwerker_taak_id, t.verwerker_taak_id);
+    assert_eq!(Some(p.verwerker_taak_id), t.verwerker_taak_id);
     assert_eq!(
         p.koppeling,
         portaal::Koppeling { registratie: "zaak".into(), uuid: Some("0b9e6a3c-1b2d-4c5e-8f70-123456789abc".into()) }
@@ -76,11 +83,11 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         p.portaalformulier,
         Some(portaal::Portaalformulier {
             formulier: portaal::Formulier { soort: portaal::FormulierSoort::Id, value: "plattegrond-upload".into() },
-            data: Some(t.data.clone()),
+            data: Some(r#"{"kenteken":"AB-123-C"}"#.into()),
             verzonden_data: None,
         })
     );
-    assert_eq!(p.verloopdatum, t.verloopdatum);
+    assert_eq!(p.verloopdatum, Some(later().einde()), "the end of the last day in Amsterdam");
     let n: Notificatieopdracht = w.decode(on(&recs, &w, NOTIFICATIES)[0]).await;
     assert_eq!(
         (n.kanaal, n.request.template_id.as_str(), n.gebeurtenis.as_str()),
@@ -93,9 +100,9 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only_once() {
     let w = World::new("antwoord").await;
-    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, None)).await;
-    w.send(GZAC_TAKEN, "t-closed", &gzac::Taak { status: gzac::TaakStatus::Gesloten, ..taak("t-closed", BSN, None) })
-        .await;
+    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, later())).await;
+    let closed = gzac::ExterneTaak { status: gzac::TaakStatus::Afgebroken, ..taak("t-closed", BSN, later()) };
+    w.send(GZAC_TAKEN, "t-closed", &closed).await;
     let running = bridge::start(&w.cfg).unwrap();
     w.read(&[PORTAAL_TAKEN], 2, Duration::ZERO).await;
     // Sent after the portal shows the taken, as a klant would.
@@ -116,23 +123,22 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
     assert_eq!(why["a-second"], "TAAK_AL_BEANTWOORD");
     let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
     assert_eq!(fwd.len(), 1, "only the right antwoord reaches GZAC");
-    let g: gzac::TaakAntwoord = w.decode(fwd[0]).await;
-    assert_eq!(
-        (g.verwerker_taak_id, g.status),
-        (taak("t-1", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend)
-    );
+    let g: gzac::ExterneTaak = w.decode(fwd[0]).await;
+    assert_eq!((g.uuid.as_str(), g.status), ("t-1", gzac::TaakStatus::Uitgevoerd), "Open VTB's update of the taak");
+    let gzac::Details::Formuliertaak(f) = &g.details else { panic!("a formuliertaak stays one: {g:?}") };
+    assert_eq!(f.ontvangen_gegevens, antwoord("a-right", "t-1", BSN).taak.portaalformulier.unwrap().verzonden_data);
     assert_eq!(fwd[0].key_str(), "t-1");
+    assert_eq!(fwd[0].header("ce_type"), Some("nl.overheid.taken.externetaak-uitgevoerd"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
+async fn an_open_taak_past_its_last_day_is_closed_and_niet_uitgevoerd() {
     let w = World::new("verlopen").await;
-    let soon = Timestamp(Timestamp::now().0 + 3_000);
-    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, Some(soon))).await;
-    w.send(GZAC_TAKEN, "t-later", &taak("t-later", BSN, Some(Timestamp(Timestamp::now().0 + 3_600_000)))).await;
+    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, Datum::vandaag().plus(-1))).await;
+    w.send(GZAC_TAKEN, "t-later", &taak("t-later", BSN, Datum::vandaag())).await;
     let running = bridge::start(&w.cfg).unwrap();
-    // open ×2 on the portal; then verlopen on the portal and on GZAC's taken topic.
-    let recs = w.read(&[PORTAAL_TAKEN, GZAC_TAKEN], 2 + 3 + 1, Duration::from_secs(3)).await;
+    // open ×2 on the portal; then gesloten on the portal and verlopen for GZAC.
+    let recs = w.read(&[PORTAAL_TAKEN, GZAC_ANTWOORDEN], 3 + 1, Duration::from_secs(3)).await;
     w.send(ANTWOORDEN, "t-exp", &antwoord("a-late", "t-exp", BSN)).await;
     let tm = w.read(&[TERUGMELDINGEN], 1, Duration::from_secs(1)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
@@ -149,21 +155,106 @@ async fn an_open_taak_past_its_verloopdatum_becomes_verlopen_on_both_sides() {
             ("t-exp".to_string(), portaal::TaakStatus::Gesloten),
             ("t-exp".to_string(), portaal::TaakStatus::Open),
             ("t-later".to_string(), portaal::TaakStatus::Open),
-        ]
+        ],
+        "a taak whose last day is today stays open until that day ends in Amsterdam"
     );
-    let gz: Vec<&Received> =
-        on(&recs, &w, GZAC_TAKEN).into_iter().filter(|r| r.header("ce_source").is_some()).collect();
+    let gz = on(&recs, &w, GZAC_ANTWOORDEN);
     assert_eq!(gz.len(), 1, "one verlopen written to GZAC");
-    let g: gzac::Taak = w.decode(gz[0]).await;
-    assert_eq!((g.uuid.as_str(), g.status), ("t-exp", gzac::TaakStatus::Verlopen));
+    let g: gzac::ExterneTaak = w.decode(gz[0]).await;
+    assert_eq!((g.uuid.as_str(), g.status), ("t-exp", gzac::TaakStatus::NietUitgevoerd));
     assert_eq!(gz[0].header("ce_type"), Some("nl.overheid.taken.externetaak-verlopen"));
     let cause = gz[0].header("ce_causationid").unwrap();
     assert!(
         cause.starts_with(&w.topic("gzac-portal-bridge.taken-repartition.v1")),
         "the expiry links to its taak: {cause}"
     );
-    assert!(gz[0].timestamp.unwrap() >= soon.0);
     assert_eq!(reasons(&w, &tm).await["a-late"], "TAAK_NIET_OPEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_its_datum_herinnering_the_assignee_is_reminded_once_and_gzac_told() {
+    let mut w = World::new("herinnering").await;
+    w.cfg.taken.herinnering_uur = 0; // today's reminder is due now
+    w.send("portaal.klantvoorkeuren.v1", "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
+    let today = gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag()), ..taak("t-nu", BSN, later()) };
+    let tomorrow =
+        gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag().plus(1)), ..taak("t-morgen", BSN, later()) };
+    w.send(GZAC_TAKEN, "t-nu", &today).await;
+    w.send(GZAC_TAKEN, "t-morgen", &tomorrow).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    // Two notificaties of the new taken, one reminder, and one herinnerd for GZAC. Several
+    // ticks pass in the settle time: a second reminder would show.
+    let recs = w.read(&[NOTIFICATIES, GZAC_ANTWOORDEN], 3 + 1, Duration::from_secs(3)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    let mut events = Vec::new();
+    for r in on(&recs, &w, NOTIFICATIES) {
+        let n: Notificatieopdracht = w.decode(r).await;
+        events.push((n.referentie.clone(), n.gebeurtenis.clone(), n.request.template_id.clone()));
+    }
+    events.sort();
+    let t = &w.cfg.notificaties.templates;
+    assert_eq!(
+        events,
+        vec![
+            ("t-morgen".into(), "taak-aangemaakt".into(), t.taak.email["nld"].clone()),
+            ("t-nu".into(), "taak-aangemaakt".into(), t.taak.email["nld"].clone()),
+            ("t-nu".into(), "taak-herinnering".into(), t.herinnering.email["nld"].clone()),
+        ]
+    );
+    let herinnerd = on(&recs, &w, GZAC_ANTWOORDEN);
+    assert_eq!(herinnerd.len(), 1, "GZAC hears of the one reminder");
+    assert_eq!(herinnerd[0].header("ce_type"), Some("nl.overheid.taken.externetaak-herinnerd"));
+    assert_eq!(herinnerd[0].key_str(), "t-nu");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_betaaltaak_is_paid_in_the_portal_and_gzac_gets_it_uitgevoerd() {
+    let w = World::new("betaaltaak").await;
+    w.send(GZAC_TAKEN, "t-pay", &betaaltaak("t-pay", BSN, later())).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let shown = w.read(&[PORTAAL_TAKEN], 1, Duration::ZERO).await;
+    let p: portaal::Taak = w.decode(&shown[0]).await;
+    assert_eq!(p.soort, portaal::TaakSoort::Ogonebetaling);
+    let o = p.ogonebetaling.unwrap();
+    assert_eq!(
+        (o.bedrag, o.betaalkenmerk.as_str(), o.pspid.as_str()),
+        (147.43, "ZAAK-2026-0042 leges", "GemeenteVoorbeeld")
+    );
+    w.send(ANTWOORDEN, "t-pay", &betaling("a-pay", "t-pay", BSN)).await;
+    let recs = w.read(&[GZAC_ANTWOORDEN, TERUGMELDINGEN], 2, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reasons(&w, &recs).await["a-pay"], "Doorgestuurd");
+    let fwd = on(&recs, &w, GZAC_ANTWOORDEN);
+    let g: gzac::ExterneTaak = w.decode(fwd[0]).await;
+    assert_eq!((g.taak_soort, g.status), (gzac::TaakSoort::Betaaltaak, gzac::TaakStatus::Uitgevoerd));
+    assert_eq!(fwd[0].header("ce_betaalreferentie"), Some("3014828147"), "the provider's transaction id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taak_the_portal_cannot_take_goes_back_to_gzac_as_a_weigering() {
+    let w = World::new("weigering").await;
+    let nobody = gzac::ExterneTaak {
+        is_toegewezen_aan: "urn:nld:klant:klantnummer:610541501".into(),
+        ..taak("t-x", BSN, later())
+    };
+    let vestiging = gzac::ExterneTaak {
+        is_toegewezen_aan: "urn:nld:hr:kvknummer:69599084:vestigingsnummer:000038509504".into(),
+        ..taak("t-kvk", BSN, later())
+    };
+    w.send(GZAC_TAKEN, "t-x", &nobody).await;
+    w.send(GZAC_TAKEN, "t-kvk", &vestiging).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&[PORTAAL_TAKEN, WEIGERINGEN, "gzac.taken.v1.dlq"], 2, Duration::from_secs(2)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    let portal = on(&recs, &w, PORTAAL_TAKEN);
+    assert_eq!(portal.len(), 1);
+    assert_eq!(portal[0].key_str(), "t-kvk", "a ketenpartner's vestiging reaches the portal");
+    let p: portaal::Taak = w.decode(portal[0]).await;
+    assert_eq!((p.identificatie.soort, p.identificatie.value.as_str()), (portaal::PartijType::Kvk, "69599084"));
+    let wg: Weigering = w.decode(on(&recs, &w, WEIGERINGEN)[0]).await;
+    assert_eq!((wg.referentie.as_str(), wg.reden_code.as_str()), ("t-x", "ONBEKENDE_ONTVANGER"));
+    assert!(!wg.toelichting.contains("610541501"), "the reason does not repeat the input");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +262,7 @@ async fn sigkill_between_receiving_antwoorden_and_committing_neither_forwards_tw
     let w = World::new("kill-antwoord").await;
     const N: usize = 300;
     for i in 0..N {
-        w.send(GZAC_TAKEN, &format!("t-{i}"), &taak(&format!("t-{i}"), BSN, None)).await;
+        w.send(GZAC_TAKEN, &format!("t-{i}"), &taak(&format!("t-{i}"), BSN, later())).await;
     }
     // Long transactions: a kill almost surely lands while antwoorden are received but not committed.
     let cfg = w.config_file("pipeline:\n  batch_max_records: 100000\n  batch_max_interval: 1500ms\n");
@@ -208,7 +299,7 @@ async fn sigkill_between_receiving_antwoorden_and_committing_neither_forwards_tw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_bridge_rebuilds_taak_state_and_tables_before_it_answers() {
     let w = World::new("rebuild").await;
-    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, None)).await;
+    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, later())).await;
     w.send("gzac.zaken.v1", "z-1", &zaak("z-1", BSN)).await;
     let mut first = spawn_bridge(&w, "i0", &[]);
     w.read(&[PORTAAL_TAKEN], 1, Duration::ZERO).await;
@@ -278,7 +369,7 @@ async fn a_changelog_entry_that_no_longer_parses_is_skipped_at_restore() {
         let rec = rdkafka::producer::FutureRecord::to(&changelog).key("t-oud").payload(&b"{not json"[..]).partition(p);
         w.producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     }
-    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, None)).await;
+    w.send(GZAC_TAKEN, "t-1", &taak("t-1", BSN, later())).await;
     let running = bridge::start(&w.cfg).unwrap();
     let recs = w.read(&[PORTAAL_TAKEN], 1, Duration::from_secs(1)).await;
     let bad = bad_rows(&running, "taak");

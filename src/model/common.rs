@@ -44,6 +44,32 @@ pub struct Terugmelding {
     pub tijdstip: super::Timestamp,
 }
 
+/// What GZAC sent that the bridge could not deliver to the portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+#[serde(rename_all = "lowercase")]
+pub enum WeigeringSoort {
+    Bericht,
+    Taak,
+}
+
+/// The bridge tells GZAC that a bericht or taak did not reach the portal, and why (e.g. an
+/// ontvanger the portal cannot address, a value with no portal counterpart). Never repeats the
+/// record's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct Weigering {
+    /// Stable id (derived from the referentie and the reason): a replay repeats it.
+    pub id: String,
+    /// The uuid GZAC gave the bericht or taak.
+    pub referentie: String,
+    pub soort: WeigeringSoort,
+    /// Machine-readable reason, e.g. `ONBEKENDE_ONTVANGER`.
+    pub reden_code: String,
+    pub toelichting: String,
+    pub tijdstip: Timestamp,
+}
+
 /// Channel of a notificatie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.common")]

@@ -1,6 +1,6 @@
 //! The GZAC vocabulary: Open VTB / Valtimo verzoek, portaaltaak, bericht, zaak.
 
-use super::Timestamp;
+use super::{Datum, Timestamp};
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
@@ -95,73 +95,127 @@ pub struct Verzoek {
     pub is_gerelateerd_aan: Vec<IsGerelateerdAan>,
 }
 
-/// Valtimo portaaltaak status.
+/// Open VTB ExterneTaak `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TaakStatus {
     Open,
-    Ingediend,
+    Uitgevoerd,
+    NietUitgevoerd,
+    Afgebroken,
     Verwerkt,
-    Gesloten,
-    Ingetrokken,
-    Verlopen,
 }
 
-/// Valtimo portaaltaak identificatie `{type, value}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-pub struct Identificatie {
-    #[serde(rename = "type")]
-    pub soort: PartijSoort,
-    pub value: String,
-}
-
-/// How the portal finds the form: by id or by URL.
+/// Open VTB `taakSoort`; the matching details are in `details`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
 #[serde(rename_all = "lowercase")]
-pub enum FormulierType {
-    Id,
-    Url,
+pub enum TaakSoort {
+    Betaaltaak,
+    Urltaak,
+    Formuliertaak,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+/// Open VTB `HandelingsPerspectiefEnum` (taken and berichten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-pub struct Formulier {
-    #[serde(rename = "type")]
-    pub soort: FormulierType,
-    pub value: String,
+#[serde(rename_all = "snake_case")]
+pub enum HandelingsPerspectief {
+    Betalen,
+    Incasso,
+    InformatieGeven,
+    InformatieKrijgen,
+    ReactieOntvangen,
+    VernieuwingNodig,
+    UitnodigingVoorAfspraak,
 }
 
-/// A Valtimo portaaltaak lifecycle event.
+/// The account a betaaltaak pays into (at least one of the three).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-pub struct Taak {
+pub struct Doelrekening {
+    pub naam: Option<String>,
+    /// Picks the account or payment provider in the system that handles the taak: here the
+    /// Ogone PSPID the portal pays through.
+    pub code: Option<String>,
+    pub iban: Option<String>,
+}
+
+/// Open VTB `BetaalTaak` details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+pub struct BetaalTaak {
+    /// Amount in euro as a decimal string, e.g. `147.43`.
+    pub bedrag: String,
+    pub valuta: String,
+    /// At most 80 characters; the portal's payment reference (betaalkenmerk).
+    pub transactieomschrijving: String,
+    pub doelrekening: Doelrekening,
+}
+
+/// Open VTB `URLTaak` details. Free-form documents are JSON strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct UrlTaak {
+    pub uitvraag_link: String,
+    pub voorinvullen_gegevens: Option<String>,
+    pub ontvangen_gegevens: Option<String>,
+    #[serde(default)]
+    #[avro(default = "[]")]
+    pub ontvangen_bijlagen: Vec<InformatieObject>,
+}
+
+/// Open VTB `FormulierTaak` details. `formulierDefinitie` is the form (JSON with `components`)
+/// or, as Valtimo portaaltaken do, a reference `{"soort": "id"|"url", "value": …}` to a form the
+/// portal has. Free-form documents are JSON strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct FormulierTaak {
+    pub formulier_definitie: String,
+    pub voorinvullen_gegevens: Option<String>,
+    pub ontvangen_gegevens: Option<String>,
+}
+
+/// Open VTB `details`: one of three records, by `taakSoort`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[serde(untagged)]
+pub enum Details {
+    Betaaltaak(BetaalTaak),
+    Urltaak(UrlTaak),
+    Formuliertaak(FormulierTaak),
+}
+
+/// A taak as Open VTB registers it (`ExterneTaak`, writer fields plus its uuid): GZAC writes its
+/// lifecycle on `gzac.taken.v1`; the bridge writes the update for a done taak on
+/// `gzac.taakantwoorden.v1` and `niet_uitgevoerd` for an expired one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct ExterneTaak {
     pub uuid: String,
-    pub identificatie: Identificatie,
-    /// Prefill data as JSON.
-    pub data: String,
-    pub title: String,
+    /// At most 100 characters, shown to the klant.
+    pub titel: String,
     pub status: TaakStatus,
-    pub formulier: Formulier,
-    pub verwerker_taak_id: String,
-    /// Zaak URL.
-    pub zaak: Option<String>,
-    pub verloopdatum: Option<Timestamp>,
-}
-
-/// A taak answer forwarded to GZAC.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-pub struct TaakAntwoord {
-    pub uuid: String,
-    pub verwerker_taak_id: String,
-    pub verzonden_data: String,
-    pub documenten: Vec<String>,
-    pub status: TaakStatus,
-    #[serde(rename = "ingediendOp")]
-    pub ingediend_op: Timestamp,
+    /// The workflow engine's id (Valtimo's portaaltaak id), at most 36 characters.
+    pub verwerker_taak_id: Option<String>,
+    pub startdatum: Option<Datum>,
+    pub handelings_perspectief: Option<HandelingsPerspectief>,
+    /// The last day to do it; past it (Europe/Amsterdam) the taak expires.
+    pub einddatum_handelings_termijn: Datum,
+    /// The day the assignee is reminded.
+    pub datum_herinnering: Option<Datum>,
+    /// At most 80 characters, shown to the klant.
+    pub toelichting: Option<String>,
+    /// URN of the assignee, e.g. `urn:nld:brp:bsn:…` or `urn:nld:hr:kvknummer:…:vestigingsnummer:…`.
+    pub is_toegewezen_aan: String,
+    #[serde(default)]
+    #[avro(default = "[]")]
+    pub is_gerelateerd_aan: Vec<IsGerelateerdAan>,
+    pub taak_soort: TaakSoort,
+    pub details: Details,
 }
 
 /// A bericht from GZAC (Open VTB berichten).

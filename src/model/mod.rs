@@ -47,11 +47,130 @@ impl Timestamp {
     }
 }
 
+/// A calendar day (Avro `date`: days since 1970-01-01), as NL Portal and Open VTB keep
+/// deadlines and reminder days. Days are the municipality's: Europe/Amsterdam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Datum(pub i32);
+
+fn amsterdam() -> &'static jiff::tz::TimeZone {
+    static TZ: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    // The tz database is compiled in (jiff's bundled tzdb), so this holds on any machine.
+    TZ.get_or_init(|| jiff::tz::TimeZone::get("Europe/Amsterdam").expect("bundled tzdb has Europe/Amsterdam"))
+}
+
+impl Datum {
+    /// 9999-12-30: the last day whose every local hour has a moment (jiff's range ends on
+    /// 9999-12-30 22:00 UTC).
+    pub const MAX: Datum = Datum(2_932_895);
+
+    fn civil(self) -> jiff::civil::Date {
+        let days = self.0.clamp(0, Self::MAX.0);
+        jiff::civil::date(1970, 1, 1) + jiff::SignedDuration::from_hours(i64::from(days) * 24)
+    }
+
+    fn of(d: jiff::civil::Date) -> Datum {
+        Datum(jiff::civil::date(1970, 1, 1).duration_until(d).as_hours().div_euclid(24) as i32)
+    }
+
+    /// Today in Europe/Amsterdam.
+    pub fn vandaag() -> Datum {
+        Self::in_amsterdam(Timestamp::now())
+    }
+
+    /// `days` later (earlier when negative).
+    pub fn plus(self, days: i32) -> Datum {
+        Datum(self.0.saturating_add(days))
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn iso(self) -> String {
+        self.civil().to_string()
+    }
+
+    /// The day it is in Europe/Amsterdam at `t`.
+    pub fn in_amsterdam(t: Timestamp) -> Datum {
+        let ms = t.0.clamp(0, jiff::Timestamp::MAX.as_millisecond());
+        let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
+        Self::of(ts.to_zoned_datetime(amsterdam().clone()).date())
+    }
+
+    /// `hour`:00 on this day in Europe/Amsterdam (in a DST gap: the first moment after it).
+    pub fn om(self, hour: i8) -> Timestamp {
+        let local = self.civil().at(hour.clamp(0, 23), 0, 0, 0);
+        // Total: a moment beyond what can be written is the last one.
+        local
+            .to_zoned_datetime(amsterdam().clone())
+            .map_or(Timestamp::MAX, |z| Timestamp(z.timestamp().as_millisecond().min(Timestamp::MAX.0)))
+    }
+
+    /// The first moment after this day in Europe/Amsterdam: a deadline on this day has passed
+    /// then (a deadline at local midnight must not end the day before).
+    pub fn einde(self) -> Timestamp {
+        if self >= Self::MAX {
+            return Timestamp::MAX;
+        }
+        Datum(self.0 + 1).om(0)
+    }
+
+    /// This day, when it lies in 1970-01-01..=9999-12-30; otherwise an error naming `field`.
+    pub fn checked(self, field: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (0..=Self::MAX.0).contains(&self.0),
+            "{field} is day {} since 1970, outside 1970-01-01..9999-12-30",
+            self.0
+        );
+        Ok(self)
+    }
+}
+
+impl AvroSchemaComponent for Datum {
+    fn get_schema_in_ctxt(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
+        Schema::Date
+    }
+    fn get_record_fields_in_ctxt(_: &mut HashSet<Name>, _: NamespaceRef) -> Option<Vec<RecordField>> {
+        None
+    }
+}
+
 impl AvroSchemaComponent for Timestamp {
     fn get_schema_in_ctxt(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
         Schema::TimestampMillis
     }
     fn get_record_fields_in_ctxt(_: &mut HashSet<Name>, _: NamespaceRef) -> Option<Vec<RecordField>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_amsterdam_days() {
+        let d = Datum::of(jiff::civil::date(2026, 12, 1));
+        assert_eq!(d.iso(), "2026-12-01");
+        // Midnight in Amsterdam is 23:00 UTC the day before in winter, 22:00 in summer.
+        assert_eq!(d.om(0).rfc3339(), "2026-11-30T23:00:00.000Z");
+        assert_eq!(Datum::in_amsterdam(d.om(0)), d, "local midnight is that day, not the day before");
+        assert_eq!(Datum::in_amsterdam(Timestamp(d.om(0).0 - 1)).iso(), "2026-11-30");
+        assert_eq!(d.einde().rfc3339(), "2026-12-01T23:00:00.000Z");
+        let summer = Datum::of(jiff::civil::date(2026, 7, 1));
+        assert_eq!(summer.om(9).rfc3339(), "2026-07-01T07:00:00.000Z");
+        // 2026-03-29 02:00 does not exist in Amsterdam: the first moment after the gap.
+        assert_eq!(Datum::of(jiff::civil::date(2026, 3, 29)).om(2).rfc3339(), "2026-03-29T01:00:00.000Z");
+        assert_eq!(Datum::MAX.iso(), "9999-12-30");
+        for d in [Datum(0), Datum::MAX] {
+            for h in 0..24 {
+                assert!(d.om(h) <= d.einde(), "ordered at the ends of the range");
+            }
+        }
+        // Total outside it (inputs are checked first; nothing may panic).
+        for d in [Datum(i32::MAX), Datum(i32::MIN)] {
+            let _ = (d.om(23), d.einde(), d.iso());
+        }
+        assert_eq!(Datum::in_amsterdam(Timestamp::MAX), Datum::MAX);
+        assert_eq!(Datum(0).iso(), "1970-01-01");
+        assert!(Datum(-1).checked("d").is_err() && Datum(Datum::MAX.0 + 1).checked("d").is_err());
     }
 }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum PartijType {
     Bsn,
     Kvk,
+    // An organisation by its RSIN (the taak objecttype allows further types; NL Portal's
+    // bericht identificatie type is free text).
+    Rsin,
 }
 
 /// A klant as the portal identifies it (NL Portal `identificatie{type, value}`).
@@ -187,18 +190,20 @@ pub struct Taak {
     pub ogonebetaling: Option<Ogonebetaling>,
 }
 
-/// The answer a klant or ketenpartner gives to a taak.
+/// What NL Portal writes when a klant or ketenpartner has done a taak: the taak record itself,
+/// now `afgerond` with its `verzonden_data` (or paid), in an envelope saying who and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct TaakAntwoord {
+    /// The portal's id of this submission.
     pub id: String,
+    /// The taak's object uuid (the key of `portaal.taken.v1`).
     pub taak_id: String,
-    pub verwerker_taak_id: String,
     pub ingediend_door: Partij,
-    /// Submitted form data as JSON.
-    pub verzonden_data: String,
-    pub documenten: Vec<String>,
     pub ingediend_op: Timestamp,
+    pub taak: Taak,
+    /// For an `ogonebetaling`: the payment provider's id of the transaction (Ogone PAYID).
+    pub betaalreferentie: Option<String>,
 }
 
 /// A bericht as NL Portal's bericht objecttype shows it.

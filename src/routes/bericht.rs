@@ -98,7 +98,7 @@ impl BerichtRoute {
         let item = Item {
             soort: "bericht",
             id: &p.id,
-            deadline: p.einddatum_handelingstermijn,
+            deadline: p.einddatum_handelingstermijn.map(crate::model::Datum::in_amsterdam),
             gebeurtenis: "bericht-gepubliceerd",
         };
         out.extend(notificatie::opdrachten(&self.cfg, &self.voorkeuren, &p.identificatie, &item, &self.notificaties)?);

@@ -9,8 +9,8 @@ pub mod verzoek;
 pub mod zaakverzoek;
 
 use crate::events::Event;
-use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
-use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus};
+use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
+use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::Output;
 use uuid::Uuid;
@@ -101,6 +101,31 @@ pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Outp
     Output::new(topic, t.referentie.clone(), t, event)
 }
 
+/// Where GZAC hears of berichten and taken the portal cannot take.
+pub const WEIGERINGEN: &str = "gzac.weigeringen.v1";
+/// The CloudEvents type of every weigering (one type for the one Weigering schema).
+pub const TYPE_WEIGERING: &str = "nl.overheid.portaal.weigering-verstuurd";
+
+/// GZAC's bericht or taak `referentie` could not be delivered to the portal, for reason `r`:
+/// keyed and subjected by GZAC's uuid.
+pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r: &Afwijzing) -> anyhow::Result<Output> {
+    let w = Weigering {
+        id: derived_id(&["weigering", &format!("{soort:?}"), referentie, r.code]),
+        referentie: referentie.to_string(),
+        soort,
+        reden_code: r.code.to_string(),
+        toelichting: r.toelichting.clone(),
+        tijdstip: Timestamp::now(),
+    };
+    let event = Event {
+        id: derived_id(&[TYPE_WEIGERING, &w.id]),
+        kind: TYPE_WEIGERING,
+        subject: w.referentie.clone(),
+        ..Event::default()
+    };
+    Output::new(topic, w.referentie.clone(), &w, event)
+}
+
 /// A portal party checked (elfproef, 8-digit KVK) and typed for GZAC.
 pub fn gzac_partij(p: &portaal::Partij) -> Result<gzac::Partij, Afwijzing> {
     match p.soort {
@@ -112,6 +137,25 @@ pub fn gzac_partij(p: &portaal::Partij) -> Result<gzac::Partij, Afwijzing> {
             Ok(gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: p.value.clone(), urn: kvk_urn(&p.value) })
         }
         portaal::PartijType::Kvk => Err(afwijzing("ONGELDIG_KVK", "Een KVK-nummer bestaat uit 8 cijfers.")),
+        portaal::PartijType::Rsin if elfproef(&p.value) => {
+            Ok(gzac::Partij { soort: gzac::PartijSoort::Rsin, waarde: p.value.clone(), urn: rsin_urn(&p.value) })
+        }
+        portaal::PartijType::Rsin => Err(afwijzing("ONGELDIG_RSIN", "Het RSIN is ongeldig (elfproef).")),
+    }
+}
+
+/// The portal's identification of the party a GZAC URN names. An organisation is addressed by
+/// its KVK number, also when GZAC names one vestiging (the portal's eHerkenning login is per KVK
+/// number), or by its RSIN. What the portal cannot address is refused with the reason.
+pub fn portaal_ontvanger(urn: &str) -> Result<portaal::Partij, Afwijzing> {
+    let partij = |soort, value: String| portaal::Partij { soort, value };
+    match parse_urn(urn) {
+        Ok(Urn::Bsn(bsn)) => Ok(partij(portaal::PartijType::Bsn, bsn)),
+        Ok(Urn::Kvk { kvk, .. }) => Ok(partij(portaal::PartijType::Kvk, kvk)),
+        Ok(Urn::Rsin(rsin)) => Ok(partij(portaal::PartijType::Rsin, rsin)),
+        Err(why) => {
+            Err(afwijzing("ONBEKENDE_ONTVANGER", format!("Het portaal kan deze ontvanger niet bereiken: {why}.")))
+        }
     }
 }
 
@@ -120,6 +164,7 @@ pub fn portaal_partij(soort: gzac::PartijSoort, waarde: &str) -> anyhow::Result<
     let soort = match soort {
         gzac::PartijSoort::Bsn if elfproef(waarde) => portaal::PartijType::Bsn,
         gzac::PartijSoort::Kvk if is_kvk(waarde) => portaal::PartijType::Kvk,
+        gzac::PartijSoort::Rsin if elfproef(waarde) => portaal::PartijType::Rsin,
         other => {
             anyhow::bail!("a party of kind {other:?} with this value has no portal identification")
         }

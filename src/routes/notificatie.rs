@@ -5,13 +5,15 @@
 use super::{derived_id, event, partij_key};
 use crate::config::{NotificatieConfig, Standaard};
 use crate::model::common::{Kanaal, Notificatieopdracht, NotifyRequest};
-use crate::model::{portaal, Timestamp};
+use crate::model::{portaal, Datum, Timestamp};
 use crate::pipeline::Output;
 use crate::table::GlobalTable;
 use std::collections::HashMap;
 
 pub const TOPIC: &str = "notificaties.opdrachten.v1";
 pub const TYPE: &str = "nl.overheid.notificaties.notificatie-opdracht";
+/// The `gebeurtenis` of a taak reminder.
+pub const HERINNERING: &str = "taak-herinnering";
 
 /// What the notificatie is about: all it may say.
 pub struct Item<'a> {
@@ -19,8 +21,10 @@ pub struct Item<'a> {
     pub soort: &'static str,
     /// The portal's id of the item (never the source's own text).
     pub id: &'a str,
-    pub deadline: Option<Timestamp>,
-    /// The event that caused it, e.g. `bericht-gepubliceerd`.
+    /// The last day to act (a day in Europe/Amsterdam).
+    pub deadline: Option<Datum>,
+    /// The event that caused it, e.g. `bericht-gepubliceerd`; `taak-herinnering` picks the
+    /// reminder template.
     pub gebeurtenis: &'static str,
 }
 
@@ -44,10 +48,6 @@ pub fn channels(voorkeur: Option<&portaal::Klantvoorkeur>, standaard: Standaard)
     out
 }
 
-fn date(t: Timestamp) -> String {
-    t.rfc3339()[..10].to_string()
-}
-
 /// The notificatie opdrachten for `ontvanger` about `item`. Ids derive from item and channel, so
 /// a replay yields the same ids.
 pub fn opdrachten(
@@ -58,20 +58,25 @@ pub fn opdrachten(
     topic: &str,
 ) -> anyhow::Result<Vec<Output>> {
     let voorkeur = voorkeuren.lookup(&partij_key(ontvanger));
-    let templates = if item.soort == "taak" { &cfg.templates.taak } else { &cfg.templates.bericht };
+    let templates = match (item.soort, item.gebeurtenis) {
+        (_, HERINNERING) => &cfg.templates.herinnering,
+        ("taak", _) => &cfg.templates.taak,
+        _ => &cfg.templates.bericht,
+    };
     let plural = if item.soort == "taak" { "taken" } else { "berichten" };
     let mut personalisation = HashMap::from([
         ("link".to_string(), format!("{}/{plural}/{}", cfg.portaal_url.trim_end_matches('/'), item.id)),
         ("soort".to_string(), item.soort.to_string()),
     ]);
     if let Some(d) = item.deadline {
-        personalisation.insert("uiterste_datum".into(), date(d));
+        personalisation.insert("uiterste_datum".into(), d.iso());
     }
     let taal = voorkeur.as_ref().and_then(|v| v.voorkeurstaal.as_deref());
     channels(voorkeur.as_ref(), cfg.standaard)
         .into_iter()
         .map(|(kanaal, adres)| {
-            let id = derived_id(&["notificatie", item.soort, item.id, &format!("{kanaal:?}")]);
+            // One per item, event and channel: a reminder is another notificatie than the first.
+            let id = derived_id(&["notificatie", item.soort, item.id, item.gebeurtenis, &format!("{kanaal:?}")]);
             let (email_address, phone_number) = match kanaal {
                 Kanaal::Email => (Some(adres), None),
                 Kanaal::Sms => (None, Some(adres)),

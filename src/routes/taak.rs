@@ -5,10 +5,10 @@
 //! one state. An open taak past its verloopdatum becomes verlopen on both sides.
 
 use super::notificatie::{self, Item};
-use super::{afwijzing, derived_id, event, portaal_partij, terugmelding, terugmelding_output, Afwijzing};
+use super::{afwijzing, event, formulierdata, portaal_ontvanger, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
-use crate::config::{Config, NotificatieConfig};
-use crate::model::common::{Notificatieopdracht, Soort, Terugmelding};
+use crate::config::{Config, NotificatieConfig, TakenConfig};
+use crate::model::common::{Notificatieopdracht, Soort, Terugmelding, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use crate::table::GlobalTable;
@@ -23,6 +23,7 @@ pub const PORTAAL_TAKEN: &str = "portaal.taken.v1";
 pub const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
 pub const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
 pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+pub const WEIGERINGEN: &str = super::WEIGERINGEN;
 pub const REPARTITION: &str = "gzac-portal-bridge.taken-repartition.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.taken-state.v1";
 
@@ -32,39 +33,44 @@ pub const TYPE_AANGEMAAKT: &str = "nl.overheid.portaal.taak-aangemaakt";
 pub const TYPE_GEWIJZIGD: &str = "nl.overheid.portaal.taak-gewijzigd";
 pub const TYPE_VERLOPEN: &str = "nl.overheid.portaal.taak-verlopen";
 pub const TYPE_GZAC_VERLOPEN: &str = "nl.overheid.taken.externetaak-verlopen";
+pub const TYPE_GZAC_HERINNERD: &str = "nl.overheid.taken.externetaak-herinnerd";
 pub const TYPE_ANTWOORD: &str = "nl.overheid.taken.externetaak-uitgevoerd";
 
 /// What the bridge knows of a taak, keyed by its uuid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaakState {
     /// The latest lifecycle event, with the status as the bridge sees it now.
-    pub taak: gzac::Taak,
+    pub taak: gzac::ExterneTaak,
     pub beantwoord: bool,
     /// When the bridge last changed this state.
     pub gewijzigd: Timestamp,
     /// What the klant sent (JSON), once an antwoord was accepted: shown with the taak in the portal.
     #[serde(default)]
     pub verzonden_data: Option<String>,
-    /// The record that last changed it: what an expiry links to.
+    /// The record that last changed it: what a reminder or an expiry links to.
     #[serde(default)]
     pub link: Option<crate::events::Link>,
+    /// The assignee was reminded (for this `datumHerinnering`).
+    #[serde(default)]
+    pub herinnerd: bool,
 }
 
 /// The two kinds of record on the repartition topic.
 pub enum TaakInput {
-    Taak(gzac::Taak),
+    Taak(gzac::ExterneTaak),
     Antwoord(portaal::TaakAntwoord),
 }
 
 pub struct TaakRoute {
     input: String,
     portaal_taken: String,
-    gzac_taken: String,
     gzac_antwoorden: String,
     terugmeldingen: String,
+    weigeringen: String,
     notificaties: String,
     changelog: String,
     cfg: NotificatieConfig,
+    taken: TakenConfig,
     voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
     retention: std::time::Duration,
     /// Reader schemas of the two kinds of record on the repartition topic.
@@ -72,62 +78,118 @@ pub struct TaakRoute {
     antwoord_reader: Schema,
 }
 
-/// Valtimo portaaltaak status → the portal's (taak objecttype v1.1 has no `verlopen`: an
-/// expired taak is `gesloten`).
+/// Open VTB status → the portal's (taak objecttype v1.1 knows no `niet_uitgevoerd` or
+/// `afgebroken`: such a taak is `gesloten`).
 pub fn portaal_status(s: gzac::TaakStatus) -> portaal::TaakStatus {
     match s {
         gzac::TaakStatus::Open => portaal::TaakStatus::Open,
-        gzac::TaakStatus::Ingediend => portaal::TaakStatus::Afgerond,
+        gzac::TaakStatus::Uitgevoerd => portaal::TaakStatus::Afgerond,
         gzac::TaakStatus::Verwerkt => portaal::TaakStatus::Verwerkt,
-        gzac::TaakStatus::Gesloten | gzac::TaakStatus::Ingetrokken | gzac::TaakStatus::Verlopen => {
-            portaal::TaakStatus::Gesloten
-        }
+        gzac::TaakStatus::NietUitgevoerd | gzac::TaakStatus::Afgebroken => portaal::TaakStatus::Gesloten,
     }
 }
 
-/// The portal's taak (objecttype v1.1) for a GZAC taak; `verzonden_data` is what the klant sent,
-/// once an antwoord was accepted. The record's key is the GZAC uuid, which the antwoord refers to.
-pub fn translate(t: &gzac::Taak, verzonden_data: Option<&str>) -> anyhow::Result<portaal::Taak> {
-    let partij = portaal_partij(t.identificatie.soort, &t.identificatie.value)?;
-    let identificatie = portaal::TaakIdentificatie { soort: partij.soort, value: partij.value };
-    // A Valtimo portaaltaak's form is referred to by id (a form in the portal) or by URL.
-    let formulier = portaal::Formulier {
-        soort: match t.formulier.soort {
-            gzac::FormulierType::Id => portaal::FormulierSoort::Id,
-            gzac::FormulierType::Url => portaal::FormulierSoort::Url,
-        },
-        value: t.formulier.value.clone(),
-    };
-    let portaalformulier = portaal::Portaalformulier {
-        formulier,
-        data: Some(t.data.clone()),
-        verzonden_data: verzonden_data.map(str::to_string),
-    };
-    // Always present: a portaaltaak belongs to a zaak, whose uuid is the last part of its URL.
-    let koppeling = portaal::Koppeling {
-        registratie: "zaak".into(),
-        uuid: t.zaak.as_ref().map(|url| url.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()),
-    };
-    if let Some(d) = t.verloopdatum {
-        d.checked("verloopdatum")?;
+fn weiger(code: &'static str, toelichting: &str) -> Afwijzing {
+    afwijzing(code, toelichting)
+}
+
+/// Open VTB's `bedrag` (a decimal string, e.g. `147.43`) as NL Portal's number of euros.
+pub fn bedrag(s: &str) -> Result<f64, Afwijzing> {
+    let bad = || weiger("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro met hoogstens twee decimalen.");
+    let (euros, cents) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if euros.is_empty() || euros.len() > 12 || !digits(euros) || cents.len() > 2 || !digits(cents) {
+        return Err(bad());
     }
+    s.parse::<f64>().map_err(|_| bad())
+}
+
+/// The form a formuliertaak points at. NL Portal shows a form it has by id or fetches by URL
+/// (`formulier{soort, value}`); an inline form definition has no place in the portal's taak.
+fn formulier(definitie: &str) -> Result<portaal::Formulier, Afwijzing> {
+    let v: serde_json::Value = serde_json::from_str(definitie)
+        .map_err(|_| weiger("ONGELDIG_FORMULIER", "De formulierDefinitie is geen JSON-document."))?;
+    let value = v["value"].as_str().filter(|s| !s.is_empty());
+    match (v["soort"].as_str(), value) {
+        (Some("id"), Some(value)) => Ok(portaal::Formulier { soort: portaal::FormulierSoort::Id, value: value.into() }),
+        (Some("url"), Some(value)) => Ok(portaal::Formulier { soort: portaal::FormulierSoort::Url, value: value.into() }),
+        _ => Err(weiger(
+            "FORMULIER_NIET_IN_PORTAAL",
+            "Het portaal toont alleen formulieren die het kent: formulierDefinitie moet {\"soort\": \"id\"|\"url\", \"value\": …} zijn.",
+        )),
+    }
+}
+
+/// The portal's taak (objecttype v1.1) for an Open VTB ExterneTaak; `verzonden_data` is what the
+/// klant sent, once an antwoord was accepted. The record's key is the GZAC uuid, which the
+/// antwoord refers to. What the portal cannot show is refused with the reason.
+pub fn translate(
+    t: &gzac::ExterneTaak,
+    cfg: &TakenConfig,
+    verzonden_data: Option<&str>,
+) -> Result<portaal::Taak, Afwijzing> {
+    let partij = portaal_ontvanger(&t.is_toegewezen_aan)?;
+    let identificatie = portaal::TaakIdentificatie { soort: partij.soort, value: partij.value };
+    t.einddatum_handelings_termijn
+        .checked("einddatumHandelingsTermijn")
+        .map_err(|_| weiger("ONGELDIGE_DATUM", "De einddatum ligt buiten 1970..9999."))?;
+    let (soort, url, portaalformulier, ogonebetaling) = match (&t.taak_soort, &t.details) {
+        (gzac::TaakSoort::Formuliertaak, gzac::Details::Formuliertaak(f)) => {
+            let p = portaal::Portaalformulier {
+                formulier: formulier(&f.formulier_definitie)?,
+                data: f.voorinvullen_gegevens.clone(),
+                verzonden_data: verzonden_data.map(str::to_string),
+            };
+            (portaal::TaakSoort::Portaalformulier, None, Some(p), None)
+        }
+        (gzac::TaakSoort::Urltaak, gzac::Details::Urltaak(u)) => {
+            (portaal::TaakSoort::Url, Some(portaal::TaakUrl { uri: u.uitvraag_link.clone() }), None, None)
+        }
+        (gzac::TaakSoort::Betaaltaak, gzac::Details::Betaaltaak(b)) => {
+            let pspid =
+                b.doelrekening.code.clone().filter(|c| !c.is_empty()).or_else(|| cfg.pspid.clone()).ok_or_else(
+                    || {
+                        weiger(
+                            "GEEN_PSPID",
+                            "De betaaltaak noemt geen betaalprovider (doelrekening.code) en er is geen standaard.",
+                        )
+                    },
+                )?;
+            if b.valuta != "EUR" {
+                return Err(weiger("ONBEKENDE_VALUTA", "Het portaal kan alleen in euro laten betalen."));
+            }
+            let o = portaal::Ogonebetaling {
+                bedrag: bedrag(&b.bedrag)?,
+                betaalkenmerk: b.transactieomschrijving.clone(),
+                pspid,
+            };
+            (portaal::TaakSoort::Ogonebetaling, None, None, Some(o))
+        }
+        _ => return Err(weiger("ONGELDIGE_DETAILS", "De details passen niet bij de taakSoort.")),
+    };
+    // Always present: the zaak (or product) by uuid when GZAC relates it by a uuid URN.
+    let prefix = format!("{}:", cfg.zaak_uuid_urn);
+    let uuid = t.is_gerelateerd_aan.iter().find_map(|r| r.urn.strip_prefix(&prefix)).map(str::to_string);
     Ok(portaal::Taak {
-        titel: t.title.clone(),
+        titel: t.titel.clone(),
         status: portaal_status(t.status),
-        soort: portaal::TaakSoort::Portaalformulier,
+        soort,
         identificatie,
-        verwerker_taak_id: t.verwerker_taak_id.clone(),
+        // NL Portal requires a UUID here; Open VTB's is optional: the taak's own uuid then.
+        verwerker_taak_id: t.verwerker_taak_id.clone().unwrap_or_else(|| t.uuid.clone()),
         eigenaar: "gzac".into(),
-        koppeling,
-        verloopdatum: t.verloopdatum,
-        url: None,
-        portaalformulier: Some(portaalformulier),
-        ogonebetaling: None,
+        koppeling: portaal::Koppeling { registratie: "zaak".into(), uuid },
+        // The portal's moment of expiry: the end of the last day, in Europe/Amsterdam.
+        verloopdatum: Some(t.einddatum_handelings_termijn.einde()),
+        url,
+        portaalformulier,
+        ogonebetaling,
     })
 }
 
-/// Is this antwoord acceptable for this taak state? `Ok` is the GZAC answer to forward.
-pub fn check(state: Option<&TaakState>, a: &portaal::TaakAntwoord) -> Result<gzac::TaakAntwoord, Afwijzing> {
+/// Is this antwoord acceptable for this taak state? `Ok` is the Open VTB update to forward:
+/// the taak `uitgevoerd`, with what the klant sent as `ontvangenGegevens`.
+pub fn check(state: Option<&TaakState>, a: &portaal::TaakAntwoord) -> Result<gzac::ExterneTaak, Afwijzing> {
     let s = state.ok_or_else(|| afwijzing("ONBEKENDE_TAAK", "Deze taak is bij de gemeente niet bekend."))?;
     if s.beantwoord {
         return Err(afwijzing("TAAK_AL_BEANTWOORD", "Deze taak is al beantwoord."));
@@ -135,18 +197,37 @@ pub fn check(state: Option<&TaakState>, a: &portaal::TaakAntwoord) -> Result<gza
     if s.taak.status != gzac::TaakStatus::Open {
         return Err(afwijzing("TAAK_NIET_OPEN", "Deze taak staat niet meer open."));
     }
-    let assignee = portaal_partij(s.taak.identificatie.soort, &s.taak.identificatie.value).ok();
-    if assignee.as_ref() != Some(&a.ingediend_door) {
+    if portaal_ontvanger(&s.taak.is_toegewezen_aan).ok().as_ref() != Some(&a.ingediend_door) {
         return Err(afwijzing("NIET_TOEGEWEZEN", "Deze taak is niet aan u toegewezen."));
     }
-    Ok(gzac::TaakAntwoord {
-        uuid: derived_id(&["taakantwoord", &a.id]),
-        verwerker_taak_id: s.taak.verwerker_taak_id.clone(),
-        verzonden_data: a.verzonden_data.clone(),
-        documenten: a.documenten.clone(),
-        status: gzac::TaakStatus::Ingediend,
-        ingediend_op: a.ingediend_op,
-    })
+    if a.taak.status != portaal::TaakStatus::Afgerond {
+        return Err(afwijzing("TAAK_NIET_AFGEROND", "Een antwoord is een afgeronde taak."));
+    }
+    let verzonden = a.taak.portaalformulier.as_ref().and_then(|p| p.verzonden_data.clone());
+    if let Some(data) = &verzonden {
+        formulierdata(data)?;
+    }
+    let mut g = s.taak.clone();
+    g.status = gzac::TaakStatus::Uitgevoerd;
+    match &mut g.details {
+        gzac::Details::Formuliertaak(f) => {
+            let data =
+                verzonden.ok_or_else(|| afwijzing("GEEN_FORMULIERDATA", "Het formulier is niet meegestuurd."))?;
+            f.ontvangen_gegevens = Some(data);
+        }
+        gzac::Details::Urltaak(u) => u.ontvangen_gegevens = verzonden,
+        gzac::Details::Betaaltaak(_) => {
+            if a.taak.soort != portaal::TaakSoort::Ogonebetaling
+                || a.betaalreferentie.as_deref().unwrap_or("").is_empty()
+            {
+                return Err(afwijzing(
+                    "GEEN_BETAALREFERENTIE",
+                    "De betaling is niet bevestigd door de betaalprovider.",
+                ));
+            }
+        }
+    }
+    Ok(g)
 }
 
 impl TaakRoute {
@@ -154,21 +235,24 @@ impl TaakRoute {
         TaakRoute {
             input: cfg.topic(REPARTITION),
             portaal_taken: cfg.topic(PORTAAL_TAKEN),
-            gzac_taken: cfg.topic(GZAC_TAKEN),
             gzac_antwoorden: cfg.topic(GZAC_ANTWOORDEN),
             terugmeldingen: cfg.topic(TERUGMELDINGEN),
+            weigeringen: cfg.topic(WEIGERINGEN),
             notificaties: cfg.topic(notificatie::TOPIC),
             changelog: cfg.topic(CHANGELOG),
             cfg: cfg.notificaties.clone(),
+            taken: cfg.taken.clone(),
             voorkeuren,
             retention: cfg.pipeline.state_retention,
-            taak_reader: gzac::Taak::get_schema(),
+            taak_reader: gzac::ExterneTaak::get_schema(),
             antwoord_reader: portaal::TaakAntwoord::get_schema(),
         }
     }
 
     fn portal_update(&self, s: &TaakState, kind: &'static str) -> anyhow::Result<Output> {
-        self.portal_output(&s.taak.uuid, translate(&s.taak, s.verzonden_data.as_deref())?, kind)
+        let p = translate(&s.taak, &self.taken, s.verzonden_data.as_deref())
+            .map_err(|r| anyhow::anyhow!("the taak no longer translates ({})", r.code))?;
+        self.portal_output(&s.taak.uuid, p, kind)
     }
 
     /// The portal's taak, keyed (and subjected) by the taak uuid.
@@ -184,29 +268,56 @@ impl TaakRoute {
         )
     }
 
-    fn on_taak(&self, t: gzac::Taak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+    /// An Open VTB event about a taak for GZAC, on the topic only the bridge writes (never on
+    /// GZAC's own `gzac.taken.v1`, which the bridge reads). Its id: the event and the taak's content.
+    fn gzac_event(
+        &self,
+        t: &gzac::ExterneTaak,
+        kind: &'static str,
+        link: Option<&crate::events::Link>,
+    ) -> anyhow::Result<Output> {
+        let id_source = format!("{}/{}", t.uuid, super::digest(t)?);
+        Ok(Output::new(&self.gzac_antwoorden, t.uuid.clone(), t, event(kind, &id_source))?.caused_by(link))
+    }
+
+    fn notify(&self, s: &TaakState, gebeurtenis: &'static str) -> anyhow::Result<Vec<Output>> {
+        let Ok(ontvanger) = portaal_ontvanger(&s.taak.is_toegewezen_aan) else { return Ok(vec![]) };
+        let item =
+            Item { soort: "taak", id: &s.taak.uuid, deadline: Some(s.taak.einddatum_handelings_termijn), gebeurtenis };
+        notificatie::opdrachten(&self.cfg, &self.voorkeuren, &ontvanger, &item, &self.notificaties)
+    }
+
+    fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         super::required("uuid", &t.uuid)?;
         let previous = ctx.get(&t.uuid).cloned();
         if previous.as_ref().is_some_and(|p| p.taak == t) {
-            return Ok(vec![]); // nothing new (e.g. the verlopen the bridge itself wrote to GZAC)
+            return Ok(vec![]); // nothing new (a replay)
         }
-        let kind = match (previous.is_some(), t.status) {
-            (_, gzac::TaakStatus::Verlopen) => TYPE_VERLOPEN,
-            (false, _) => TYPE_AANGEMAAKT,
-            (true, _) => TYPE_GEWIJZIGD,
-        };
+        let kind = if previous.is_some() { TYPE_GEWIJZIGD } else { TYPE_AANGEMAAKT };
         let verzonden_data = previous.as_ref().and_then(|p| p.verzonden_data.clone());
-        let p = translate(&t, verzonden_data.as_deref())?;
-        let mut out = Vec::new();
-        if previous.is_none() && t.status == gzac::TaakStatus::Open {
-            let item = Item { soort: "taak", id: &t.uuid, deadline: p.verloopdatum, gebeurtenis: "taak-aangemaakt" };
-            let ontvanger = portaal::Partij { soort: p.identificatie.soort, value: p.identificatie.value.clone() };
-            out.extend(notificatie::opdrachten(&self.cfg, &self.voorkeuren, &ontvanger, &item, &self.notificaties)?);
+        let p = match translate(&t, &self.taken, verzonden_data.as_deref()) {
+            Ok(p) => p,
+            Err(r) => {
+                // GZAC sees it; the portal keeps what it had (nothing, for a new taak).
+                tracing::warn!(taak = %t.uuid, reden = r.code, "taak not delivered to the portal");
+                return Ok(vec![super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r)?]);
+            }
+        };
+        let state = TaakState {
+            herinnerd: previous
+                .as_ref()
+                .is_some_and(|p| p.herinnerd && p.taak.datum_herinnering == t.datum_herinnering),
+            beantwoord: previous.as_ref().is_some_and(|p| p.beantwoord),
+            taak: t,
+            gewijzigd: ctx.now,
+            verzonden_data,
+            link: ctx.link.cloned(),
+        };
+        // The portal's update goes first, then the notificaties of a new open taak.
+        let mut out = vec![self.portal_output(&state.taak.uuid, p, kind)?];
+        if previous.is_none() && state.taak.status == gzac::TaakStatus::Open {
+            out.extend(self.notify(&state, "taak-aangemaakt")?);
         }
-        // The portal's update goes first, then its notificaties.
-        out.insert(0, self.portal_output(&t.uuid, p, kind)?);
-        let beantwoord = previous.is_some_and(|p| p.beantwoord);
-        let state = TaakState { taak: t, beantwoord, gewijzigd: ctx.now, verzonden_data, link: ctx.link.cloned() };
         ctx.put(&state.taak.uuid.clone(), Some(state));
         Ok(out)
     }
@@ -220,12 +331,17 @@ impl TaakRoute {
                 tracing::info!(taak = %a.taak_id, antwoord = %a.id, "taakantwoord doorgestuurd");
                 let mut s = state.expect("checked");
                 s.beantwoord = true;
-                s.taak.status = gzac::TaakStatus::Ingediend;
+                s.verzonden_data = a.taak.portaalformulier.as_ref().and_then(|p| p.verzonden_data.clone());
+                s.taak = g.clone();
                 s.gewijzigd = ctx.now;
-                s.verzonden_data = Some(a.verzonden_data.clone());
                 s.link = ctx.link.cloned();
+                let mut ev = event(TYPE_ANTWOORD, &a.id);
+                if let Some(r) = &a.betaalreferentie {
+                    // The payment result has no field in Open VTB's BetaalTaak: a CloudEvents extension.
+                    ev.extensions.push(("betaalreferentie", r.clone()));
+                }
                 let out = vec![
-                    Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, event(TYPE_ANTWOORD, &g.uuid))?,
+                    Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, ev)?,
                     self.portal_update(&s, TYPE_GEWIJZIGD)?,
                     self.terugmelding(&a, Ok(&g.uuid))?,
                 ];
@@ -258,9 +374,9 @@ impl Route for TaakRoute {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![
             (self.portaal_taken.clone(), portaal::Taak::get_schema()),
-            (self.gzac_taken.clone(), gzac::Taak::get_schema()),
-            (self.gzac_antwoorden.clone(), gzac::TaakAntwoord::get_schema()),
+            (self.gzac_antwoorden.clone(), gzac::ExterneTaak::get_schema()),
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
+            (self.weigeringen.clone(), Weigering::get_schema()),
             (self.notificaties.clone(), Notificatieopdracht::get_schema()),
         ]
     }
@@ -296,33 +412,45 @@ impl Route for TaakRoute {
         }
     }
 
-    /// Open taken past their verloopdatum become verlopen, in the portal and in GZAC; taken no
-    /// longer open are forgotten `state_retention` after their last change.
+    /// At its `datumHerinnering` an open taak's assignee is reminded (and GZAC told); past its
+    /// `einddatumHandelingsTermijn` an open taak is closed in the portal and `niet_uitgevoerd` in
+    /// GZAC. Both happen once: the state records them. Taken no longer open are forgotten
+    /// `state_retention` after their last change.
     fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
         let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
+        let uur = self.taken.herinnering_uur;
         let open = |s: &TaakState| s.taak.status == gzac::TaakStatus::Open;
-        let expired = |s: &TaakState| open(s) && s.taak.verloopdatum.is_some_and(|d| d <= now);
+        let expired = |s: &TaakState| open(s) && s.taak.einddatum_handelings_termijn.einde() <= now;
+        let due = |s: &TaakState| open(s) && !s.herinnerd && s.taak.datum_herinnering.is_some_and(|d| d.om(uur) <= now);
         let mut out = Vec::new();
-        for (partition, key, mut s) in ctx.state.select(|s| expired(s) || (!open(s) && s.gewijzigd < forget_before)) {
-            if !expired(&s) {
+        let selected = ctx.state.select(|s| expired(s) || due(s) || (!open(s) && s.gewijzigd < forget_before));
+        for (partition, key, mut s) in selected {
+            if expired(&s) {
+                tracing::info!(taak = %key, "taak verlopen");
+                s.taak.status = gzac::TaakStatus::NietUitgevoerd;
+                s.gewijzigd = now;
+                out.push(self.portal_update(&s, TYPE_VERLOPEN)?.caused_by(s.link.as_ref()));
+                out.push(self.gzac_event(&s.taak, TYPE_GZAC_VERLOPEN, s.link.as_ref())?);
+                ctx.state.put(partition, &key, Some(s));
+            } else if due(&s) {
+                tracing::info!(taak = %key, "taak herinnerd");
+                s.herinnerd = true;
+                out.extend(
+                    self.notify(&s, notificatie::HERINNERING)?.into_iter().map(|o| o.caused_by(s.link.as_ref())),
+                );
+                out.push(self.gzac_event(&s.taak, TYPE_GZAC_HERINNERD, s.link.as_ref())?);
+                ctx.state.put(partition, &key, Some(s));
+            } else {
                 ctx.state.put(partition, &key, None);
-                continue;
             }
-            tracing::info!(taak = %key, "taak verlopen");
-            s.taak.status = gzac::TaakStatus::Verlopen;
-            s.gewijzigd = now;
-            out.push(self.portal_update(&s, TYPE_VERLOPEN)?.caused_by(s.link.as_ref()));
-            let gzac = Output::new(&self.gzac_taken, key.clone(), &s.taak, event(TYPE_GZAC_VERLOPEN, &key))?;
-            out.push(gzac.caused_by(s.link.as_ref()));
-            ctx.state.put(partition, &key, Some(s));
         }
         Ok(out)
     }
 }
 
 /// The key antwoorden and taken are repartitioned by.
-pub fn taak_key(t: &gzac::Taak) -> String {
+pub fn taak_key(t: &gzac::ExterneTaak) -> String {
     t.uuid.clone()
 }
 
@@ -333,55 +461,140 @@ pub fn antwoord_key(a: &portaal::TaakAntwoord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samples::{antwoord, taak, BSN, OTHER_BSN};
+    use crate::model::Datum;
+    use crate::samples::{antwoord, betaaltaak, betaling, taak, BSN, OTHER_BSN};
 
-    fn state(status: gzac::TaakStatus, beantwoord: bool) -> TaakState {
-        TaakState {
-            taak: gzac::Taak { status, ..taak("t", BSN, None) },
-            beantwoord,
-            gewijzigd: Timestamp(0),
-            verzonden_data: None,
-            link: None,
+    const T: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
+
+    fn cfg() -> TakenConfig {
+        Config::defaults().taken
+    }
+
+    fn state(t: gzac::ExterneTaak, beantwoord: bool) -> TaakState {
+        TaakState { taak: t, beantwoord, gewijzigd: Timestamp(0), verzonden_data: None, link: None, herinnerd: false }
+    }
+
+    #[test]
+    fn details_travel_as_an_avro_union() {
+        let schema = gzac::ExterneTaak::get_schema();
+        for t in [taak(T, BSN, Datum(20_000)), betaaltaak(T, BSN, Datum(20_000))] {
+            #[allow(deprecated)]
+            let bytes = apache_avro::to_avro_datum(&schema, apache_avro::to_value(&t).unwrap()).unwrap();
+            #[allow(deprecated)]
+            let v = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).unwrap();
+            assert_eq!(apache_avro::from_value::<gzac::ExterneTaak>(&v).unwrap(), t);
         }
     }
 
     #[test]
     fn antwoord_rules() {
-        let open = state(gzac::TaakStatus::Open, false);
-        let code = |s: Option<&TaakState>, bsn| check(s, &antwoord("a", "t", bsn)).unwrap_err().code;
-        assert_eq!(code(None, BSN), "ONBEKENDE_TAAK");
-        assert_eq!(code(Some(&open), OTHER_BSN), "NIET_TOEGEWEZEN");
-        assert_eq!(code(Some(&state(gzac::TaakStatus::Gesloten, false)), BSN), "TAAK_NIET_OPEN");
-        assert_eq!(code(Some(&state(gzac::TaakStatus::Ingediend, true)), BSN), "TAAK_AL_BEANTWOORD");
-        let g = check(Some(&open), &antwoord("a", "t", BSN)).unwrap();
-        assert_eq!(
-            (g.verwerker_taak_id, g.status),
-            (taak("t", BSN, None).verwerker_taak_id, gzac::TaakStatus::Ingediend)
-        );
+        let open = state(taak(T, BSN, Datum(20_000)), false);
+        let code = |s: Option<&TaakState>, a: &portaal::TaakAntwoord| check(s, a).unwrap_err().code;
+        assert_eq!(code(None, &antwoord("a", T, BSN)), "ONBEKENDE_TAAK");
+        assert_eq!(code(Some(&open), &antwoord("a", T, OTHER_BSN)), "NIET_TOEGEWEZEN");
+        let closed = state(gzac::ExterneTaak { status: gzac::TaakStatus::Afgebroken, ..open.taak.clone() }, false);
+        assert_eq!(code(Some(&closed), &antwoord("a", T, BSN)), "TAAK_NIET_OPEN");
+        assert_eq!(code(Some(&state(open.taak.clone(), true)), &antwoord("a", T, BSN)), "TAAK_AL_BEANTWOORD");
+        let mut niet_af = antwoord("a", T, BSN);
+        niet_af.taak.status = portaal::TaakStatus::Open;
+        assert_eq!(code(Some(&open), &niet_af), "TAAK_NIET_AFGEROND");
+        let g = check(Some(&open), &antwoord("a", T, BSN)).unwrap();
+        assert_eq!(g.status, gzac::TaakStatus::Uitgevoerd);
+        let gzac::Details::Formuliertaak(f) = &g.details else { panic!("still a formuliertaak") };
+        assert_eq!(f.ontvangen_gegevens, antwoord("a", T, BSN).taak.portaalformulier.unwrap().verzonden_data);
+        // A betaaltaak is done when the payment provider confirmed it.
+        let betaal = state(betaaltaak(T, BSN, Datum(20_000)), false);
+        assert_eq!(check(Some(&betaal), &betaling("a", T, BSN)).unwrap().status, gzac::TaakStatus::Uitgevoerd);
+        let unpaid = portaal::TaakAntwoord { betaalreferentie: None, ..betaling("a", T, BSN) };
+        assert_eq!(code(Some(&betaal), &unpaid), "GEEN_BETAALREFERENTIE");
     }
 
     #[test]
-    fn status_and_form_vocabulary() {
-        assert_eq!(portaal_status(gzac::TaakStatus::Ingediend), portaal::TaakStatus::Afgerond);
-        assert_eq!(portaal_status(gzac::TaakStatus::Ingetrokken), portaal::TaakStatus::Gesloten);
+    fn each_soort_translates_to_its_portal_counterpart() {
+        let f = translate(&taak(T, BSN, Datum(20_000)), &cfg(), Some("{}")).unwrap();
+        let pf = f.portaalformulier.unwrap();
         assert_eq!(
-            portaal_status(gzac::TaakStatus::Verlopen),
-            portaal::TaakStatus::Gesloten,
-            "the portal has no verlopen"
+            (f.soort, pf.formulier.soort, pf.formulier.value.as_str()),
+            (portaal::TaakSoort::Portaalformulier, portaal::FormulierSoort::Id, "plattegrond-upload")
         );
-        let url = gzac::Taak {
-            formulier: gzac::Formulier { soort: gzac::FormulierType::Url, value: "https://f/1".into() },
-            ..taak("t", BSN, None)
+        assert_eq!(
+            (pf.data.as_deref(), pf.verzonden_data.as_deref()),
+            (Some(r#"{"kenteken":"AB-123-C"}"#), Some("{}"))
+        );
+        assert_eq!(f.koppeling.uuid.as_deref(), Some(crate::samples::ZAAK_UUID));
+        // Expires at the end of its last day in Amsterdam, not at midnight UTC.
+        assert_eq!(f.verloopdatum, Some(Datum(20_000).einde()));
+
+        let b = translate(&betaaltaak(T, BSN, Datum(20_000)), &cfg(), None).unwrap();
+        let o = b.ogonebetaling.unwrap();
+        assert_eq!(
+            (b.soort, o.bedrag, o.pspid.as_str()),
+            (portaal::TaakSoort::Ogonebetaling, 147.43, "GemeenteVoorbeeld")
+        );
+
+        let url = gzac::ExterneTaak {
+            taak_soort: gzac::TaakSoort::Urltaak,
+            details: gzac::Details::Urltaak(gzac::UrlTaak {
+                uitvraag_link: "https://formulieren.gemeente.example/plattegrond".into(),
+                voorinvullen_gegevens: None,
+                ontvangen_gegevens: None,
+                ontvangen_bijlagen: vec![],
+            }),
+            ..taak(T, BSN, Datum(20_000))
         };
-        let p = translate(&url, Some("{}")).unwrap();
-        let f = p.portaalformulier.unwrap();
-        assert_eq!(p.soort, portaal::TaakSoort::Portaalformulier, "a form by URL is still a portaalformulier");
-        assert_eq!((f.formulier.soort, f.formulier.value.as_str()), (portaal::FormulierSoort::Url, "https://f/1"));
-        assert_eq!((f.data.as_deref(), f.verzonden_data.as_deref()), (Some(url.data.as_str()), Some("{}")));
-        let rsin = gzac::Taak {
-            identificatie: gzac::Identificatie { soort: gzac::PartijSoort::Rsin, value: "123".into() },
-            ..taak("t", BSN, None)
+        let u = translate(&url, &cfg(), None).unwrap();
+        assert_eq!(
+            (u.soort, u.url.unwrap().uri.as_str()),
+            (portaal::TaakSoort::Url, "https://formulieren.gemeente.example/plattegrond")
+        );
+
+        // What the portal cannot show is refused, with a reason for GZAC.
+        let code = |t: &gzac::ExterneTaak| translate(t, &cfg(), None).unwrap_err().code;
+        let inline = gzac::ExterneTaak {
+            details: gzac::Details::Formuliertaak(gzac::FormulierTaak {
+                formulier_definitie: r#"{"components":[]}"#.into(),
+                voorinvullen_gegevens: None,
+                ontvangen_gegevens: None,
+            }),
+            ..taak(T, BSN, Datum(20_000))
         };
-        assert!(translate(&rsin, None).is_err(), "the portal has no identification for it");
+        assert_eq!(code(&inline), "FORMULIER_NIET_IN_PORTAAL");
+        assert_eq!(
+            code(&gzac::ExterneTaak { taak_soort: gzac::TaakSoort::Urltaak, ..taak(T, BSN, Datum(20_000)) }),
+            "ONGELDIGE_DETAILS"
+        );
+        assert_eq!(
+            code(&gzac::ExterneTaak {
+                is_toegewezen_aan: "urn:nld:klant:klantnummer:1".into(),
+                ..taak(T, BSN, Datum(20_000))
+            }),
+            "ONBEKENDE_ONTVANGER"
+        );
+        // Ketenpartners: a vestiging by its KVK number, an RSIN as such.
+        let vestiging = gzac::ExterneTaak {
+            is_toegewezen_aan: "urn:nld:hr:kvknummer:69599084:vestigingsnummer:000038509504".into(),
+            ..taak(T, BSN, Datum(20_000))
+        };
+        let v = translate(&vestiging, &cfg(), None).unwrap().identificatie;
+        assert_eq!((v.soort, v.value.as_str()), (portaal::PartijType::Kvk, "69599084"));
+        let rsin =
+            gzac::ExterneTaak { is_toegewezen_aan: "urn:nld:rsin:111222333".into(), ..taak(T, BSN, Datum(20_000)) };
+        assert_eq!(translate(&rsin, &cfg(), None).unwrap().identificatie.soort, portaal::PartijType::Rsin);
+    }
+
+    #[test]
+    fn bedragen() {
+        assert_eq!(bedrag("147.43"), Ok(147.43));
+        assert_eq!(bedrag("12"), Ok(12.0));
+        for bad in ["", "-1.00", "1.234", "1,50", "1e3", ".5", "abc"] {
+            assert!(bedrag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_vocabulary() {
+        assert_eq!(portaal_status(gzac::TaakStatus::Uitgevoerd), portaal::TaakStatus::Afgerond);
+        assert_eq!(portaal_status(gzac::TaakStatus::NietUitgevoerd), portaal::TaakStatus::Gesloten);
+        assert_eq!(portaal_status(gzac::TaakStatus::Afgebroken), portaal::TaakStatus::Gesloten);
     }
 }
