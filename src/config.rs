@@ -48,6 +48,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub verzoek: VerzoekConfig,
     pub taken: TakenConfig,
+    pub berichten: BerichtenConfig,
     pub notificaties: NotificatieConfig,
 }
 
@@ -154,6 +155,19 @@ pub struct TakenConfig {
     /// Open VTB URN namespace of zaken by uuid (`isGerelateerdAan`), e.g.
     /// `urn:nld:gemeente:zaak:uuid`: such a URN gives the portal taak its `koppeling`.
     pub zaak_uuid_urn: String,
+}
+
+/// How GZAC's bericht vocabulary maps onto NL Portal's. A value with no entry is not guessed:
+/// the bericht goes back to GZAC as a weigering.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BerichtenConfig {
+    /// Open VTB `berichtType` (GZAC's code; `geen` when it has none) → NL Portal `berichtType`.
+    pub typen: BTreeMap<String, crate::model::portaal::BerichtType>,
+    /// Open VTB `handelingsPerspectief` (`geen` when it has none) → NL Portal's.
+    pub handelingsperspectieven: BTreeMap<String, String>,
+    /// NL Portal requires an einddatum: without one from GZAC, this many days after publication.
+    pub standaard_termijn_dagen: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -342,6 +356,17 @@ impl Config {
                     "notificaties.templates.{kind}.{channel}.{taal} must be a NotifyNL template UUID, got {id:?}"
                 ));
             }
+        }
+        if let Some((k, v)) = self
+            .berichten
+            .handelingsperspectieven
+            .iter()
+            .find(|(_, v)| !crate::model::portaal::HANDELINGSPERSPECTIEVEN.contains(&v.as_str()))
+        {
+            return bad(format!(
+                "berichten.handelingsperspectieven.{k} is {v:?}; NL Portal knows {:?}",
+                crate::model::portaal::HANDELINGSPERSPECTIEVEN
+            ));
         }
         if !(0..=23).contains(&self.taken.herinnering_uur) {
             return bad(format!("taken.herinnering_uur must be an hour 0..=23, got {}", self.taken.herinnering_uur));

@@ -90,9 +90,12 @@ async fn describe(codec: &Codec, r: &Received) -> String {
             "nl.gzac.portaal.Bericht" => {
                 let b: portaal::Bericht = codec.decode(bytes, &portaal::Bericht::get_schema()).await?;
                 format!(
-                    "bericht for {:?} {} (onderwerp {} chars)",
+                    "bericht {:?} for {:?} {} ({}, until {}, onderwerp {} chars)",
+                    b.bericht_type,
                     b.identificatie.soort,
                     mask(&b.identificatie.value),
+                    b.handelingsperspectief,
+                    b.einddatum_handelingstermijn.iso(),
                     b.onderwerp.chars().count()
                 )
             }
@@ -147,7 +150,10 @@ async fn describe(codec: &Codec, r: &Received) -> String {
 }
 
 /// Every topic the bridge writes to.
-// The demo's taken (Open VTB gives taken UUIDs).
+// The demo's berichten and taken (Open VTB gives them UUIDs).
+const B1: &str = "8c1a6f0e-2d4b-4e7a-9c3d-5b6a7f8e9d01";
+const B2: &str = "8c1a6f0e-2d4b-4e7a-9c3d-5b6a7f8e9d02";
+const B3: &str = "8c1a6f0e-2d4b-4e7a-9c3d-5b6a7f8e9d03";
 const T1: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
 const T2: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e22";
 const T3: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e23";
@@ -257,14 +263,19 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
 
     let now = Timestamp::now().0;
     println!("\nGZAC sends berichten and taken:");
-    w.send("gzac.berichten.v1", "b-1", &samples::bericht("b-1", BSN), "a bericht to publish now").await?;
+    w.send("gzac.berichten.v1", B1, &samples::bericht(B1, BSN), "a bericht to publish now").await?;
     w.send(
         "gzac.berichten.v1",
-        "b-2",
-        &gzac::Bericht { publicatiedatum: Timestamp(now + 6000), ..samples::bericht("b-2", BSN) },
+        B2,
+        &gzac::Bericht { publicatiedatum: Some(Timestamp(now + 6000)), ..samples::bericht(B2, BSN) },
         "a bericht scheduled 6 s from now",
     )
     .await?;
+    let unmapped = gzac::Bericht {
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::VernieuwingNodig),
+        ..samples::bericht(B3, BSN)
+    };
+    w.send("gzac.berichten.v1", B3, &unmapped, "a bericht whose handelingsPerspectief NL Portal lacks").await?;
     let vandaag = Datum::vandaag();
     let t1 = gzac::ExterneTaak { datum_herinnering: Some(vandaag), ..samples::taak(T1, BSN, vandaag.plus(14)) };
     w.send("gzac.taken.v1", T1, &t1, "a formuliertaak for the klant, reminder due today").await?;
@@ -310,8 +321,8 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     )
     .await?;
 
-    // verzoeken 6, berichten 6, taken 19 (4 portal, 10 notificaties, herinnerd, verlopen + gesloten, weigering), antwoorden 7, zaakverzoeken 3... counted from a run: 38.
-    let expected = 38;
+    // verzoeken 6, berichten 6, taken 19 (4 portal, 10 notificaties, herinnerd, verlopen + gesloten, weigering), antwoorden 7, zaakverzoeken 3... counted from a run: 39 (and a weigering of a bericht).
+    let expected = 39;
     println!("\nwaiting for the scheduled bericht ...");
     let outputs = read(&cfg, expected, Duration::from_millis(1500)).await?;
     let codec = Codec::new(cfg.sr_settings()?);

@@ -30,24 +30,28 @@ pub fn verzoek(submission_id: &str) -> portaal::Verzoek {
     }
 }
 
-/// A bericht for `bsn`, due a second ago, with a deadline of 2026-12-01.
+/// A bericht for `bsn`, due a second ago, to act on by local midnight two weeks from today (the
+/// portal must show that day, not the one before, which UTC would give). `uuid` should be a UUID.
 pub fn bericht(uuid: &str, bsn: &str) -> gzac::Bericht {
     gzac::Bericht {
         uuid: uuid.into(),
-        ontvanger: gzac::Partij {
-            soort: gzac::PartijSoort::Bsn,
-            waarde: bsn.into(),
-            urn: format!("urn:nld:brp:bsn:{bsn}"),
-        },
         onderwerp: "Uw aanvraag parkeervergunning".into(),
         bericht_tekst: "Wij hebben uw aanvraag ontvangen en in behandeling genomen.".into(),
-        bericht_type: "informatief".into(),
-        publicatiedatum: Timestamp(Timestamp::now().0 - 1000),
-        referentie: Some("Z-2026-0042".into()),
-        handelingsperspectief: "lezen".into(),
-        einddatum_handelingstermijn: Some(Timestamp(1_796_083_200_000)), // 2026-12-01
-        bijlagen: vec!["https://documenten.gemeente.example/1".into()],
-        zaak: Some("https://zaken.gemeente.example/zaken/1".into()),
+        publicatiedatum: Some(Timestamp(Timestamp::now().0 - 1000)),
+        referentie: Some("ZAAK-2026-0042".into()),
+        ontvanger: bsn_urn(bsn),
+        geopend_op: None,
+        bericht_type: Some("INFO".into()),
+        is_gerelateerd_aan: vec![gzac::IsGerelateerdAan { urn: format!("urn:nld:gemeente:zaak:uuid:{ZAAK_UUID}") }],
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::InformatieKrijgen),
+        einddatum_handelings_termijn: Some(Datum::vandaag().plus(14).om(0)),
+        mijn_overheid_berichtenbox: false,
+        bijlagen: vec![gzac::BerichtBijlage {
+            informatie_object: "urn:nld:gemeente:documenten:informatieobject:717815f6-1939-4fd2-93f0-83d25bad154e"
+                .into(),
+            omschrijving: Some("ontvangstbevestiging.pdf".into()),
+            is_bericht_type_bijlage: false,
+        }],
     }
 }
 

@@ -7,8 +7,7 @@ use common::{sigterm, spawn_bridge, World};
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
-use gzac_portal_bridge::model::{gzac, portaal, Timestamp};
-use gzac_portal_bridge::routes::derived_id;
+use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
 use gzac_portal_bridge::samples::{bericht, klantvoorkeur, BSN};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
@@ -34,17 +33,20 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
     assert_eq!(recs.len(), 3, "{recs:#?}");
 
     let p: portaal::Bericht = w.decode(on(&recs, &w, PORTAAL)[0]).await;
-    let id = derived_id(&["bericht", "b-1"]);
-    assert_eq!(p.id, id);
+    let id = "b-1".to_string();
+    assert_eq!(p.id, id, "GZAC's uuid is the portal's id");
     assert_eq!(p.identificatie, portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() });
     assert_eq!((p.onderwerp.as_str(), p.bericht_tekst.as_str()), (b.onderwerp.as_str(), b.bericht_tekst.as_str()));
     assert_eq!(
-        (p.bericht_type.as_str(), &p.bijlages, p.publicatiedatum),
-        (b.bericht_type.as_str(), &b.bijlagen, b.publicatiedatum)
+        (p.bericht_type, &p.bijlages, p.publicatiedatum),
+        (portaal::BerichtType::Notificatie, &vec![b.bijlagen[0].informatie_object.clone()], Datum::vandaag())
     );
+    // GZAC's deadline is local midnight two weeks ahead: the portal shows that day, not the one
+    // before (which the UTC date would be).
+    let einddatum = Datum::vandaag().plus(14);
     assert_eq!(
-        (p.referentie, p.handelingsperspectief, p.einddatum_handelingstermijn),
-        (b.referentie, b.handelingsperspectief, b.einddatum_handelingstermijn)
+        (p.referentie.as_str(), p.handelingsperspectief.as_str(), p.einddatum_handelingstermijn),
+        ("ZAAK-2026-0042", "informatie ontvangen", einddatum)
     );
     assert!(!p.geopend);
     assert_eq!(on(&recs, &w, PORTAAL)[0].header("ce_type"), Some("nl.overheid.berichten.bericht-gepubliceerd"));
@@ -75,7 +77,7 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
         keys.sort();
         assert_eq!(keys, vec!["link", "soort", "uiterste_datum"]);
         assert_eq!(p["link"], format!("https://mijn.gemeente.example/berichten/{id}"));
-        assert_eq!(p["uiterste_datum"], "2026-12-01");
+        assert_eq!(p["uiterste_datum"], einddatum.iso());
         assert_eq!(n.request.reference, n.id, "NotifyNL echoes our notificatie id in its receipts");
         assert_eq!((n.referentie.as_str(), n.gebeurtenis.as_str()), (id.as_str(), "bericht-gepubliceerd"));
     }
@@ -86,15 +88,17 @@ async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
     let w = World::new("secret").await;
     w.send(VOORKEUREN, "klant-2", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     let m = |f: &str| format!("MARKER-{f}-7f3a");
+    let bijlage = |f: &str| gzac::BerichtBijlage {
+        informatie_object: m(f),
+        omschrijving: Some(m(&format!("{f}-naam"))),
+        is_bericht_type_bijlage: false,
+    };
     let b = gzac::Bericht {
-        uuid: m("uuid"),
         onderwerp: m("onderwerp"),
         bericht_tekst: m("tekst"),
-        bericht_type: m("type"),
-        referentie: Some(m("referentie")),
-        handelingsperspectief: m("handelingsperspectief"),
-        bijlagen: vec![m("bijlage1"), m("bijlage2")],
-        zaak: Some(m("zaak")),
+        referentie: Some(m("ref")),
+        bijlagen: vec![bijlage("bijlage1"), bijlage("bijlage2")],
+        is_gerelateerd_aan: vec![gzac::IsGerelateerdAan { urn: m("zaak") }],
         ..bericht("x", BSN)
     };
     w.send(BERICHTEN, "secret", &b).await;
@@ -119,6 +123,70 @@ async fn no_byte_of_a_notificatie_carries_bericht_content_or_the_bsn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berichten_reach_ketenpartners_and_what_the_portal_lacks_goes_back_to_gzac() {
+    let w = World::new("bericht-map").await;
+    let vestiging = gzac::Bericht {
+        ontvanger: "urn:nld:hr:kvknummer:69599084:vestigingsnummer:000038509504".into(),
+        bericht_type: Some("BETAAL".into()),
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::Betalen),
+        ..bericht("b-kvk", BSN)
+    };
+    let rsin = gzac::Bericht {
+        ontvanger: "urn:nld:rsin:111222333".into(),
+        referentie: None,
+        einddatum_handelings_termijn: None,
+        handelings_perspectief: None,
+        bericht_type: None,
+        ..bericht("b-rsin", BSN)
+    };
+    let unmapped_type = gzac::Bericht { bericht_type: Some("WOZ".into()), ..bericht("b-type", BSN) };
+    let unmapped = gzac::Bericht {
+        handelings_perspectief: Some(gzac::HandelingsPerspectief::UitnodigingVoorAfspraak),
+        ..bericht("b-hp", BSN)
+    };
+    let nobody = gzac::Bericht { ontvanger: "urn:nld:brp:bsn:123456789".into(), ..bericht("b-bsn", BSN) };
+    for b in [&vestiging, &rsin, &unmapped_type, &unmapped, &nobody] {
+        w.send(BERICHTEN, &b.uuid, b).await;
+    }
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&[PORTAAL, "gzac.weigeringen.v1", "gzac.berichten.v1.dlq"], 5, Duration::from_secs(2)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 5, "{recs:#?}");
+    let mut portal = std::collections::HashMap::new();
+    for r in on(&recs, &w, PORTAAL) {
+        let p: portaal::Bericht = w.decode(r).await;
+        portal.insert(p.id.clone(), p);
+    }
+    let kvk = &portal["b-kvk"];
+    assert_eq!((kvk.identificatie.soort, kvk.identificatie.value.as_str()), (portaal::PartijType::Kvk, "69599084"));
+    assert_eq!(
+        (kvk.bericht_type, kvk.handelingsperspectief.as_str()),
+        (portaal::BerichtType::Betaalverzoek, "betalen")
+    );
+    let r = &portal["b-rsin"];
+    assert_eq!(r.identificatie.soort, portaal::PartijType::Rsin);
+    assert_eq!(
+        (r.bericht_type, r.handelingsperspectief.as_str(), r.referentie.as_str()),
+        (portaal::BerichtType::Notificatie, "informatie ontvangen", gzac_portal_bridge::samples::ZAAK_UUID),
+        "no type or perspective: the `geen` entries; no referentie: the zaak's"
+    );
+    assert_eq!(r.einddatum_handelingstermijn, r.publicatiedatum.plus(w.cfg.berichten.standaard_termijn_dagen));
+    let mut refused = Vec::new();
+    for rec in on(&recs, &w, "gzac.weigeringen.v1") {
+        let wg: gzac_portal_bridge::model::common::Weigering = w.decode(rec).await;
+        refused.push((wg.referentie.clone(), wg.reden_code.clone()));
+        assert_eq!(rec.header("ce_type"), Some("nl.overheid.portaal.weigering-verstuurd"));
+    }
+    refused.sort();
+    let want = [
+        ("b-bsn", "ONBEKENDE_ONTVANGER"),
+        ("b-hp", "ONBEKEND_HANDELINGSPERSPECTIEF"),
+        ("b-type", "ONBEKEND_BERICHTTYPE"),
+    ];
+    assert_eq!(refused, want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() {
     let mut w = World::new("default").await;
     w.cfg.notificaties.standaard = gzac_portal_bridge::config::Standaard::Email;
@@ -136,7 +204,7 @@ async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() 
     let ns = on(&recs, &w, NOTIFICATIES);
     assert_eq!(ns.len(), 1, "{recs:#?}");
     let n: Notificatieopdracht = w.decode(ns[0]).await;
-    assert_eq!((n.kanaal, n.referentie), (Kanaal::Email, derived_id(&["bericht", "a"])));
+    assert_eq!((n.kanaal, n.referentie.as_str()), (Kanaal::Email, "a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +212,7 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let w = World::new("later").await;
     w.send(VOORKEUREN, "klant-3", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
     let at = Timestamp(Timestamp::now().0 + 12_000);
-    let later = gzac::Bericht { publicatiedatum: at, ..bericht("later", BSN) };
+    let later = gzac::Bericht { publicatiedatum: Some(at), ..bericht("later", BSN) };
     let bytes = gzac_portal_bridge::client::frame(w.schema_id(BERICHTEN), &later).unwrap();
     let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     gzac_portal_bridge::client::send(&w.producer, &w.topic(BERICHTEN), "later", &bytes, Some(trace)).await.unwrap();
@@ -161,7 +229,7 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let recs = w.read(&[PORTAAL, NOTIFICATIES], 4, Duration::from_secs(3)).await;
     assert!(sigterm(&mut second).success());
     assert_eq!(recs.len(), 4, "each bericht published and notified once: {recs:#?}");
-    let later = derived_id(&["bericht", "later"]);
+    let later = "later";
     let published = recs.iter().find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later).expect("published");
     assert!(published.timestamp.unwrap() >= at.0, "published before its publicatiedatum");
     // Published by a timer after a restart, yet linked to the GZAC record that scheduled it.

@@ -128,7 +128,7 @@ fn demo_plays_every_pattern_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("mock cluster"), "the demo says its broker is a stand-in: {stdout}");
-    assert!(stdout.contains("demo done: 38 records written by the bridge for 19 records in."), "{stdout}");
+    assert!(stdout.contains("demo done: 39 records written by the bridge for 20 records in."), "{stdout}");
     let lines = |needle: &str| stdout.lines().filter(|l| l.contains(needle)).count();
     let afgewezen = |l: &&str| l.contains("nl.overheid.portaal.terugmelding-verstuurd") && l.contains("Verzoek demo-");
     assert_eq!(stdout.lines().filter(afgewezen).filter(|l| l.contains("Afgewezen")).count(), 3, "{stdout}");
@@ -139,6 +139,7 @@ fn demo_plays_every_pattern_and_exits_zero() {
     assert_eq!(lines("taak-herinnering: "), 2, "a reminder on both channels: {stdout}");
     assert_eq!(lines("nl.overheid.taken.externetaak-herinnerd"), 1, "{stdout}");
     assert_eq!(lines("not delivered: ONBEKENDE_ONTVANGER"), 1, "GZAC hears of the taak nobody gets: {stdout}");
+    assert_eq!(lines("not delivered: ONBEKEND_HANDELINGSPERSPECTIEF"), 1, "and of the unmapped bericht: {stdout}");
     assert_eq!(lines("Taakantwoord a-4 Doorgestuurd"), 1, "the paid betaaltaak: {stdout}");
     let paid = |l: &&str| l.contains("gzac.taakantwoorden.v1") && l.contains("Betaaltaak") && l.contains("Uitgevoerd");
     assert_eq!(stdout.lines().filter(paid).count(), 1, "its uitgevoerd for GZAC: {stdout}");

@@ -151,6 +151,62 @@ async fn every_taak_is_a_taak_objecttype_record_and_an_open_vtb_externe_taak() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bericht_is_an_open_vtb_bericht_and_an_nl_portal_bericht() {
+    let w = World::new("berichten").await;
+    let id = |n: &str| derived_id(&["records", n]);
+    let berichten = vec![
+        bericht(&id("info"), BSN),
+        gzac::Bericht {
+            ontvanger: "urn:nld:hr:kvknummer:69599084:vestigingsnummer:000038509504".into(),
+            bericht_type: Some("BETAAL".into()),
+            handelings_perspectief: Some(gzac::HandelingsPerspectief::Betalen),
+            ..bericht(&id("betaal"), BSN)
+        },
+        gzac::Bericht {
+            referentie: None,
+            einddatum_handelings_termijn: None,
+            handelings_perspectief: None,
+            bericht_type: None,
+            bijlagen: vec![],
+            ..bericht(&id("kaal"), BSN)
+        },
+    ];
+    // What GZAC writes is Open VTB's Bericht.
+    let open_vtb = common::openapi_schema("openvtb-berichten-openapi.yaml", "Bericht");
+    let gzac_reader = gzac::Bericht::get_schema();
+    for b in &berichten {
+        let json = avro_json(&apache_avro::to_value(b).unwrap().resolve(&gzac_reader).unwrap());
+        assert_eq!(invalid(&open_vtb, &json), None, "not an Open VTB Bericht: {json}");
+        w.send("gzac.berichten.v1", &b.uuid, b).await;
+    }
+    let running = bridge::start(&w.cfg).unwrap();
+    let recs = w.read(&["portaal.berichten.v1"], berichten.len(), Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), berichten.len());
+    let nl_portal = reference_schema("nlportal-bericht.schema.json");
+    let reader = portaal::Bericht::get_schema();
+    for r in &recs {
+        let mut body = &r.value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        let value = apache_avro::from_avro_datum(&reader, &mut body, None).unwrap();
+        let json = avro_json(&value);
+        assert_eq!(invalid(&nl_portal, &json), None, "not an NL Portal bericht: {json}");
+    }
+    // The validators do reject what the real systems would: a free-text handelingsperspectief,
+    // a referentie over 25 characters.
+    let mut bad = avro_json(&{
+        let mut body = &recs[0].value.as_deref().unwrap()[5..];
+        #[allow(deprecated)]
+        apache_avro::from_avro_datum(&reader, &mut body, None).unwrap()
+    });
+    bad["handelingsperspectief"] = "lezen".into();
+    assert!(invalid(&nl_portal, &bad).is_some());
+    let mut long = avro_json(&apache_avro::to_value(&berichten[0]).unwrap().resolve(&gzac_reader).unwrap());
+    long["referentie"] = "ZAAK-2026-0042-EN-NOG-VEEL-MEER".into();
+    assert!(invalid(&open_vtb, &long).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gzac_verzoek_is_an_open_vtb_verzoek() {
     let w = World::new("openvtb").await;
     let mut zonder_betaling = verzoek("v-2");

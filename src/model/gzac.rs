@@ -218,27 +218,50 @@ pub struct ExterneTaak {
     pub details: Details,
 }
 
-/// A bericht from GZAC (Open VTB berichten).
+/// A document of a bericht (Open VTB berichten `Bijlage`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct BerichtBijlage {
+    /// URN of the informatieobject.
+    pub informatie_object: String,
+    /// File name shown to the klant, at most 40 characters.
+    pub omschrijving: Option<String>,
+    /// A standard attachment pre-uploaded to the Berichtenbox (ignored by the portal side).
+    #[serde(default)]
+    #[avro(default = "false")]
+    pub is_bericht_type_bijlage: bool,
+}
+
+/// A bericht as Open VTB registers it and GZAC writes it (`Bericht`, writer fields plus its uuid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
 pub struct Bericht {
     pub uuid: String,
-    pub ontvanger: Partij,
     /// At most 50 characters.
     pub onderwerp: String,
     /// At most 4000 characters; may be confidential.
-    #[serde(rename = "berichtTekst")]
     pub bericht_tekst: String,
-    #[serde(rename = "berichtType")]
-    pub bericht_type: String,
-    pub publicatiedatum: Timestamp,
+    /// When the ontvanger may see it; none means at once.
+    pub publicatiedatum: Option<Timestamp>,
+    /// GZAC's own reference, at most 25 characters.
     pub referentie: Option<String>,
-    pub handelingsperspectief: String,
-    #[serde(rename = "einddatumHandelingstermijn")]
-    pub einddatum_handelingstermijn: Option<Timestamp>,
-    pub bijlagen: Vec<String>,
-    /// Zaak URL.
-    pub zaak: Option<String>,
+    /// URN of the person or organisation it is for.
+    pub ontvanger: String,
+    pub geopend_op: Option<Timestamp>,
+    /// GZAC's code for the kind of bericht, at most 8 characters (mapped to NL Portal's by
+    /// `berichten.typen`).
+    pub bericht_type: Option<String>,
+    #[serde(default)]
+    #[avro(default = "[]")]
+    pub is_gerelateerd_aan: Vec<IsGerelateerdAan>,
+    pub handelings_perspectief: Option<HandelingsPerspectief>,
+    pub einddatum_handelings_termijn: Option<Timestamp>,
+    pub mijn_overheid_berichtenbox: bool,
+    #[serde(default)]
+    #[avro(default = "[]")]
+    pub bijlagen: Vec<BerichtBijlage>,
 }
 
 /// A party involved in a zaak, with its role.

@@ -1,6 +1,6 @@
 //! The portal vocabulary: Open Formulieren productaanvraag, NL Portal taak v2 and bericht.
 
-use super::Timestamp;
+use super::{Datum, Timestamp};
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
@@ -206,10 +206,27 @@ pub struct TaakAntwoord {
     pub betaalreferentie: Option<String>,
 }
 
-/// A bericht as NL Portal's bericht objecttype shows it.
+/// NL Portal's `BerichtType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum BerichtType {
+    Notificatie,
+    Betaalverzoek,
+    Uitnodiging,
+    Verzoek,
+}
+
+/// NL Portal's `handelingsperspectief` values (its enum's JSON values hold spaces, which an
+/// Avro enum symbol cannot: the field is a string holding one of these).
+pub const HANDELINGSPERSPECTIEVEN: [&str; 3] = ["betalen", "informatie verstrekken", "informatie ontvangen"];
+
+/// A bericht as NL Portal reads it (its `Bericht` object), field for field. Days are
+/// Europe/Amsterdam days.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct Bericht {
+    /// GZAC's bericht uuid.
     pub id: String,
     /// The recipient.
     pub identificatie: Partij,
@@ -217,13 +234,15 @@ pub struct Bericht {
     #[serde(rename = "berichtTekst")]
     pub bericht_tekst: String,
     #[serde(rename = "berichtType")]
-    pub bericht_type: String,
+    pub bericht_type: BerichtType,
+    /// URNs of the informatieobjecten.
     pub bijlages: Vec<String>,
-    pub publicatiedatum: Timestamp,
-    pub referentie: Option<String>,
+    pub publicatiedatum: Datum,
+    pub referentie: String,
+    /// One of `HANDELINGSPERSPECTIEVEN`.
     pub handelingsperspectief: String,
     #[serde(rename = "einddatumHandelingstermijn")]
-    pub einddatum_handelingstermijn: Option<Timestamp>,
+    pub einddatum_handelingstermijn: Datum,
     pub geopend: bool,
 }
 

@@ -101,6 +101,11 @@ pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Outp
     Output::new(topic, t.referentie.clone(), t, event)
 }
 
+/// An Avro enum value's symbol as it is written (its serde name), e.g. `informatie_geven`.
+pub fn symbol(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// Where GZAC hears of berichten and taken the portal cannot take.
 pub const WEIGERINGEN: &str = "gzac.weigeringen.v1";
 /// The CloudEvents type of every weigering (one type for the one Weigering schema).
