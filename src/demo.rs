@@ -253,7 +253,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         &portaal::Verzoek {
             bsn: None,
             kvk: Some("12345678".into()),
-            rol: portaal::Rol::Ketenpartner,
+            rol: Some(portaal::Rol::Ketenpartner),
             ..samples::verzoek("demo-4")
         },
         "a verzoek filed as ketenpartner",

@@ -16,15 +16,23 @@ pub fn verzoek(submission_id: &str) -> portaal::Verzoek {
         verzoektype: "parkeervergunning".into(),
         bsn: Some(BSN.into()),
         kvk: None,
-        rol: portaal::Rol::Klant,
+        rol: None,
         data: r#"{"kenteken":"AB-123-C","zone":"centrum"}"#.into(),
-        pdf_url: Some(format!("https://formulieren.gemeente.example/pdf/{submission_id}")),
+        pdf_url: Some(format!(
+            "https://documenten.gemeente.example/api/v1/enkelvoudiginformatieobjecten/{}",
+            crate::routes::derived_id(&["pdf", submission_id])
+        )),
+        csv_url: Some(format!(
+            "https://documenten.gemeente.example/api/v1/enkelvoudiginformatieobjecten/{}",
+            crate::routes::derived_id(&["csv", submission_id])
+        )),
         attachments: vec![],
         language_code: "nl".into(),
         payment: Some(portaal::Payment {
             completed: true,
-            amount_cents: 4250,
-            public_order_ids: vec!["order-77".into()],
+            amount: "42.50".into(),
+            public_order_ids: vec!["2026/OF-A1B2C3".into()],
+            payment_ids: vec!["3014828147".into()],
         }),
         submitted_at: Timestamp::now(),
     }

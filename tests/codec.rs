@@ -40,18 +40,19 @@ async fn a_writer_that_adds_an_enum_symbol_loses_only_the_records_that_use_it() 
     let (_server, cfg) = registry().await;
     let mut writer = serde_json::to_value(portaal::Verzoek::get_schema()).unwrap();
     let rol = writer["fields"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "rol").unwrap();
-    rol["type"]["symbols"].as_array_mut().unwrap().push("gemachtigde".into());
+    rol["type"][1]["symbols"].as_array_mut().unwrap().push("gemachtigde".into());
     let (id, schema) = register(&cfg, "enum-plus-value", &writer).await;
     let codec = Codec::new(cfg.sr_settings().unwrap());
     let reader = portaal::Verzoek::get_schema();
 
-    let value = apache_avro::to_value(samples::verzoek("e-1")).unwrap().resolve(&schema).unwrap();
+    let klant = portaal::Verzoek { rol: Some(portaal::Rol::Klant), ..samples::verzoek("e-1") };
+    let value = apache_avro::to_value(klant).unwrap().resolve(&schema).unwrap();
     let old_symbol = encode_with_id(id, &schema, value.clone()).unwrap();
     let v: portaal::Verzoek = codec.decode(&old_symbol, &reader).await.expect("an existing symbol resolves");
-    assert_eq!(v.rol, portaal::Rol::Klant);
+    assert_eq!(v.rol, Some(portaal::Rol::Klant));
 
     let mut new = value;
-    set(&mut new, "rol", Value::Enum(2, "gemachtigde".into()));
+    set(&mut new, "rol", Value::Union(1, Box::new(Value::Enum(2, "gemachtigde".into()))));
     let new_symbol = encode_with_id(id, &schema, new).unwrap();
     match codec.decode::<portaal::Verzoek>(&new_symbol, &reader).await {
         Err(CodecError::BadData { .. }) => {}

@@ -213,6 +213,22 @@ async fn every_gzac_verzoek_is_an_open_vtb_verzoek() {
     zonder_betaling.payment = None;
     zonder_betaling.attachments =
         vec!["https://documenten.gemeente.example/api/v1/enkelvoudiginformatieobjecten/9".into()];
+    // What the portal writes is Open Formulieren's productaanvraag.
+    let productaanvraag = reference_schema("objecttype-productaanvraag-denhaag.json");
+    for v in [&verzoek("v-1"), &zonder_betaling] {
+        let json = avro_json_with(
+            &apache_avro::to_value(v).unwrap().resolve(&portaal::Verzoek::get_schema()).unwrap(),
+            &["data"],
+        );
+        assert_eq!(invalid(&productaanvraag, &json), None, "not a productaanvraag: {json}");
+        assert!(json["data"].is_object());
+    }
+    let mut bad = avro_json_with(
+        &apache_avro::to_value(verzoek("v-x")).unwrap().resolve(&portaal::Verzoek::get_schema()).unwrap(),
+        &["data"],
+    );
+    bad["attachments"] = serde_json::json!(["geen url"]);
+    assert!(invalid(&productaanvraag, &bad).is_some(), "the validator does check attachment URLs");
     w.send("portaal.verzoeken.v1", "v-1", &verzoek("v-1")).await;
     w.send("portaal.verzoeken.v1", "v-2", &zonder_betaling).await;
     let running = bridge::start(&w.cfg).unwrap();
@@ -228,6 +244,14 @@ async fn every_gzac_verzoek_is_an_open_vtb_verzoek() {
         let value = apache_avro::from_avro_datum(&reader, &mut body, None).unwrap();
         let json = avro_json_with(&value, &["aanvraagGegevens"]);
         assert_eq!(invalid(&open_vtb, &json), None, "not an Open VTB Verzoek: {json}");
+        if r.key_str() == "v-1" {
+            let betaling = &json["verzoekBetaling"];
+            assert_eq!(
+                (betaling["bedrag"].as_str(), betaling["transactieReferentie"].as_str()),
+                (Some("42.50"), Some("3014828147"))
+            );
+            assert_eq!(json["bijlagen"].as_array().unwrap().len(), 1, "the CSV of the submission: {json}");
+        }
     }
     // The validator does reject what Open VTB would: a language of three letters.
     let mut bad = avro_json_with(

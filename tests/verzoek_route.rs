@@ -129,7 +129,7 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
             Some(
                 client::frame(
                     id,
-                    &portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..samples::verzoek("ketenpartner") },
+                    &portaal::Verzoek { rol: Some(portaal::Rol::Ketenpartner), ..samples::verzoek("ketenpartner") },
                 )
                 .unwrap(),
             ),

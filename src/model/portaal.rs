@@ -34,14 +34,19 @@ pub enum Rol {
     Ketenpartner,
 }
 
-/// Payment state of a productaanvraag (Open Formulieren `payment`).
+/// Payment state of a productaanvraag, as Open Forms fills it (`payment`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
 pub struct Payment {
     pub completed: bool,
-    /// Amount in euro cents.
-    pub amount_cents: i64,
+    /// Amount in euro as a decimal string, e.g. `42.50`.
+    pub amount: String,
+    /// Open Forms' order ids, as the payment provider knows the order.
     pub public_order_ids: Vec<String>,
+    /// The payment provider's ids of the payments.
+    #[serde(default)]
+    #[avro(default = "[]")]
+    pub payment_ids: Vec<String>,
 }
 
 /// A productaanvraag as Open Formulieren writes it (objecttype productaanvraag).
@@ -55,10 +60,18 @@ pub struct Verzoek {
     pub verzoektype: String,
     pub bsn: Option<String>,
     pub kvk: Option<String>,
-    pub rol: Rol,
+    /// Acting as ketenpartner is a portal fact (e.g. the login's machtiging); none means klant.
+    #[serde(default)]
+    #[avro(default = "null")]
+    pub rol: Option<Rol>,
     /// Free-form form data as a JSON document.
     pub data: String,
+    /// The confirmation PDF in a Documenten API.
     pub pdf_url: Option<String>,
+    /// The submitted data as CSV in a Documenten API.
+    #[serde(default)]
+    #[avro(default = "null")]
+    pub csv_url: Option<String>,
     pub attachments: Vec<String>,
     /// ISO 639-1, e.g. `nl`.
     pub language_code: String,

@@ -101,6 +101,21 @@ pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Outp
     Output::new(topic, t.referentie.clone(), t, event)
 }
 
+/// A euro amount as a decimal string (`147.43`, `12`): at most `max_euro_digits` digits before
+/// the point and two after, never negative; normalised to two decimals.
+pub fn bedrag(s: &str, max_euro_digits: usize) -> Result<String, Afwijzing> {
+    let (euros, cents) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if euros.is_empty() || euros.len() > max_euro_digits || !digits(euros) || cents.len() > 2 || !digits(cents) {
+        return Err(afwijzing("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro met hoogstens twee decimalen."));
+    }
+    let euros = match euros.trim_start_matches('0') {
+        "" => "0",
+        rest => rest,
+    };
+    Ok(format!("{euros}.{cents:0<2}"))
+}
+
 /// An Avro enum value's symbol as it is written (its serde name), e.g. `informatie_geven`.
 pub fn symbol(value: &impl serde::Serialize) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()

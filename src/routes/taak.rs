@@ -95,13 +95,8 @@ fn weiger(code: &'static str, toelichting: &str) -> Afwijzing {
 
 /// Open VTB's `bedrag` (a decimal string, e.g. `147.43`) as NL Portal's number of euros.
 pub fn bedrag(s: &str) -> Result<f64, Afwijzing> {
-    let bad = || weiger("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro met hoogstens twee decimalen.");
-    let (euros, cents) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if euros.is_empty() || euros.len() > 12 || !digits(euros) || cents.len() > 2 || !digits(cents) {
-        return Err(bad());
-    }
-    s.parse::<f64>().map_err(|_| bad())
+    let normal = super::bedrag(s, 12)?;
+    normal.parse::<f64>().map_err(|_| weiger("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro."))
 }
 
 /// The form a formuliertaak points at. NL Portal shows a form it has by id or fetches by URL

@@ -52,7 +52,7 @@ impl VerzoekRoute {
 
     /// The rules of SPEC §4.1; `Ok` carries the translated GZAC verzoek.
     pub fn translate(&self, v: &portaal::Verzoek) -> Result<gzac::Verzoek, Afwijzing> {
-        if v.rol == portaal::Rol::Ketenpartner {
+        if v.rol == Some(portaal::Rol::Ketenpartner) {
             return Err(afwijzing(
                 "KETENPARTNER_DIENT_GEEN_VERZOEK_IN",
                 "Een ketenpartner kan geen verzoek indienen; dien het verzoek in als klant.",
@@ -86,21 +86,26 @@ impl VerzoekRoute {
                 afwijzing("ONBEKEND_VERZOEKTYPE", "Dit soort verzoek is bij de gemeente niet bekend.")
             })?;
         formulierdata(&v.data)?;
+        // Open VTB's bedrag has at most 8 digits before the point.
+        let bedrag = v.payment.as_ref().map(|p| super::bedrag(&p.amount, 8)).transpose()?;
         let urn = |url: &str| self.cfg.informatieobject(url);
+        // The CSV of the submitted data is a document of the verzoek like its attachments.
+        let documenten = v.csv_url.iter().chain(&v.attachments);
         Ok(gzac::Verzoek {
             uuid: derived_id(&["verzoek", &v.submission_id]),
             verzoek_type: verzoek_type.clone(),
             aanvraag_gegevens: v.data.clone(),
             initiator: initiator.urn,
             verzoek_informatie_object: v.pdf_url.as_deref().map(urn),
-            bijlagen: v.attachments.iter().map(|u| gzac::InformatieObject { informatie_object: urn(u) }).collect(),
+            bijlagen: documenten.map(|u| gzac::InformatieObject { informatie_object: urn(u) }).collect(),
             verzoek_bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },
             verzoek_betaling: v.payment.as_ref().map(|p| gzac::VerzoekBetaling {
+                // The order as the provider knows it, and the provider's own payment id.
                 provider_kenmerk: p.public_order_ids.first().cloned(),
-                bedrag: Some(euro(p.amount_cents)),
+                bedrag,
                 voltooid: p.completed,
                 transactie_datum: None,
-                transactie_referentie: p.public_order_ids.first().cloned(),
+                transactie_referentie: p.payment_ids.first().cloned(),
             }),
             verzoek_taal: verzoek_taal(&v.language_code),
             kanaal: self.cfg.kanaal.clone(),
@@ -112,13 +117,6 @@ impl VerzoekRoute {
 /// Open VTB's `verzoekTaal`: the ISO 639-1 code, two letters.
 pub fn verzoek_taal(language_code: &str) -> String {
     language_code.chars().take(2).collect::<String>().to_ascii_lowercase()
-}
-
-/// Euro cents as the decimal string Open VTB's `bedrag` is: 4250 → `42.50`.
-pub fn euro(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
 impl Route for VerzoekRoute {
@@ -204,7 +202,8 @@ mod tests {
             verzoektype: "parkeervergunning".into(),
             bsn: Some("569312863".into()),
             kvk: None,
-            rol: portaal::Rol::Klant,
+            rol: None,
+            csv_url: None,
             data: r#"{"kenteken":"AB-123-C"}"#.into(),
             pdf_url: Some("https://forms.example/pdf/1".into()),
             attachments: vec!["https://forms.example/att/1".into()],
@@ -227,7 +226,11 @@ mod tests {
             vec![gzac::InformatieObject { informatie_object: "urn:nld:gemeente:documenten:informatieobject:1".into() }]
         );
         assert!(g.verzoek_type.starts_with("https://"));
-        assert_eq!((euro(4250), euro(5), euro(-150)), ("42.50".to_string(), "0.05".to_string(), "-1.50".to_string()));
+        let b = |s| super::super::bedrag(s, 8);
+        assert_eq!((b("42.5"), b("0042.50"), b("7")), (Ok("42.50".into()), Ok("42.50".into()), Ok("7.00".into())));
+        for bad in ["-1.50", "1.234", "123456789.00", "1,50", ""] {
+            assert_eq!(b(bad).unwrap_err().code, "ONGELDIG_BEDRAG", "{bad}");
+        }
     }
 
     #[test]
@@ -251,7 +254,7 @@ mod tests {
         let text = r.translate(&portaal::Verzoek { verzoektype: "kapvergunning".into(), ..verzoek() }).unwrap_err();
         assert!(!text.toelichting.contains("kapvergunning"), "a rejection does not echo the input");
         assert_eq!(
-            code(portaal::Verzoek { rol: portaal::Rol::Ketenpartner, ..verzoek() }),
+            code(portaal::Verzoek { rol: Some(portaal::Rol::Ketenpartner), ..verzoek() }),
             "KETENPARTNER_DIENT_GEEN_VERZOEK_IN"
         );
         assert_eq!(code(portaal::Verzoek { data: "{not json".into(), ..verzoek() }), "ONGELDIGE_FORMULIERDATA");
