@@ -63,13 +63,22 @@ pub fn bericht(uuid: &str, bsn: &str) -> gzac::Bericht {
     }
 }
 
-/// A klant's choice of `kanalen`, with an email address and a phone number.
+/// A klant's choice of `kanalen`, with an email address and a phone number (Open Klant's
+/// digitale adressen) and Dutch as its voorkeurstaal.
 pub fn klantvoorkeur(bsn: &str, kanalen: Vec<Kanaal>) -> portaal::Klantvoorkeur {
+    let adres = |soort, adres: &str| portaal::DigitaalAdres {
+        soort_digitaal_adres: soort,
+        adres: adres.into(),
+        omschrijving: None,
+        is_standaard_adres: true,
+    };
     portaal::Klantvoorkeur {
         partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: bsn.into() },
+        digitale_adressen: vec![
+            adres(portaal::SoortDigitaalAdres::Email, "klant@example.nl"),
+            adres(portaal::SoortDigitaalAdres::Telefoonnummer, "+31612345678"),
+        ],
         kanalen,
-        email: Some("klant@example.nl".into()),
-        telefoonnummer: Some("+31612345678".into()),
         voorkeurstaal: Some("nld".into()),
     }
 }
@@ -169,20 +178,26 @@ pub fn betaling(id: &str, taak_id: &str, bsn: &str) -> portaal::TaakAntwoord {
     portaal::TaakAntwoord { taak, betaalreferentie: Some("3014828147".into()), ..antwoord(id, taak_id, bsn) }
 }
 
-/// A zaak snapshot whose one betrokkene is `bsn`.
+/// A zaak as the Zaken API has it, whose initiator is `bsn`.
 pub fn zaak(uuid: &str, bsn: &str) -> gzac::Zaak {
     gzac::Zaak {
+        url: format!("https://zaken.gemeente.example/zaken/api/v1/zaken/{uuid}"),
         uuid: uuid.into(),
         identificatie: format!("ZAAK-{uuid}"),
-        zaaktype: "https://catalogi.gemeente.example/zaaktypen/1".into(),
-        status: "in behandeling".into(),
-        betrokkenen: vec![gzac::Betrokkene {
-            partij: gzac::Partij {
-                soort: gzac::PartijSoort::Bsn,
-                waarde: bsn.into(),
-                urn: format!("urn:nld:brp:bsn:{bsn}"),
+        zaaktype: "https://catalogi.gemeente.example/catalogi/api/v1/zaaktypen/1f0e9d8c-7b6a-4e5d-9c3b-2a1f0e9d8c7b"
+            .into(),
+        status: Some(
+            "https://zaken.gemeente.example/zaken/api/v1/statussen/5b6a7f8e-9d01-4c2b-8a3d-1e2f3a4b5c6d".into(),
+        ),
+        rollen: vec![gzac::Rol {
+            betrokkene_type: gzac::BetrokkeneType::NatuurlijkPersoon,
+            omschrijving_generiek: gzac::OmschrijvingGeneriek::Initiator,
+            betrokkene_identificatie: gzac::BetrokkeneIdentificatie {
+                inp_bsn: Some(bsn.into()),
+                inn_nnp_id: None,
+                kvk_nummer: None,
+                vestigings_nummer: None,
             },
-            rol: "initiator".into(),
         }],
     }
 }

@@ -52,11 +52,13 @@ async fn a_taak_reaches_the_portal_and_its_assignee_is_notified() {
         "portaal.klantvoorkeuren.v1",
         "klant-1",
         &portaal::Klantvoorkeur {
-            partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: BSN.into() },
-            kanalen: vec![Kanaal::Sms],
-            email: None,
-            telefoonnummer: Some("+31612345678".into()),
+            digitale_adressen: klantvoorkeur(BSN, vec![])
+                .digitale_adressen
+                .into_iter()
+                .filter(|a| a.soort_digitaal_adres == portaal::SoortDigitaalAdres::Telefoonnummer)
+                .collect(),
             voorkeurstaal: None,
+            ..klantvoorkeur(BSN, vec![Kanaal::Sms])
         },
     )
     .await;

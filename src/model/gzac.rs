@@ -4,26 +4,6 @@ use super::{Datum, Timestamp};
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
-/// Kind of identifier of a GZAC party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-#[serde(rename_all = "lowercase")]
-pub enum PartijSoort {
-    Bsn,
-    Kvk,
-    Vestigingsnummer,
-    Rsin,
-}
-
-/// A typed party; `urn` is e.g. `urn:nld:brp:bsn:…` or `urn:nld:hr:kvknummer:…`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "nl.gzac.zaak")]
-pub struct Partij {
-    pub soort: PartijSoort,
-    pub waarde: String,
-    pub urn: String,
-}
-
 /// Where a verzoek came from (Open VTB `verzoekBron`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
@@ -264,21 +244,67 @@ pub struct Bericht {
     pub bijlagen: Vec<BerichtBijlage>,
 }
 
-/// A party involved in a zaak, with its role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+/// ZGW `Rol.betrokkeneType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
-pub struct Betrokkene {
-    pub partij: Partij,
-    pub rol: String,
+#[serde(rename_all = "snake_case")]
+pub enum BetrokkeneType {
+    NatuurlijkPersoon,
+    NietNatuurlijkPersoon,
+    Vestiging,
+    OrganisatorischeEenheid,
+    Medewerker,
 }
 
-/// Snapshot of a zaak (compacted table keyed by zaak uuid).
+/// ZGW `Rol.omschrijvingGeneriek`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "snake_case")]
+pub enum OmschrijvingGeneriek {
+    Adviseur,
+    Behandelaar,
+    Belanghebbende,
+    Beslisser,
+    Initiator,
+    Klantcontacter,
+    Zaakcoordinator,
+    MedeInitiator,
+}
+
+/// ZGW `Rol.betrokkeneIdentificatie`: the fields that identify a party (BSN of a natuurlijk
+/// persoon; RSIN or KVK number of a niet-natuurlijk persoon; vestigingsnummer and KVK number of a
+/// vestiging). ZGW's other fields (names, addresses) are not the bridge's to carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct BetrokkeneIdentificatie {
+    pub inp_bsn: Option<String>,
+    pub inn_nnp_id: Option<String>,
+    pub kvk_nummer: Option<String>,
+    pub vestigings_nummer: Option<String>,
+}
+
+/// A ZGW `Rol` of a zaak: who is involved, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct Rol {
+    pub betrokkene_type: BetrokkeneType,
+    pub omschrijving_generiek: OmschrijvingGeneriek,
+    pub betrokkene_identificatie: BetrokkeneIdentificatie,
+}
+
+/// A zaak as the ZGW Zaken API names it, with its rollen (compacted table keyed by zaak uuid).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.zaak")]
 pub struct Zaak {
+    pub url: String,
     pub uuid: String,
+    /// The zaaknummer, e.g. `ZAAK-2026-0042`.
     pub identificatie: String,
+    /// URL of the zaaktype in the Catalogi API.
     pub zaaktype: String,
-    pub status: String,
-    pub betrokkenen: Vec<Betrokkene>,
+    /// URL of the zaak's current status, if it has one.
+    pub status: Option<String>,
+    pub rollen: Vec<Rol>,
 }

@@ -259,16 +259,48 @@ pub struct Bericht {
     pub geopend: bool,
 }
 
-/// A klant's contact preferences (compacted table, keyed by the portal's klant id, never a BSN).
+/// Open Klant's `soortDigitaalAdres`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "lowercase")]
+pub enum SoortDigitaalAdres {
+    Email,
+    Telefoonnummer,
+    Overig,
+}
+
+/// An Open Klant `DigitaalAdres`: an email address or phone number of the klant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "camelCase")]
+pub struct DigitaalAdres {
+    pub soort_digitaal_adres: SoortDigitaalAdres,
+    pub adres: String,
+    pub omschrijving: Option<String>,
+    /// The klant's preferred address of its kind.
+    #[serde(default)]
+    #[avro(default = "false")]
+    pub is_standaard_adres: bool,
+}
+
+/// A klant's contact preferences with Open Klant's names (compacted table, keyed by the portal's
+/// klant id, never a BSN): its digitale adressen, the channels it chose for notificaties, and
+/// its `voorkeurstaal` (ISO 639-2/B, e.g. `nld`), which picks the template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+#[serde(rename_all = "camelCase")]
 pub struct Klantvoorkeur {
     pub partij: Partij,
+    pub digitale_adressen: Vec<DigitaalAdres>,
     pub kanalen: Vec<super::common::Kanaal>,
-    pub email: Option<String>,
-    pub telefoonnummer: Option<String>,
-    /// Open Klant's `voorkeurstaal` (ISO 639-2/B, e.g. `nld`): picks the notificatie template.
-    #[serde(default)]
-    #[avro(default = "null")]
     pub voorkeurstaal: Option<String>,
+}
+
+impl Klantvoorkeur {
+    /// The address for a kind: the preferred one of that kind, else the first.
+    pub fn adres(&self, soort: SoortDigitaalAdres) -> Option<&str> {
+        let of_kind =
+            || self.digitale_adressen.iter().filter(|a| a.soort_digitaal_adres == soort && !a.adres.is_empty());
+        of_kind().find(|a| a.is_standaard_adres).or_else(|| of_kind().next()).map(|a| a.adres.as_str())
+    }
 }

@@ -11,7 +11,7 @@ pub mod zaakverzoek;
 use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
 use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
-use crate::model::{gzac, portaal, Timestamp};
+use crate::model::{portaal, Timestamp};
 use crate::pipeline::Output;
 use uuid::Uuid;
 
@@ -146,20 +146,14 @@ pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r:
     Output::new(topic, w.referentie.clone(), &w, event)
 }
 
-/// A portal party checked (elfproef, 8-digit KVK) and typed for GZAC.
-pub fn gzac_partij(p: &portaal::Partij) -> Result<gzac::Partij, Afwijzing> {
+/// A portal party checked (elfproef, 8-digit KVK) and named as GZAC names it: its URN.
+pub fn gzac_urn(p: &portaal::Partij) -> Result<String, Afwijzing> {
     match p.soort {
-        portaal::PartijType::Bsn if elfproef(&p.value) => {
-            Ok(gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: p.value.clone(), urn: bsn_urn(&p.value) })
-        }
+        portaal::PartijType::Bsn if elfproef(&p.value) => Ok(bsn_urn(&p.value)),
         portaal::PartijType::Bsn => Err(afwijzing("ONGELDIG_BSN", "Het BSN is ongeldig (elfproef).")),
-        portaal::PartijType::Kvk if is_kvk(&p.value) => {
-            Ok(gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: p.value.clone(), urn: kvk_urn(&p.value) })
-        }
+        portaal::PartijType::Kvk if is_kvk(&p.value) => Ok(kvk_urn(&p.value)),
         portaal::PartijType::Kvk => Err(afwijzing("ONGELDIG_KVK", "Een KVK-nummer bestaat uit 8 cijfers.")),
-        portaal::PartijType::Rsin if elfproef(&p.value) => {
-            Ok(gzac::Partij { soort: gzac::PartijSoort::Rsin, waarde: p.value.clone(), urn: rsin_urn(&p.value) })
-        }
+        portaal::PartijType::Rsin if elfproef(&p.value) => Ok(rsin_urn(&p.value)),
         portaal::PartijType::Rsin => Err(afwijzing("ONGELDIG_RSIN", "Het RSIN is ongeldig (elfproef).")),
     }
 }
@@ -177,19 +171,6 @@ pub fn portaal_ontvanger(urn: &str) -> Result<portaal::Partij, Afwijzing> {
             Err(afwijzing("ONBEKENDE_ONTVANGER", format!("Het portaal kan deze ontvanger niet bereiken: {why}.")))
         }
     }
-}
-
-/// The portal's identification of a GZAC party; only BSN and KVK exist in the portal.
-pub fn portaal_partij(soort: gzac::PartijSoort, waarde: &str) -> anyhow::Result<portaal::Partij> {
-    let soort = match soort {
-        gzac::PartijSoort::Bsn if elfproef(waarde) => portaal::PartijType::Bsn,
-        gzac::PartijSoort::Kvk if is_kvk(waarde) => portaal::PartijType::Kvk,
-        gzac::PartijSoort::Rsin if elfproef(waarde) => portaal::PartijType::Rsin,
-        other => {
-            anyhow::bail!("a party of kind {other:?} with this value has no portal identification")
-        }
-    };
-    Ok(portaal::Partij { soort, value: waarde.to_string() })
 }
 
 /// The lookup key of a party in the klantvoorkeuren table, e.g. `bsn:…`. Only in memory.

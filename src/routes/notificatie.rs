@@ -32,16 +32,16 @@ pub struct Item<'a> {
 pub fn channels(voorkeur: Option<&portaal::Klantvoorkeur>, standaard: Standaard) -> Vec<(Kanaal, String)> {
     let Some(v) = voorkeur else { return vec![] };
     let address = |k: Kanaal| match k {
-        Kanaal::Email => v.email.clone(),
-        Kanaal::Sms => v.telefoonnummer.clone(),
+        Kanaal::Email => v.adres(portaal::SoortDigitaalAdres::Email),
+        Kanaal::Sms => v.adres(portaal::SoortDigitaalAdres::Telefoonnummer),
     };
     let chosen: Vec<Kanaal> =
         if v.kanalen.is_empty() && standaard == Standaard::Email { vec![Kanaal::Email] } else { v.kanalen.clone() };
     let mut out: Vec<(Kanaal, String)> = Vec::new();
     for k in chosen {
-        if let Some(a) = address(k).filter(|a| !a.is_empty()) {
+        if let Some(a) = address(k) {
             if !out.iter().any(|(c, _)| *c == k) {
-                out.push((k, a));
+                out.push((k, a.to_string()));
             }
         }
     }
@@ -105,13 +105,38 @@ mod tests {
     use super::*;
 
     fn voorkeur(kanalen: Vec<Kanaal>, email: Option<&str>, tel: Option<&str>) -> portaal::Klantvoorkeur {
+        let adres = |soort, a: Option<&str>| {
+            a.map(|a| portaal::DigitaalAdres {
+                soort_digitaal_adres: soort,
+                adres: a.into(),
+                omschrijving: None,
+                is_standaard_adres: false,
+            })
+        };
         portaal::Klantvoorkeur {
             partij: portaal::Partij { soort: portaal::PartijType::Bsn, value: "569312863".into() },
+            digitale_adressen: [
+                adres(portaal::SoortDigitaalAdres::Email, email),
+                adres(portaal::SoortDigitaalAdres::Telefoonnummer, tel),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             kanalen,
-            email: email.map(Into::into),
-            telefoonnummer: tel.map(Into::into),
             voorkeurstaal: None,
         }
+    }
+
+    #[test]
+    fn the_preferred_address_of_a_kind_is_used() {
+        let mut v = voorkeur(vec![Kanaal::Email], Some("werk@b.nl"), None);
+        v.digitale_adressen.push(portaal::DigitaalAdres {
+            soort_digitaal_adres: portaal::SoortDigitaalAdres::Email,
+            adres: "thuis@b.nl".into(),
+            omschrijving: Some("privé".into()),
+            is_standaard_adres: true,
+        });
+        assert_eq!(channels(Some(&v), Standaard::Geen), vec![(Kanaal::Email, "thuis@b.nl".to_string())]);
     }
 
     #[test]

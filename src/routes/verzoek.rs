@@ -77,8 +77,8 @@ impl VerzoekRoute {
             (None, Some(kvk)) if !is_kvk(kvk) => {
                 return Err(afwijzing("ONGELDIG_KVK", "Het KVK-nummer van de indiener moet uit 8 cijfers bestaan."))
             }
-            (Some(bsn), None) => gzac::Partij { soort: gzac::PartijSoort::Bsn, waarde: bsn.into(), urn: bsn_urn(bsn) },
-            (None, Some(kvk)) => gzac::Partij { soort: gzac::PartijSoort::Kvk, waarde: kvk.into(), urn: kvk_urn(kvk) },
+            (Some(bsn), None) => bsn_urn(bsn),
+            (None, Some(kvk)) => kvk_urn(kvk),
         };
         // The text does not repeat what was sent: a rejection echoes no input.
         let verzoek_type =
@@ -95,7 +95,7 @@ impl VerzoekRoute {
             uuid: derived_id(&["verzoek", &v.submission_id]),
             verzoek_type: verzoek_type.clone(),
             aanvraag_gegevens: v.data.clone(),
-            initiator: initiator.urn,
+            initiator,
             verzoek_informatie_object: v.pdf_url.as_deref().map(urn),
             bijlagen: documenten.map(|u| gzac::InformatieObject { informatie_object: urn(u) }).collect(),
             verzoek_bron: gzac::Bron { naam: self.cfg.bron_naam.clone(), kenmerk: v.submission_id.clone() },

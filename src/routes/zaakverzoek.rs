@@ -2,7 +2,7 @@
 //! is known (from the compacted `gzac.zaken.v1`, read whole by every instance) and the indiener is
 //! one of its betrokkenen; otherwise the portal gets `afgewezen` and GZAC nothing.
 
-use super::{afwijzing, derived_id, event, formulierdata, gzac_partij, terugmelding, terugmelding_output, Afwijzing};
+use super::{afwijzing, derived_id, event, formulierdata, gzac_urn, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::events::Event;
@@ -38,9 +38,9 @@ pub fn check(
     v: &portaal::ZaakVerzoek,
     cfg: &VerzoekConfig,
 ) -> Result<gzac::Verzoek, Afwijzing> {
-    let indiener = gzac_partij(&v.indiener)?;
+    let indiener = gzac_urn(&v.indiener)?;
     let zaak = zaak.ok_or_else(|| afwijzing("ONBEKENDE_ZAAK", "Deze zaak is bij de gemeente niet bekend."))?;
-    if !zaak.betrokkenen.iter().any(|b| b.partij.soort == indiener.soort && b.partij.waarde == indiener.waarde) {
+    if !zaak.rollen.iter().any(|r| is(&r.betrokkene_identificatie, &v.indiener)) {
         return Err(afwijzing("GEEN_BETROKKENE", "U bent geen betrokkene bij deze zaak."));
     }
     let verzoek_type = cfg
@@ -52,7 +52,7 @@ pub fn check(
         uuid: derived_id(&["zaakverzoek", &v.submission_id]),
         verzoek_type: verzoek_type.clone(),
         aanvraag_gegevens: v.data.clone(),
-        initiator: indiener.urn,
+        initiator: indiener,
         verzoek_informatie_object: None,
         bijlagen: v
             .attachments
@@ -65,6 +65,17 @@ pub fn check(
         kanaal: cfg.kanaal.clone(),
         is_gerelateerd_aan: vec![gzac::IsGerelateerdAan { urn: cfg.zaak(&zaak.identificatie) }],
     })
+}
+
+/// Does a ZGW rol's `betrokkeneIdentificatie` name this portal party? A person by BSN
+/// (`inpBsn`), an organisation by KVK number (also a vestiging's) or RSIN (`innNnpId`).
+fn is(b: &gzac::BetrokkeneIdentificatie, p: &portaal::Partij) -> bool {
+    let field = match p.soort {
+        portaal::PartijType::Bsn => &b.inp_bsn,
+        portaal::PartijType::Kvk => &b.kvk_nummer,
+        portaal::PartijType::Rsin => &b.inn_nnp_id,
+    };
+    field.as_deref() == Some(p.value.as_str())
 }
 
 /// CloudEvents extension on a forwarded zaakverzoek: whether a klant or a ketenpartner sent it
@@ -153,5 +164,35 @@ mod tests {
             vec![gzac::IsGerelateerdAan { urn: "urn:nld:gemeente:zaak:zaaknummer:ZAAK-z".into() }]
         );
         assert_eq!(g.uuid, derived_id(&["zaakverzoek", "v"]));
+    }
+
+    #[test]
+    fn a_ketenpartner_is_a_betrokkene_by_its_kvk_number() {
+        let mut z = zaak("z", BSN);
+        z.rollen.push(gzac::Rol {
+            betrokkene_type: gzac::BetrokkeneType::Vestiging,
+            omschrijving_generiek: gzac::OmschrijvingGeneriek::Belanghebbende,
+            betrokkene_identificatie: gzac::BetrokkeneIdentificatie {
+                inp_bsn: None,
+                inn_nnp_id: None,
+                kvk_nummer: Some("69599084".into()),
+                vestigings_nummer: Some("000038509504".into()),
+            },
+        });
+        let cfg = Config::defaults().verzoek;
+        let by = |soort, value: &str| portaal::ZaakVerzoek {
+            indiener: portaal::Partij { soort, value: value.into() },
+            rol: portaal::Rol::Ketenpartner,
+            ..zaakverzoek("v", "z", BSN)
+        };
+        let g = check(Some(&z), &by(portaal::PartijType::Kvk, "69599084"), &cfg).unwrap();
+        assert_eq!(g.initiator, "urn:nld:hr:kvknummer:69599084");
+        let other = check(Some(&z), &by(portaal::PartijType::Kvk, "12345678"), &cfg).unwrap_err();
+        assert_eq!(other.code, "GEEN_BETROKKENE");
+        // An RSIN no rol names is no betrokkene either.
+        assert_eq!(
+            check(Some(&z), &by(portaal::PartijType::Rsin, "111222333"), &cfg).unwrap_err().code,
+            "GEEN_BETROKKENE"
+        );
     }
 }
