@@ -48,12 +48,18 @@ async fn a_valid_verzoek_is_forwarded_field_by_field_with_cloudevents_headers() 
     assert_eq!(g.verzoek_bron, gzac::Bron { naam: "Open Formulieren".into(), kenmerk: "happy-1".into() });
     assert_eq!(g.initiator, "urn:nld:brp:bsn:569312863");
     assert_eq!(g.aanvraag_gegevens, input.data);
-    assert_eq!(g.verzoek_informatie_object.as_deref(), Some("urn:nld:gemeente:documenten:informatieobject:happy-1"));
+    let urn = |kind| format!("urn:nld:gemeente:documenten:informatieobject:{}", derived_id(&[kind, "happy-1"]));
+    assert_eq!(g.verzoek_informatie_object, Some(urn("pdf")), "the PDF's URL became its URN");
+    assert_eq!(g.bijlagen, vec![gzac::InformatieObject { informatie_object: urn("csv") }], "and the CSV a bijlage");
     assert_eq!(g.verzoek_taal, "nl");
     assert_eq!(g.kanaal, "webformulier");
     let betaling = g.verzoek_betaling.unwrap();
     assert_eq!((betaling.bedrag.as_deref(), betaling.voltooid), (Some("42.50"), true));
-    assert_eq!(betaling.transactie_referentie.as_deref(), Some("order-77"));
+    assert_eq!(
+        (betaling.provider_kenmerk.as_deref(), betaling.transactie_referentie.as_deref()),
+        (Some("2026/OF-A1B2C3"), Some("3014828147")),
+        "Open Forms' order id and the provider's payment id"
+    );
 
     let h = |k: &str| out[0].header(k).unwrap_or_else(|| panic!("header {k} missing")).to_string();
     assert_eq!(h("ce_specversion"), "1.0");
