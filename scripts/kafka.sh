@@ -2,6 +2,12 @@
 # A real single-node Apache Kafka 4.x broker (KRaft) for tests, from the official jars on Maven Central.
 #
 #   scripts/kafka.sh start    fetch the jars once (cached), format a fresh log dir, start, wait until it answers
+#   scripts/kafka.sh start-secure
+#                             the same, secured: SASL/SCRAM-SHA-512 over TLS (a CA and broker
+#                             certificate made with the JDK's keytool; clients trust $KAFKA_STATE/ca.pem),
+#                             the KRaft StandardAuthorizer with no ACL meaning no access, super user
+#                             `admin`, and one SCRAM user per role (portal gzac bridge notifier operator
+#                             integrator). Test broker only: user X has the password X-secret.
 #   scripts/kafka.sh stop     stop it (SIGTERM, then SIGKILL after 30 s); no process is left behind
 #   scripts/kafka.sh kill     SIGKILL it, as a crash would (its data stays)
 #   scripts/kafka.sh resume   start it again on its own data (after kill or stop), wait until it answers
@@ -43,20 +49,88 @@ answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
-start() {
-  if running; then echo "kafka.sh: broker already running on 127.0.0.1:$port" >&2; return 0; fi
-  answers && die "port $port is taken by another process; set KAFKA_PORT"
-  fetch
-  rm -rf "$state"; mkdir -p "$state/data"
-  cat > "$state/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=1
+roles="portal gzac bridge notifier operator integrator"
+
+# A CA, and a broker certificate for 127.0.0.1 signed by it, in a PKCS12 keystore; the CA as PEM
+# for clients (librdkafka's ssl.ca.location).
+certificates() {
+  need keytool "the JDK's keytool" openjdk-17-jre-headless
+  local pw=broker-store-secret d="$state/tls"
+  mkdir -p "$d"
+  keytool -genkeypair -alias ca -keyalg RSA -keysize 2048 -dname "CN=gzac-portal-bridge test CA" \
+    -ext bc:c -validity 3650 -keystore "$d/ca.p12" -storetype PKCS12 -storepass "$pw" >/dev/null 2>&1
+  keytool -exportcert -alias ca -keystore "$d/ca.p12" -storepass "$pw" -rfc -file "$state/ca.pem" >/dev/null 2>&1
+  keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -dname "CN=127.0.0.1" -validity 3650 \
+    -keystore "$d/broker.p12" -storetype PKCS12 -storepass "$pw" >/dev/null 2>&1
+  keytool -certreq -alias broker -keystore "$d/broker.p12" -storepass "$pw" -file "$d/broker.csr" >/dev/null 2>&1
+  keytool -gencert -alias ca -keystore "$d/ca.p12" -storepass "$pw" -infile "$d/broker.csr" -outfile "$d/broker.pem" \
+    -rfc -validity 3650 -ext "SAN=IP:127.0.0.1,DNS:localhost" -ext ku:c=digitalSignature,keyEncipherment \
+    -ext eku=serverAuth >/dev/null 2>&1
+  keytool -importcert -noprompt -alias ca -file "$state/ca.pem" -keystore "$d/broker.p12" -storepass "$pw" >/dev/null 2>&1
+  keytool -importcert -alias broker -file "$d/broker.pem" -keystore "$d/broker.p12" -storepass "$pw" >/dev/null 2>&1 \
+    || die "making the broker certificate with keytool failed"
+  # The broker is a client of itself (inter-broker listener): it trusts the CA too.
+  keytool -importcert -noprompt -alias ca -file "$state/ca.pem" -keystore "$d/truststore.p12" -storetype PKCS12 \
+    -storepass "$pw" >/dev/null 2>&1
+}
+
+# Listeners and security: clients and the broker itself on SASL_SSL (SCRAM); the controller
+# listener SASL_PLAINTEXT with PLAIN (KRaft cannot read SCRAM users before it has its metadata).
+secure_properties() {
+  local pw=broker-store-secret
+  cat <<PROPS
+listeners=SASL_SSL://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_SSL://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin-secret";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$state/tls/broker.p12
+ssl.keystore.password=$pw
+ssl.key.password=$pw
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$state/tls/truststore.p12
+ssl.truststore.password=$pw
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+PROPS
+}
+
+plain_properties() {
+  cat <<PROPS
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
 inter.broker.listener.name=PLAINTEXT
+PROPS
+}
+
+start() {
+  local secure=${1:-}
+  if running; then echo "kafka.sh: broker already running on 127.0.0.1:$port" >&2; return 0; fi
+  answers && die "port $port is taken by another process; set KAFKA_PORT"
+  fetch
+  rm -rf "$state"; mkdir -p "$state/data"
+  local scram=()
+  if [ -n "$secure" ]; then
+    certificates
+    scram+=(--add-scram "SCRAM-SHA-512=[name=admin,password=admin-secret]")
+    for r in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$r,password=$r-secret]"); done
+  fi
+  { if [ -n "$secure" ]; then secure_properties; else plain_properties; fi; } > "$state/server.properties"
+  cat >> "$state/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
 log.dirs=$state/data
 num.partitions=3
 auto.create.topics.enable=false
@@ -73,7 +147,7 @@ log.flush.interval.messages=9223372036854775807
 PROPS
   local cp="$libs/*"
   java -cp "$cp" kafka.tools.StorageTool format --standalone \
-    -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+    -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" "${scram[@]}" \
     -c "$state/server.properties" > "$state/format.log" 2>&1 \
     || { cat "$state/format.log" >&2; die "formatting the KRaft log dir failed"; }
   launch
@@ -126,10 +200,11 @@ stop() {
 
 case "${1:-}" in
   start) start ;;
+  start-secure) start secure ;;
   stop) stop ;;
   kill) crash ;;
   resume) resume ;;
   fetch) fetch ;;
   status) answers ;;
-  *) echo "usage: $0 start|stop|kill|resume|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-secure|stop|kill|resume|status|fetch" >&2; exit 2 ;;
 esac

@@ -50,6 +50,20 @@ pub struct Config {
     pub taken: TakenConfig,
     pub berichten: BerichtenConfig,
     pub notificaties: NotificatieConfig,
+    /// Who the roles of topics.yaml are on the broker (`acls plan`).
+    #[serde(default)]
+    pub acls: AclsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclsConfig {
+    /// Role → principal, e.g. `portal: "User:mijn-gemeente-portaal"`; default `User:<role>`.
+    #[serde(default)]
+    pub principals: BTreeMap<String, String>,
+    /// Role → prefix of its consumer groups (default: the role's name; the bridge's is `group_id`).
+    #[serde(default)]
+    pub group_prefixes: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Deserialize, Serialize)]

@@ -3,6 +3,7 @@
 //! Imports flow one way: `main` (CLI) → `bridge` (wiring) → `routes` → `model`;
 //! `bridge` → `pipeline` → `codec`, `events`.
 
+pub mod acls;
 pub mod bench;
 pub mod bridge;
 pub mod client;

@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// The ACLs each role needs (from topics.yaml's roles).
+    Acls {
+        #[command(subcommand)]
+        action: AclsAction,
+    },
     /// Avro schemas of schemas/.
     Schemas {
         #[command(subcommand)]
@@ -70,6 +75,20 @@ enum TopicsAction {
         #[arg(long)]
         replication_factor: Option<i32>,
     },
+}
+
+#[derive(Subcommand)]
+enum AclsAction {
+    /// Print every ACL, per role; `--kafka-acls` prints the kafka-acls.sh commands instead.
+    Plan {
+        #[arg(long)]
+        kafka_acls: bool,
+        /// Only this role's.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Create them through the Admin API (run with a principal that may: a super user).
+    Apply,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +171,31 @@ async fn main() -> anyhow::Result<()> {
             let drift = steps.iter().filter(|s| matches!(s, topology::Step::Drift { .. })).count();
             if drift > 0 {
                 anyhow::bail!("{drift} topic setting(s) differ from topics.yaml");
+            }
+            Ok(())
+        }
+        Command::Acls { action } => {
+            let cfg = cfg()?;
+            let mut acls = gzac_portal_bridge::acls::plan(&cfg, &topology::Topology::load()?);
+            match action {
+                AclsAction::Plan { kafka_acls, role } => {
+                    acls.retain(|a| role.as_ref().is_none_or(|r| &a.role == r));
+                    for a in &acls {
+                        if kafka_acls {
+                            println!("{}", a.kafka_acls(&cfg.bootstrap_servers));
+                        } else {
+                            println!("{a}");
+                        }
+                    }
+                }
+                AclsAction::Apply => {
+                    let client = cfg.client_config();
+                    tokio::task::spawn_blocking(move || {
+                        gzac_portal_bridge::acls::apply(&client, &acls, std::time::Duration::from_secs(30))
+                    })
+                    .await??;
+                    println!("ACLs in place");
+                }
             }
             Ok(())
         }

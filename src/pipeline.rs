@@ -15,6 +15,7 @@ use crate::model::Timestamp;
 use crate::state::Store;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
@@ -148,15 +149,44 @@ impl Output {
 
 /// Retry a start-up step that can fail for a while (metadata of a topic just created, a broker
 /// still electing leaders) every 500 ms for up to two minutes, or until shutdown.
+/// An error no retry fixes (a missing ACL): `with_retries` gives up on it at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unfixable(pub String);
+
+/// The partition ids of `topic`. A topic the principal may not see is `Unfixable` (it names the
+/// ACL); one that does not exist (yet) is an ordinary error, retried.
+pub(crate) fn partition_ids(consumer: &BaseConsumer<GroupContext>, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let t = md.topics().first();
+    if let Some(RDKafkaErrorCode::TopicAuthorizationFailed) = t.and_then(|t| t.error()).map(RDKafkaErrorCode::from) {
+        return Err(Unfixable(format!(
+            "the broker does not let the bridge's principal see topic {topic}: grant it Describe and Read/Write there (`acls plan --role bridge`)"
+        ))
+        .into());
+    }
+    let ids: Vec<i32> = t.map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    anyhow::ensure!(!ids.is_empty(), "topic {topic} does not exist; run `topics apply`");
+    Ok(ids)
+}
+
+/// How long one metadata request may take before it is tried again: short, so that a refused
+/// credential (seen between attempts) stops the route within seconds.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn with_retries<T>(
     what: &str,
     shutdown: &AtomicBool,
+    unfixable: &dyn Fn() -> Option<String>,
     mut step: impl FnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match step() {
             Ok(v) => return Ok(v),
+            // Refused credentials or a missing ACL: no retry helps, say what to do at once.
+            Err(e) if e.is::<Unfixable>() => return Err(e),
+            Err(e) if let Some(why) = unfixable() => return Err(e.context(why)),
             Err(e) if Instant::now() < deadline && !shutdown.load(Ordering::SeqCst) => {
                 debug!(error = %format!("{e:#}"), "{what} failed, retrying");
                 std::thread::sleep(Duration::from_millis(500));
@@ -164,6 +194,20 @@ pub fn with_retries<T>(
             Err(e) => return Err(e.context(format!("{what} failed for two minutes"))),
         }
     }
+}
+
+/// What a client's error callbacks said that no retry fixes (serves them first: librdkafka
+/// reports refused credentials as an error event, not as the failed call's error).
+pub(crate) fn unfixable_of(consumer: &BaseConsumer<GroupContext>) -> Option<String> {
+    // A consumer returns error events from poll (nothing is assigned yet: no records come).
+    while let Some(polled) = consumer.poll(Duration::ZERO) {
+        if let Err(e) = polled {
+            if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+                return Some(format!("{}: {e} — {hint}", consumer.context().name));
+            }
+        }
+    }
+    consumer.context().take_fatal()
 }
 
 pub fn dlq_topic(input: &str) -> String {
@@ -208,6 +252,26 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
 }
 
 impl ClientContext for GroupContext {
+    /// librdkafka's log, as rust-rdkafka logs it; and refused credentials, which librdkafka only
+    /// logs (no error event), become the route's fatal error.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if message.contains("SASL authentication error") {
+            *lock(&self.fatal) = Some(format!(
+                "{}: {message} — {}",
+                self.name,
+                unfixable(RDKafkaErrorCode::Authentication).unwrap_or_default()
+            ));
+        }
+        use RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
     fn stats(&self, s: Statistics) {
         let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.stats.broker_up.store(up, Ordering::Relaxed);
@@ -568,14 +632,10 @@ pub fn run<R: Route>(
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(GroupContext::new(route.name(), route.input_topic(), stats.clone()))?;
     if let Some(changelog) = route.changelog() {
-        let count = |t: &str| -> anyhow::Result<usize> {
-            let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
-            let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-            anyhow::ensure!(n > 0, "topic {t} does not exist; run `topics apply`");
-            Ok(n)
-        };
-        let (input, log) =
-            with_retries("reading topic metadata", &shutdown, || Ok((count(route.input_topic())?, count(changelog)?)))?;
+        let count = |t: &str| partition_ids(&consumer, t).map(|ids| ids.len());
+        let (input, log) = with_retries("reading topic metadata", &shutdown, &|| unfixable_of(&consumer), || {
+            Ok((count(route.input_topic())?, count(changelog)?))
+        })?;
         anyhow::ensure!(
             log >= input && input > 0,
             "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",

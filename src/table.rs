@@ -6,7 +6,7 @@
 use crate::codec::{Codec, CodecError, STACK_BYTES};
 use crate::config::Config;
 use crate::health::Stats;
-use crate::pipeline::{with_retries, GroupContext, STATISTICS_INTERVAL_MS};
+use crate::pipeline::{unfixable_of, with_retries, GroupContext, STATISTICS_INTERVAL_MS};
 use crate::state::{drop_reached, ends_of};
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -116,16 +116,15 @@ fn follow<T: DeserializeOwned>(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     // Where the topic ends now: the table is ready once it has read that far.
-    let (tpl, mut ends) = with_retries(&format!("reading the metadata of {topic}"), stop, || {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist; run `topics apply`");
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        }
-        Ok((tpl, ends_of(consumer, topic, &partitions)?))
-    })?;
+    let (tpl, mut ends) =
+        with_retries(&format!("reading the metadata of {topic}"), stop, &|| unfixable_of(consumer), || {
+            let partitions = crate::pipeline::partition_ids(consumer, topic)?;
+            let mut tpl = TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+            }
+            Ok((tpl, ends_of(consumer, topic, &partitions)?))
+        })?;
     consumer.assign(&tpl)?;
     let started = Instant::now();
     let mut since_check = 0;

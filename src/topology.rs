@@ -36,6 +36,12 @@ pub struct TopicSpec {
     pub partitions: Option<i32>,
     pub cleanup_policy: Option<String>,
     pub retention: Option<String>,
+    /// Roles that may write and read it (see `acls`).
+    pub write: Vec<String>,
+    pub read: Vec<String>,
+    /// Carries bericht text, form data, contact data or BSNs.
+    #[serde(default)]
+    pub confidential: bool,
 }
 
 /// A topic as it should be on the cluster.
@@ -241,6 +247,25 @@ mod tests {
         let w = t.wanted("").unwrap();
         let zaken = w.iter().find(|w| w.name == "gzac.zaken.v1").unwrap();
         assert_eq!((zaken.cleanup_policy.as_str(), zaken.retention_ms), ("compact", -1));
+    }
+
+    #[test]
+    fn roles_keep_integrators_and_the_portal_where_they_belong() {
+        let t = Topology::load().unwrap();
+        for spec in &t.topics {
+            for role in spec.write.iter().chain(&spec.read) {
+                assert!(crate::acls::ROLES.contains(&role.as_str()), "{}: unknown role {role}", spec.name);
+            }
+            let closed = spec.confidential || spec.pattern == "internal" || spec.pattern == "dead-letter";
+            assert!(!(closed && spec.read.iter().any(|r| r == "integrator")), "{} is not for integrators", spec.name);
+            assert!(!spec.write.iter().any(|r| r == "integrator"), "integrators only read");
+            if spec.name.starts_with("gzac.") && !spec.write.iter().any(|r| r == "gzac") {
+                assert_eq!(spec.write, ["bridge"], "{}: only the bridge writes what GZAC reads from it", spec.name);
+            }
+            if spec.pattern == "internal" || spec.pattern == "dead-letter" {
+                assert_eq!(spec.write, ["bridge"], "{}", spec.name);
+            }
+        }
     }
 
     #[test]

@@ -8,12 +8,11 @@ use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{decode_avro, with_retries, Ctx, Output, Payload, Route};
+use crate::pipeline::{decode_avro, unfixable_of, with_retries, Ctx, GroupContext, Output, Payload, Route};
 use apache_avro::{AvroSchema, Schema};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 use tokio::runtime::Handle;
 
 pub struct Repartition<T> {
@@ -55,13 +54,12 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
         vec![]
     }
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        let c: BaseConsumer = self.client.create()?;
-        self.partitions = with_retries("reading the repartition topic's metadata", shutdown, || {
-            let md = c.fetch_metadata(Some(&self.output), Duration::from_secs(30))?;
-            let n = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
-            anyhow::ensure!(n > 0, "topic {} does not exist; run `topics apply`", self.output);
-            Ok(n)
-        })?;
+        let c: BaseConsumer<GroupContext> =
+            self.client.create_with_context(GroupContext::new(self.name, &self.output, Default::default()))?;
+        self.partitions =
+            with_retries("reading the repartition topic's metadata", shutdown, &|| unfixable_of(&c), || {
+                Ok(crate::pipeline::partition_ids(&c, &self.output)?.len() as i32)
+            })?;
         Ok(())
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {

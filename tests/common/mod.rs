@@ -35,9 +35,18 @@ impl World {
 
     /// A world on another broker (the fault tests' own).
     pub async fn on(name: &str, bootstrap: String) -> World {
+        Self::on_with(name, bootstrap, &[]).await
+    }
+
+    /// A world on another broker whose clients need `kafka` settings (e.g. SASL/TLS as a super
+    /// user: the world sets topics up and reads outputs).
+    pub async fn on_with(name: &str, bootstrap: String, kafka: &[(&str, String)]) -> World {
         let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let mut cfg = Config::defaults();
         cfg.bootstrap_servers = bootstrap;
+        for (k, v) in kafka {
+            cfg.kafka.insert(k.to_string(), v.clone());
+        }
         cfg.topic_prefix = format!("t-{name}-{run}.");
         cfg.group_id = format!("g-{name}-{run}");
         cfg.instance_id = "i0".into();

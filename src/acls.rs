@@ -1,0 +1,251 @@
+//! Least privilege: the ACLs each role's principal needs, derived from the `write`/`read` roles
+//! of every topic in topics.yaml (`acls plan`), and `acls apply`, which creates them through the
+//! Admin API (librdkafka's CreateAcls; rust-rdkafka has no wrapper for it, hence the FFI below).
+
+use crate::config::Config;
+use crate::topology::Topology;
+use rdkafka::admin::AdminClient;
+use rdkafka::bindings as rd;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::time::Duration;
+
+/// The roles topics.yaml may name.
+pub const ROLES: [&str; 6] = ["portal", "gzac", "bridge", "notifier", "operator", "integrator"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    Topic,
+    Group,
+    TransactionalId,
+    Cluster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Read,
+    Write,
+    Describe,
+    DescribeConfigs,
+    IdempotentWrite,
+}
+
+/// One allow rule: `principal` may do `operation` on the resource `name` (or every name starting
+/// with it, when `prefixed`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Acl {
+    pub role: String,
+    pub principal: String,
+    pub resource: Resource,
+    pub name: String,
+    pub prefixed: bool,
+    pub operation: Operation,
+}
+
+/// The principal of a role, as the broker authenticates it (`acls.principals`, default
+/// `User:<role>`).
+pub fn principal(cfg: &Config, role: &str) -> String {
+    cfg.acls.principals.get(role).cloned().unwrap_or_else(|| format!("User:{role}"))
+}
+
+/// Every ACL the roles need, sorted and without duplicates. The bridge: read and write its
+/// topics, look up their limits (DescribeConfigs), its consumer groups (`<group_id>.<route>`,
+/// `<group_id>-table`) and transactional ids (`<group_id>-<route>-<instance>`) by prefix. Other
+/// roles: their topics, and consumer groups starting with `acls.group_prefixes.<role>` (default:
+/// the role's name). Every writer may write idempotently.
+pub fn plan(cfg: &Config, topology: &Topology) -> Vec<Acl> {
+    let mut acls = Vec::new();
+    let mut add = |role: &str, resource, name: String, prefixed, operation| {
+        acls.push(Acl { role: role.to_string(), principal: principal(cfg, role), resource, name, prefixed, operation })
+    };
+    for t in &topology.topics {
+        let name = cfg.topic(&t.name);
+        for role in &t.write {
+            add(role, Resource::Topic, name.clone(), false, Operation::Write);
+            add(role, Resource::Cluster, "kafka-cluster".into(), false, Operation::IdempotentWrite);
+            if role == "bridge" {
+                add(role, Resource::Topic, name.clone(), false, Operation::DescribeConfigs);
+            }
+        }
+        for role in &t.read {
+            add(role, Resource::Topic, name.clone(), false, Operation::Read);
+            let group = if role == "bridge" {
+                cfg.group_id.clone()
+            } else {
+                cfg.acls.group_prefixes.get(role).cloned().unwrap_or_else(|| role.clone())
+            };
+            add(role, Resource::Group, group, true, Operation::Read);
+        }
+    }
+    add("bridge", Resource::TransactionalId, cfg.group_id.clone(), true, Operation::Write);
+    add("bridge", Resource::TransactionalId, cfg.group_id.clone(), true, Operation::Describe);
+    acls.sort();
+    acls.dedup();
+    acls
+}
+
+impl fmt::Display for Acl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pattern = if self.prefixed { "prefixed" } else { "literal" };
+        write!(
+            f,
+            "{:<10} {:<18} {:?} {:?} {} ({pattern})",
+            self.role, self.principal, self.operation, self.resource, self.name
+        )
+    }
+}
+
+impl Acl {
+    /// The `kafka-acls.sh` command that creates this rule, for clusters managed by hand.
+    pub fn kafka_acls(&self, bootstrap: &str) -> String {
+        let op = match self.operation {
+            Operation::Read => "Read",
+            Operation::Write => "Write",
+            Operation::Describe => "Describe",
+            Operation::DescribeConfigs => "DescribeConfigs",
+            Operation::IdempotentWrite => "IdempotentWrite",
+        };
+        let resource = match self.resource {
+            Resource::Topic => format!("--topic '{}'", self.name),
+            Resource::Group => format!("--group '{}'", self.name),
+            Resource::TransactionalId => format!("--transactional-id '{}'", self.name),
+            Resource::Cluster => "--cluster".to_string(),
+        };
+        let pattern = if self.prefixed { " --resource-pattern-type prefixed" } else { "" };
+        format!(
+            "kafka-acls.sh --bootstrap-server {bootstrap} --command-config admin.properties --add --allow-principal '{}' --operation {op} {resource}{pattern}",
+            self.principal
+        )
+    }
+
+    fn binding(&self) -> anyhow::Result<*mut rd::rd_kafka_AclBinding_t> {
+        use rd::rd_kafka_AclOperation_t as O;
+        use rd::rd_kafka_ResourceType_t as R;
+        let resource = match self.resource {
+            Resource::Topic => R::RD_KAFKA_RESOURCE_TOPIC,
+            Resource::Group => R::RD_KAFKA_RESOURCE_GROUP,
+            Resource::TransactionalId => R::RD_KAFKA_RESOURCE_TRANSACTIONAL_ID,
+            Resource::Cluster => R::RD_KAFKA_RESOURCE_BROKER,
+        };
+        let operation = match self.operation {
+            Operation::Read => O::RD_KAFKA_ACL_OPERATION_READ,
+            Operation::Write => O::RD_KAFKA_ACL_OPERATION_WRITE,
+            Operation::Describe => O::RD_KAFKA_ACL_OPERATION_DESCRIBE,
+            Operation::DescribeConfigs => O::RD_KAFKA_ACL_OPERATION_DESCRIBE_CONFIGS,
+            Operation::IdempotentWrite => O::RD_KAFKA_ACL_OPERATION_IDEMPOTENT_WRITE,
+        };
+        let pattern = if self.prefixed {
+            rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_PREFIXED
+        } else {
+            rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_LITERAL
+        };
+        let (name, principal, host) = (CString::new(self.name.as_str())?, CString::new(self.principal.as_str())?, c"*");
+        let mut err = [0 as std::ffi::c_char; 512];
+        // SAFETY: every pointer is a valid C string for the call; librdkafka copies them.
+        let b = unsafe {
+            rd::rd_kafka_AclBinding_new(
+                resource,
+                name.as_ptr(),
+                pattern,
+                principal.as_ptr(),
+                host.as_ptr(),
+                operation,
+                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if b.is_null() {
+            // SAFETY: librdkafka wrote a NUL-terminated message into `err`.
+            let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            anyhow::bail!("ACL {self} is not valid: {why}");
+        }
+        Ok(b)
+    }
+}
+
+/// Create `acls` on the cluster of `client` (which must be allowed to: a super user or one with
+/// Alter on the cluster). Creating an ACL that exists is not an error, so this can run again.
+pub fn apply(client: &ClientConfig, acls: &[Acl], timeout: Duration) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let rk = admin.inner().native_ptr();
+    let mut bindings = acls.iter().map(Acl::binding).collect::<anyhow::Result<Vec<_>>>()?;
+    // SAFETY: `rk` lives as long as `admin`; the queue, options, bindings and event are
+    // created and destroyed here, each exactly once.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let options = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS);
+        let mut err = [0 as std::ffi::c_char; 512];
+        rd::rd_kafka_AdminOptions_set_request_timeout(options, timeout.as_millis() as i32, err.as_mut_ptr(), err.len());
+        rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), options, queue);
+        let event = rd::rd_kafka_queue_poll(queue, (timeout.as_millis() + 5000) as i32);
+        let outcome = if event.is_null() {
+            Err(anyhow::anyhow!("no answer to CreateAcls within {timeout:?}"))
+        } else if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            let why = CStr::from_ptr(rd::rd_kafka_event_error_string(event)).to_string_lossy().into_owned();
+            Err(anyhow::anyhow!("CreateAcls failed: {why}"))
+        } else {
+            let result = rd::rd_kafka_event_CreateAcls_result(event);
+            let mut n = 0usize;
+            let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut n);
+            let mut failures = Vec::new();
+            for (i, acl) in acls.iter().enumerate().take(n) {
+                let e = rd::rd_kafka_acl_result_error(*results.add(i));
+                if !e.is_null() {
+                    failures.push(format!("{acl}: {}", CStr::from_ptr(rd::rd_kafka_error_string(e)).to_string_lossy()));
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{} ACLs were refused: {}", failures.len(), failures.join("; ")))
+            }
+        };
+        if !event.is_null() {
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_AdminOptions_destroy(options);
+        rd::rd_kafka_queue_destroy(queue);
+        // Destroys each binding (CreateAcls worked on copies).
+        rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len());
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn can(acls: &[Acl], role: &str, op: Operation, topic: &str) -> bool {
+        acls.iter().any(|a| a.role == role && a.operation == op && a.resource == Resource::Topic && a.name == topic)
+    }
+
+    #[test]
+    fn each_role_gets_only_what_topics_yaml_gives_it() {
+        let cfg = Config::defaults();
+        let acls = plan(&cfg, &Topology::load().unwrap());
+        assert!(can(&acls, "portal", Operation::Write, "portaal.taakantwoorden.v1"));
+        assert!(!acls
+            .iter()
+            .any(|a| a.role == "portal" && a.operation == Operation::Write && a.name.starts_with("gzac.")));
+        assert!(!can(&acls, "portal", Operation::Read, "gzac.berichten.v1"));
+        assert!(!can(&acls, "gzac", Operation::Write, "portaal.taakantwoorden.v1"));
+        let notifier: Vec<&Acl> =
+            acls.iter().filter(|a| a.role == "notifier" && a.resource == Resource::Topic).collect();
+        assert_eq!(notifier.len(), 1);
+        assert_eq!(notifier[0].name, "notificaties.opdrachten.v1");
+        assert!(!acls.iter().any(|a| a.role == "integrator" && a.operation != Operation::Read));
+        assert!(can(&acls, "bridge", Operation::Write, "gzac-portal-bridge.berichten-state.v1"));
+        assert!(acls.iter().any(|a| a.role == "bridge"
+            && a.resource == Resource::TransactionalId
+            && a.prefixed
+            && a.name == cfg.group_id));
+        let cmd = acls[0].kafka_acls("k1:9093");
+        assert!(
+            cmd.starts_with("kafka-acls.sh --bootstrap-server k1:9093") && cmd.contains("--allow-principal"),
+            "{cmd}"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! No one goes around the bridge, on a broker that authenticates (SASL/SCRAM over TLS) and
+//! authorises (KRaft StandardAuthorizer, no ACL = no access) with exactly the ACLs `acls plan`
+//! derives from topics.yaml: the bridge runs every route with its own; the portal, GZAC, the
+//! notifier and an integrator are refused everything their role does not give them; a wrong
+//! password or a missing ACL stops the bridge within seconds with a message that says what to fix.
+//!
+//! This file starts its own broker with the project's script (`scripts/kafka.sh start-secure`,
+//! ports 19292/19293, data and certificates in target/kafka-secure).
+
+mod common;
+
+use common::{spawn_bridge_with, World};
+use gzac_portal_bridge::acls;
+use gzac_portal_bridge::bridge;
+use gzac_portal_bridge::client;
+use gzac_portal_bridge::model::common::Kanaal;
+use gzac_portal_bridge::model::Datum;
+use gzac_portal_bridge::samples::{self, BSN};
+use gzac_portal_bridge::topology::Topology;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PORT: &str = "19292";
+
+fn state() -> String {
+    format!("{}/target/kafka-secure", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kafka(cmd: &str) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(format!("{root}/scripts/kafka.sh"))
+        .arg(cmd)
+        .env("KAFKA_PORT", PORT)
+        .env("KAFKA_CONTROLLER_PORT", "19293")
+        .env("KAFKA_STATE", state())
+        .status()
+        .expect("run scripts/kafka.sh (needs bash, Java 17+ with keytool and Maven: apt-get install openjdk-17-jre-headless maven)");
+    assert!(status.success(), "scripts/kafka.sh {cmd} failed");
+}
+
+/// The secured broker; stopped when dropped, also when the test fails.
+struct SecuredBroker;
+impl Drop for SecuredBroker {
+    fn drop(&mut self) {
+        kafka("stop");
+    }
+}
+
+/// librdkafka settings of `user` on the secured broker (the script gives user X password X-secret).
+fn sasl(user: &str, password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("security.protocol", "SASL_SSL".to_string()),
+        ("sasl.mechanisms", "SCRAM-SHA-512".to_string()),
+        ("sasl.username", user.to_string()),
+        ("sasl.password", password.to_string()),
+        ("ssl.ca.location", format!("{}/ca.pem", state())),
+    ]
+}
+
+fn client_of(w: &World, user: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &w.cfg.bootstrap_servers);
+    for (k, v) in sasl(user, &format!("{user}-secret")) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Write one record as `user`: Ok, or the broker's refusal.
+async fn write_as(w: &World, user: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
+    let p: FutureProducer = client_of(w, user).set("message.timeout.ms", "10000").create().unwrap();
+    let topic = w.topic(topic);
+    match p.send(FutureRecord::to(&topic).key("k").payload(&b"x"[..]), Duration::from_secs(15)).await {
+        Ok(_) => Ok(()),
+        Err((e, _)) => Err(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown)),
+    }
+}
+
+/// Read `topic` from the beginning as `user` (in a group of its role's prefix): Ok(records seen
+/// within a few seconds), or the broker's refusal.
+fn read_as(w: &World, user: &str, topic: &str) -> Result<usize, RDKafkaErrorCode> {
+    let c: BaseConsumer = client_of(w, user)
+        .set("group.id", format!("{user}.secured-test"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let topic = w.topic(topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    // A topic the principal may not read shows in its metadata; records show by polling.
+    if let Ok(md) = c.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+        if let Some(e) = md.topics().first().and_then(|t| t.error()) {
+            return Err(e.into());
+        }
+    }
+    let (mut n, until) = (0, Instant::now() + Duration::from_secs(6));
+    while Instant::now() < until {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.payload().is_some() => n += 1,
+            Some(Err(e)) => return Err(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown)),
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_each_role_may_do_works_on_a_secured_broker() {
+    kafka("start-secure");
+    let _broker = SecuredBroker;
+    let bootstrap = format!("127.0.0.1:{PORT}");
+    // The world sets up topics and schemas and reads outputs as the super user.
+    let w = World::on_with("secured", bootstrap, &sasl("admin", "admin-secret")).await;
+    let plan = acls::plan(&w.cfg, &Topology::load().unwrap());
+    let admin = w.cfg.client_config();
+    tokio::task::spawn_blocking(move || acls::apply(&admin, &plan, Duration::from_secs(30))).await.unwrap().unwrap();
+    // ACLs reach the broker's authorizer through the metadata log, a moment after CreateAcls.
+    let t0 = Instant::now();
+    while write_as(&w, "portal", "portaal.klantvoorkeuren.v1").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the portal's ACLs never took effect");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Portal and GZAC write their inputs with their own principals.
+    let as_user = |user: &str| {
+        let mut c = w.cfg.clone();
+        for (k, v) in sasl(user, &format!("{user}-secret")) {
+            c.kafka.insert(k.to_string(), v);
+        }
+        c
+    };
+    let (portal, gzac) = (client::producer(&as_user("portal")).unwrap(), client::producer(&as_user("gzac")).unwrap());
+    let send = |p: &FutureProducer, topic: &str, key: &str, bytes: Vec<u8>| {
+        let (p, topic, key) = (p.clone(), w.topic(topic), key.to_string());
+        async move { client::send(&p, &topic, &key, &bytes, None).await.unwrap() }
+    };
+    let id = |t: &str| w.schema_id(t);
+    let taak_id = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e31";
+    send(
+        &portal,
+        "portaal.klantvoorkeuren.v1",
+        "klant-1",
+        client::frame(id("portaal.klantvoorkeuren.v1"), &samples::klantvoorkeur(BSN, vec![Kanaal::Email])).unwrap(),
+    )
+    .await;
+    send(&gzac, "gzac.zaken.v1", "z-1", client::frame(id("gzac.zaken.v1"), &samples::zaak("z-1", BSN)).unwrap()).await;
+    send(
+        &portal,
+        "portaal.verzoeken.v1",
+        "v-1",
+        client::frame(id("portaal.verzoeken.v1"), &samples::verzoek("v-1")).unwrap(),
+    )
+    .await;
+    send(
+        &portal,
+        "portaal.zaakverzoeken.v1",
+        "z-1",
+        client::frame(id("portaal.zaakverzoeken.v1"), &samples::zaakverzoek("zv-1", "z-1", BSN)).unwrap(),
+    )
+    .await;
+    send(
+        &gzac,
+        "gzac.berichten.v1",
+        "b-1",
+        client::frame(id("gzac.berichten.v1"), &samples::bericht("b-1", BSN)).unwrap(),
+    )
+    .await;
+    send(
+        &gzac,
+        "gzac.taken.v1",
+        taak_id,
+        client::frame(id("gzac.taken.v1"), &samples::taak(taak_id, BSN, Datum::vandaag().plus(30))).unwrap(),
+    )
+    .await;
+
+    // The bridge runs every route with exactly its ACLs.
+    let running = bridge::start(&as_user("bridge")).unwrap();
+    w.read(&["portaal.taken.v1"], 1, Duration::ZERO).await;
+    send(
+        &portal,
+        "portaal.taakantwoorden.v1",
+        taak_id,
+        client::frame(id("portaal.taakantwoorden.v1"), &samples::antwoord("a-1", taak_id, BSN)).unwrap(),
+    )
+    .await;
+    let outputs = [
+        "gzac.verzoeken.v1",
+        "gzac.zaakverzoeken.v1",
+        "portaal.berichten.v1",
+        "portaal.taken.v1",
+        "gzac.taakantwoorden.v1",
+        "notificaties.opdrachten.v1",
+        "portaal.terugmeldingen.v1",
+    ];
+    // verzoek, zaakverzoek, bericht, taak (open, afgerond), uitgevoerd, 2 notificaties, 3 terugmeldingen
+    let recs = w.read(&outputs, 1 + 1 + 1 + 2 + 1 + 2 + 3, Duration::from_secs(2)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    for t in outputs {
+        assert!(recs.iter().any(|r| r.topic == w.topic(t)), "nothing on {t}: {recs:#?}");
+    }
+    assert_eq!(recs.len(), 11, "{recs:#?}");
+
+    // Going around the bridge is refused by the broker.
+    let denied = Some(RDKafkaErrorCode::TopicAuthorizationFailed);
+    for t in [
+        "gzac.verzoeken.v1",
+        "gzac.zaakverzoeken.v1",
+        "gzac.taakantwoorden.v1",
+        "gzac.berichten.v1",
+        "gzac.weigeringen.v1",
+    ] {
+        assert_eq!(write_as(&w, "portal", t).await.err(), denied, "portal writing {t}");
+    }
+    assert_eq!(write_as(&w, "gzac", "portaal.taakantwoorden.v1").await.err(), denied, "gzac answering a taak");
+    assert_eq!(write_as(&w, "gzac", "portaal.berichten.v1").await.err(), denied, "gzac publishing past the bridge");
+    assert_eq!(write_as(&w, "integrator", "portaal.terugmeldingen.v1").await.err(), denied, "integrators only read");
+    let read = |user: &str, topic: &str| read_as(&w, user, topic);
+    for t in [
+        "gzac.berichten.v1",
+        "gzac-portal-bridge.berichten-state.v1",
+        "gzac-portal-bridge.taken-state.v1",
+        "portaal.verzoeken.v1.dlq",
+        "notificaties.opdrachten.v1",
+    ] {
+        assert_eq!(read("portal", t).err(), denied, "portal reading {t}");
+    }
+    assert!(read("notifier", "notificaties.opdrachten.v1").unwrap() >= 2, "the notifier reads its opdrachten");
+    for t in ["portaal.berichten.v1", "gzac.berichten.v1", "portaal.klantvoorkeuren.v1"] {
+        assert_eq!(read("notifier", t).err(), denied, "notifier reading {t}");
+    }
+    assert!(read("integrator", "portaal.terugmeldingen.v1").unwrap() >= 3, "an integrator reads what it may");
+    for t in [
+        "gzac.berichten.v1",
+        "portaal.berichten.v1",
+        "portaal.verzoeken.v1",
+        "gzac.taken.v1.dlq",
+        "gzac-portal-bridge.taken-state.v1",
+    ] {
+        assert_eq!(read("integrator", t).err(), denied, "integrator reading {t}");
+    }
+    assert!(read("operator", "portaal.verzoeken.v1.dlq").is_ok(), "the operator reads dead letters");
+
+    // A wrong password, or a principal without the bridge's ACLs: the bridge stops within
+    // seconds and says what to fix — it does not retry forever.
+    for (user, password, says) in [
+        ("bridge", "wrong", "sasl.username / sasl.password"),
+        ("integrator", "integrator-secret", "acls plan --role bridge"),
+    ] {
+        let started = Instant::now();
+        let mut child = spawn_bridge_with(
+            &w,
+            user,
+            &[],
+            &[("GZAC_BRIDGE_KAFKA__SASL_USERNAME", user), ("GZAC_BRIDGE_KAFKA__SASL_PASSWORD", password)],
+        );
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{user}: still retrying after 30 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(!status.success(), "{user}: the bridge must fail");
+        let log = std::fs::read_to_string(common::bridge_log(&w, user)).unwrap();
+        assert!(log.contains(says), "{user}: the message names what to fix: {log}");
+    }
+}
