@@ -49,6 +49,12 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>)
 /// Start every route. Call from inside a multi-threaded tokio runtime. Routes that join with a
 /// reference table wait (in `prepare`) until it has been read before they consume anything.
 pub fn start(cfg: &Config) -> anyhow::Result<Running> {
+    // A state key that is missing or malformed stops the start, not a route later.
+    if crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.is_none() {
+        tracing::warn!(
+            "state_encryption.key_id is not set: the changelogs hold bericht text and form data unencrypted"
+        );
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let rt = Handle::current();
     let voorkeuren = Arc::new(GlobalTable::start(

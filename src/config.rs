@@ -53,6 +53,22 @@ pub struct Config {
     /// Who the roles of topics.yaml are on the broker (`acls plan`).
     #[serde(default)]
     pub acls: AclsConfig,
+    /// Encryption of the bridge's state at rest (the changelogs).
+    #[serde(default)]
+    pub state_encryption: StateEncryption,
+}
+
+/// Which key seals changelog entries; the keys themselves come from `keys_file` or the
+/// environment (`GZAC_BRIDGE_STATE_KEYS`), never from this configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateEncryption {
+    /// The id of the key that seals new entries; none: state is written in plain JSON.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// A file of `id=<64 hex digits>` lines: the current key and older ones still to open.
+    #[serde(default)]
+    pub keys_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -313,6 +329,8 @@ impl Config {
                 "REGISTRY_URL" => self.registry.url = value,
                 "REGISTRY_USERNAME" => self.registry.username = Some(value),
                 "REGISTRY_PASSWORD" => self.registry.password = Some(value),
+                "STATE_KEY_ID" => self.state_encryption.key_id = Some(value),
+                "STATE_KEYS_FILE" => self.state_encryption.keys_file = Some(value.into()),
                 other => {
                     let prop = |p: &str| p.to_ascii_lowercase().replace('_', ".");
                     if let Some(p) = other.strip_prefix("KAFKA_CONSUMER__") {

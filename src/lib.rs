@@ -10,6 +10,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod demo;
+pub mod encryption;
 pub mod events;
 pub mod health;
 pub mod identifiers;

@@ -674,7 +674,7 @@ pub fn run<R: Route>(
         rt,
         limits,
         registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
-        store: Store::default(),
+        store: Store::sealed(crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new)),
         open: None,
         refused: BTreeMap::new(),
         replaced: 0,

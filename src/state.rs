@@ -6,12 +6,14 @@
 //! state of exactly those partitions is rebuilt from the changelog (read_committed, up to its end)
 //! before any record of theirs is processed.
 
+use crate::encryption::{open_with, StateCipher};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a restore may read nothing before it fails (and is retried).
@@ -21,6 +23,8 @@ const STALLED: Duration = Duration::from_secs(60);
 pub type Change = (i32, String, Option<Vec<u8>>);
 
 pub struct Store<S> {
+    /// Seals changelog entries, when state encryption is configured.
+    cipher: Option<Arc<StateCipher>>,
     parts: HashMap<i32, HashMap<String, S>>,
     /// Old values of the keys changed in the open transaction, oldest first.
     undo: Vec<(i32, String, Option<S>)>,
@@ -30,7 +34,14 @@ pub struct Store<S> {
 
 impl<S> Default for Store<S> {
     fn default() -> Self {
-        Store { parts: HashMap::new(), undo: Vec::new(), pending: Vec::new() }
+        Store { cipher: None, parts: HashMap::new(), undo: Vec::new(), pending: Vec::new() }
+    }
+}
+
+impl<S> Store<S> {
+    /// A store whose changelog entries are sealed with `cipher`.
+    pub fn sealed(cipher: Option<Arc<StateCipher>>) -> Self {
+        Store { cipher, ..Store::default() }
     }
 }
 
@@ -41,7 +52,13 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
 
     /// Set (or with `None` delete) a key's value in `partition`.
     pub fn put(&mut self, partition: i32, key: &str, value: Option<S>) {
-        let bytes = value.as_ref().map(|v| serde_json::to_vec(v).expect("state serialises"));
+        let bytes = value.as_ref().map(|v| {
+            let json = serde_json::to_vec(v).expect("state serialises");
+            match &self.cipher {
+                Some(c) => c.seal(key, &json),
+                None => json,
+            }
+        });
         let part = self.parts.entry(partition).or_default();
         let old = match value {
             Some(v) => part.insert(key.to_string(), v),
@@ -158,7 +175,9 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
                 let part = self.parts.entry(m.partition()).or_default();
                 match m.payload() {
-                    Some(v) => match serde_json::from_slice::<S>(v) {
+                    Some(v) => match open_with(self.cipher.as_deref(), &key, v)
+                        .and_then(|plain| Ok(serde_json::from_slice::<S>(&plain)?))
+                    {
                         Ok(value) => {
                             part.insert(key, value);
                         }

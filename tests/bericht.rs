@@ -289,3 +289,54 @@ async fn the_state_of_a_published_bericht_is_forgotten_after_state_retention() {
     assert_eq!(states[1], None, "a tombstone forgets the bericht");
     assert!(log.iter().all(|r| r.key_str() == "old"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
+    let mut w = World::new("sealed").await;
+    let keys = std::env::temp_dir().join(format!("{}-state-keys", w.cfg.group_id));
+    std::fs::write(&keys, "# test keys\nk-2026=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
+        .unwrap();
+    w.cfg.state_encryption =
+        gzac_portal_bridge::config::StateEncryption { key_id: Some("k-2026".into()), keys_file: Some(keys) };
+    let m = |f: &str| format!("MARKER-{f}-51c9");
+    // A bericht scheduled for later (its whole text waits in the changelog), a taak with prefill
+    // data and its answer (kept in the taak's state).
+    let at = Timestamp(Timestamp::now().0 + 10_000);
+    let later = gzac::Bericht {
+        onderwerp: m("onderwerp"),
+        bericht_tekst: m("tekst"),
+        publicatiedatum: Some(at),
+        ..bericht("b-later", BSN)
+    };
+    let t = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e41";
+    let mut taak = gzac_portal_bridge::samples::taak(t, BSN, Datum::vandaag().plus(30));
+    if let gzac::Details::Formuliertaak(f) = &mut taak.details {
+        f.voorinvullen_gegevens = Some(format!(r#"{{"naam":"{}"}}"#, m("prefill")));
+    }
+    let mut antwoord = gzac_portal_bridge::samples::antwoord("a-1", t, BSN);
+    antwoord.taak.portaalformulier.as_mut().unwrap().verzonden_data = Some(format!(r#"{{"x":"{}"}}"#, m("antwoord")));
+    w.send(BERICHTEN, "b-later", &later).await;
+    w.send("gzac.taken.v1", t, &taak).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    w.read(&["portaal.taken.v1"], 1, Duration::ZERO).await;
+    w.send("portaal.taakantwoorden.v1", t, &antwoord).await;
+    w.read(&["gzac.taakantwoorden.v1"], 1, Duration::ZERO).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert!(Timestamp::now() < at, "the test machine was too slow to see the bericht before its time");
+
+    // Raw changelog bytes: entries are there, sealed, and hold none of the markers.
+    let changelogs = ["gzac-portal-bridge.berichten-state.v1", "gzac-portal-bridge.taken-state.v1"];
+    let raw = w.read(&changelogs, 2, Duration::from_secs(1)).await;
+    assert!(raw.len() >= 2, "{raw:#?}");
+    for r in &raw {
+        let v = r.value.as_deref().unwrap_or_default();
+        assert!(v.starts_with(b"GZS1"), "a sealed entry: {:?}", String::from_utf8_lossy(v));
+        assert!(!String::from_utf8_lossy(v).contains("MARKER"), "plain text at rest in {}", r.topic);
+    }
+    // A restarted bridge opens its sealed state: the scheduled bericht is published on time.
+    let running = bridge::start(&w.cfg).unwrap();
+    let published = w.read(&[PORTAAL], 1, Duration::ZERO).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    let p: portaal::Bericht = w.decode(&published[0]).await;
+    assert_eq!(p.bericht_tekst, m("tekst"));
+}
