@@ -291,3 +291,53 @@ fn json_logs_are_one_object_per_line_for_machines() {
     }
     assert!(lines.iter().any(|l| l.contains(r#""route":"verzoek""#)), "fields are top-level keys: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_personal_in_the_logs_at_trace_level_librdkafka_debug_included() {
+    use gzac_portal_bridge::model::{common::Kanaal, gzac, portaal, Datum};
+    let w = World::new("trace").await;
+    // Markers: a BSN of its own (it passes the elfproef, so every route processes it), an email
+    // address, a phone number, a bericht's text and form data.
+    const BSN: &str = "999999977";
+    let (email, phone, tekst, form) =
+        ("marker.klant@example.nl", "+31687654321", "MARKER-tekst-9d2e", "MARKER-form-9d2e");
+    let mut voorkeur = samples::klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms]);
+    voorkeur.digitale_adressen[0].adres = email.into();
+    voorkeur.digitale_adressen[1].adres = phone.into();
+    w.send("portaal.klantvoorkeuren.v1", "klant-trace", &voorkeur).await;
+    w.send("gzac.zaken.v1", "z-1", &samples::zaak("z-1", BSN)).await;
+    let verzoek = portaal::Verzoek { data: format!(r#"{{"vraag":"{form}"}}"#), ..samples::verzoek("v-trace") };
+    let verzoek = portaal::Verzoek { bsn: Some(BSN.into()), ..verzoek };
+    w.send(verzoek::INPUT, "v-trace", &verzoek).await;
+    w.send("portaal.zaakverzoeken.v1", "z-1", &samples::zaakverzoek("zv-trace", "z-1", BSN)).await;
+    let bericht = gzac::Bericht { bericht_tekst: tekst.into(), ..samples::bericht("b-trace", BSN) };
+    w.send("gzac.berichten.v1", "b-trace", &bericht).await;
+    let t = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e51";
+    w.send("gzac.taken.v1", t, &samples::taak(t, BSN, Datum::vandaag().plus(30))).await;
+    // One that is refused too: a rejection's path logs as well.
+    w.send(verzoek::INPUT, "v-bad", &portaal::Verzoek { verzoektype: "onbekend".into(), ..verzoek.clone() }).await;
+
+    let env = [("RUST_LOG", "trace"), ("GZAC_BRIDGE_KAFKA__DEBUG", "all")];
+    let mut child = common::spawn_bridge_with(&w, "i-trace", &[], &env);
+    w.read(&["portaal.taken.v1"], 1, Duration::ZERO).await;
+    w.send("portaal.taakantwoorden.v1", t, &samples::antwoord("a-trace", t, BSN)).await;
+    let outputs = [
+        "gzac.verzoeken.v1",
+        "gzac.zaakverzoeken.v1",
+        "portaal.berichten.v1",
+        "gzac.taakantwoorden.v1",
+        "notificaties.opdrachten.v1",
+    ];
+    let recs = w.read(&outputs, 1 + 1 + 1 + 1 + 4, Duration::from_secs(1)).await;
+    assert_eq!(recs.len(), 8, "every route ran: {recs:#?}");
+    assert!(common::sigterm(&mut child).success());
+    let log = std::fs::read_to_string(common::bridge_log(&w, "i-trace")).unwrap();
+    assert!(
+        log.lines().count() > 1000 && log.contains("TRACE") && log.contains("librdkafka"),
+        "trace and librdkafka debug were on"
+    );
+    for marker in [BSN, email, phone, tekst, form, "marker.klant", "687654321"] {
+        let at = log.find(marker).map(|i| &log[i.saturating_sub(300)..(i + 100).min(log.len())]);
+        assert_eq!(at, None, "{marker} in the log");
+    }
+}
