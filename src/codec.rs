@@ -13,7 +13,9 @@ use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{from_value, to_avro_datum, Schema};
-use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
+use schema_registry_converter::async_impl::schema_registry::{
+    get_schema_by_id, get_schema_by_subject_and_version, post_schema, SrSettings,
+};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde::de::DeserializeOwned;
@@ -89,26 +91,53 @@ impl Codec {
 
     /// Register (or find) `schema` under `<topic>-value` and remember its id for encoding.
     pub async fn prepare_output(&mut self, topic: &str, schema: Schema) -> Result<u32, CodecError> {
+        let subject = crate::schemas::subject(topic);
         let supplied =
             SuppliedSchema::new(None, SchemaType::Avro, serde_json::to_string(&schema).expect("schema serialises"));
-        let reg = post_schema(&self.sr, crate::schemas::subject(topic), supplied).await.map_err(|e| {
+        let id = match post_schema(&self.sr, subject.clone(), supplied).await {
+            Ok(reg) => reg.id,
+            Err(e) => {
+                let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
+                if text.contains("409") || text.contains("422") {
+                    return Err(CodecError::bad("schema-incompatible", format!("{topic}: {text}")));
+                } else if text.contains("status 401") {
+                    return Err(CodecError::Stop(format!(
+                        "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
+                    )));
+                } else if text.contains("status 403") {
+                    // Read-only rights: the schema must have been registered in advance.
+                    self.registered(&subject, &schema).await?
+                } else {
+                    return Err(CodecError::Transient(text));
+                }
+            }
+        };
+        let writer = GenericDatumWriter::builder(leak(schema))
+            .build()
+            .map_err(|e| CodecError::bad("unusable-output-schema", format!("{topic}: {e}")))?;
+        self.outputs.insert(topic.to_string(), (id, writer));
+        Ok(id)
+    }
+
+    /// The id of `schema` as the latest version of `subject`, for a bridge that may only read the
+    /// registry; anything else there is a stop that says how to fix it.
+    async fn registered(&self, subject: &str, schema: &Schema) -> Result<u32, CodecError> {
+        let hint = "register the bridge's schemas in advance with `schemas register` (as a user that may write)";
+        let latest = get_schema_by_subject_and_version(&self.sr, subject, None).await.map_err(|e| {
             let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-            if text.contains("409") || text.contains("422") {
-                CodecError::bad("schema-incompatible", format!("{topic}: {text}"))
-            } else if text.contains("status 401") || text.contains("status 403") {
-                CodecError::Stop(format!(
-                    "the schema registry refuses to register the schema of {topic} ({text}): check the \
-                     credentials, or register the schemas in advance with `schemas register`"
-                ))
+            if text.contains("status 40") {
+                CodecError::Stop(format!("the bridge may not register {subject} and finds none ({text}): {hint}"))
             } else {
                 CodecError::Transient(text)
             }
         })?;
-        let writer = GenericDatumWriter::builder(leak(schema))
-            .build()
-            .map_err(|e| CodecError::bad("unusable-output-schema", format!("{topic}: {e}")))?;
-        self.outputs.insert(topic.to_string(), (reg.id, writer));
-        Ok(reg.id)
+        let same = Schema::parse_str(&latest.schema).is_ok_and(|s| s.canonical_form() == schema.canonical_form());
+        if !same {
+            return Err(CodecError::Stop(format!(
+                "the latest schema of {subject} is not the bridge's and the bridge may not register its own: {hint}"
+            )));
+        }
+        Ok(latest.id)
     }
 
     /// Split a Confluent-framed payload into schema id and Avro body, checking the length first.

@@ -54,6 +54,44 @@ struct Store {
 #[derive(Clone, Default)]
 pub struct Registry {
     store: Arc<Mutex<Store>>,
+    /// When not empty, every request needs HTTP basic auth of one of these users.
+    users: Arc<Vec<User>>,
+}
+
+/// A registry user (tests: a writer that registers, a reader that may only look up).
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub may_write: bool,
+}
+
+/// Requests a read-only user may make: GETs, and the POSTs that only look up (a schema under a
+/// subject, a compatibility check).
+fn reads_only(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::GET
+        || (method == axum::http::Method::POST && (path.starts_with("/compatibility/") || !path.ends_with("/versions")))
+}
+
+async fn authorise(State(r): State<Registry>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use base64::Engine;
+    if r.users.is_empty() {
+        return next.run(req).await;
+    }
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "));
+    let user = given.and_then(|b64| {
+        let plain = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        let plain = String::from_utf8(plain).ok()?;
+        r.users.iter().find(|u| plain == format!("{}:{}", u.name, u.password)).cloned()
+    });
+    match user {
+        None => ApiError(StatusCode::UNAUTHORIZED, 40101, "Unauthorized".into()).into_response(),
+        Some(u) if !u.may_write && !reads_only(req.method(), req.uri().path()) => {
+            ApiError(StatusCode::FORBIDDEN, 40301, format!("User {} may not write", u.name)).into_response()
+        }
+        Some(_) => next.run(req).await,
+    }
 }
 
 /// A Confluent-style error: HTTP status plus `error_code` and `message`.
@@ -190,6 +228,11 @@ impl Registry {
         Self::default()
     }
 
+    /// A registry that requires HTTP basic auth of one of `users`.
+    pub fn with_users(users: Vec<User>) -> Self {
+        Registry { users: Arc::new(users), ..Self::default() }
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(|| async { ok(json!({})) }))
@@ -203,6 +246,7 @@ impl Registry {
             .route("/config", get(get_global_config).put(put_global_config))
             .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
             .route("/compatibility/subjects/{subject}/versions/{version}", post(check_compat))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), authorise))
             .with_state(self.clone())
     }
 

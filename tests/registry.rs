@@ -107,3 +107,74 @@ async fn errors_have_confluent_codes() {
     let err = get_schema_by_id(99, &SrSettings::new(url)).await.unwrap_err();
     assert!(!err.retriable, "{err:?}");
 }
+
+mod common;
+
+/// A registry that requires basic auth: the bridge works with read-only rights once an operator
+/// registered the schemas, and stops at once with a message on wrong credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_runs_with_read_only_registry_rights_and_stops_on_wrong_ones() {
+    use gzac_portal_bridge::registry::User;
+    use gzac_portal_bridge::{bridge, client, samples, schemas};
+    use std::time::{Duration, Instant};
+    let w = common::World::new("sr-auth").await;
+    let user = |name: &str, may_write| User { name: name.into(), password: format!("{name}-secret"), may_write };
+    let secured = Registry::with_users(vec![user("operator", true), user("bridge", false)]);
+    let server = secured.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let as_user = |name: &str, password: &str| {
+        let mut c = w.cfg.clone();
+        c.registry.url = format!("http://{}", server.addr);
+        c.registry.username = Some(name.into());
+        c.registry.password = Some(password.into());
+        c
+    };
+    // Without credentials, or read-only, nothing is registered.
+    let anonymous = gzac_portal_bridge::config::Config {
+        registry: gzac_portal_bridge::config::RegistryConfig {
+            username: None,
+            password: None,
+            ..as_user("x", "x").registry
+        },
+        ..w.cfg.clone()
+    };
+    assert!(schemas::register_all(&anonymous.sr_settings().unwrap(), &w.cfg.topic_prefix).await.is_err());
+    assert!(schemas::register_all(&as_user("bridge", "bridge-secret").sr_settings().unwrap(), &w.cfg.topic_prefix)
+        .await
+        .is_err());
+    // The operator registers in advance; the bridge then only looks its schemas up.
+    let ids =
+        schemas::register_all(&as_user("operator", "operator-secret").sr_settings().unwrap(), &w.cfg.topic_prefix)
+            .await
+            .unwrap();
+    let id = ids.iter().find(|(s, _)| s.ends_with("portaal.verzoeken.v1-value")).unwrap().1;
+    let p = client::producer(&w.cfg).unwrap();
+    client::send(
+        &p,
+        &w.topic("portaal.verzoeken.v1"),
+        "ro-1",
+        &client::frame(id, &samples::verzoek("ro-1")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let running = bridge::start(&as_user("bridge", "bridge-secret")).unwrap();
+    let recs = w.read_verzoek_outputs(2, Duration::from_secs(60), Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recs.len(), 2, "verzoek and terugmelding with read-only registry rights: {recs:#?}");
+    let gzac_id = ids.iter().find(|(s, _)| s.ends_with("gzac.verzoeken.v1-value")).unwrap().1;
+    let out = recs.iter().find(|r| r.topic == w.topic("gzac.verzoeken.v1")).unwrap();
+    assert_eq!(
+        out.value.as_deref().unwrap()[1..5],
+        gzac_id.to_be_bytes(),
+        "framed with the id the operator registered"
+    );
+
+    // Wrong password: the route stops within seconds and says what to check.
+    let started = Instant::now();
+    let running = bridge::start(&as_user("bridge", "wrong")).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), running.wait_for_failure()).await.expect("stops within 20 s");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let text = format!("{:#}", running.stop(Duration::from_secs(10)).await.unwrap_err());
+    assert!(text.contains("registry.username / password"), "{text}");
+    server.stop().await;
+}
