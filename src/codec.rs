@@ -206,8 +206,9 @@ impl Codec {
     }
 
     /// Decode a framed value into `T`, resolving the writer's schema to `reader` when they differ.
-    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
-        let (id, mut body) = Self::frame(bytes)?;
+    /// The schema id and Avro body of a framed record, refused when no decoder may read it safely.
+    async fn body<'b>(&self, bytes: &'b [u8]) -> Result<(u32, &'b [u8]), CodecError> {
+        let (id, body) = Self::frame(bytes)?;
         let writer = self.writer_schema(id).await?;
         if body.len() > MAX_RECURSIVE_BODY && is_recursive(writer) {
             // The decoder recurses once per level, and every level costs at least one byte: a
@@ -221,6 +222,28 @@ impl Codec {
                 ),
             ));
         }
+        Ok((id, body))
+    }
+
+    /// A framed record resolved to `reader` as plain JSON (records as objects, unions as their
+    /// branch, enums as symbols, timestamps as milliseconds): what `tail` prints.
+    pub async fn decode_json(&self, bytes: &[u8], reader: &Schema) -> Result<serde_json::Value, CodecError> {
+        let (id, mut body) = self.body(bytes).await?;
+        let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
+        let value = match &*self.decoder(id, reader).await? {
+            Decoder::Same(r) | Decoder::Resolve(r) => r.read_value(&mut body).map_err(undecodable)?,
+            Decoder::Incompatible => {
+                return Err(CodecError::bad(
+                    "schema-mismatch",
+                    format!("schema id {id} cannot be read as this topic's schema"),
+                ))
+            }
+        };
+        serde_json::Value::try_from(value).map_err(undecodable)
+    }
+
+    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
+        let (id, mut body) = self.body(bytes).await?;
         let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
         let value: T = match &*self.decoder(id, reader).await? {
             Decoder::Same(r) => r.read_deser(&mut body).map_err(undecodable)?,

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod encryption;
 pub mod events;

@@ -50,6 +50,23 @@ enum Command {
         #[command(subcommand)]
         action: AclsAction,
     },
+    /// Print a topic's committed records as JSON lines (key, partition, offset, headers, value).
+    Tail {
+        /// A contract topic name (the configured prefix is added).
+        topic: String,
+        /// beginning, end, or an RFC 3339 time.
+        #[arg(long, default_value = "beginning")]
+        from: gzac_portal_bridge::console::From,
+        /// Keep printing new records (otherwise stop at the end).
+        #[arg(long)]
+        follow: bool,
+        /// Only records with this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Write JSON lines from stdin (`{"key": …, "value": {…}, "headers": {…}}`) to a topic, as Avro
+    /// checked against its schema: all in one transaction, or nothing when a line is refused.
+    Send { topic: String },
     /// Avro schemas of schemas/.
     Schemas {
         #[command(subcommand)]
@@ -197,6 +214,18 @@ async fn main() -> anyhow::Result<()> {
                     println!("ACLs in place");
                 }
             }
+            Ok(())
+        }
+        Command::Tail { topic, from, follow, key } => {
+            let cfg = cfg()?;
+            let mut out = std::io::stdout().lock();
+            gzac_portal_bridge::console::tail(&cfg, &topic, from, follow, key.as_deref(), &mut out).await?;
+            Ok(())
+        }
+        Command::Send { topic } => {
+            let cfg = cfg()?;
+            let n = gzac_portal_bridge::console::send(&cfg, &topic, std::io::stdin().lock()).await?;
+            eprintln!("{n} record(s) written to {topic}");
             Ok(())
         }
         Command::Schemas { action: SchemasAction::Register } => {

@@ -13,12 +13,29 @@ pub struct Entry {
     pub schema: fn() -> Schema,
     /// Topics whose values are records of this schema.
     pub topics: &'static [&'static str],
+    /// A record as JSON (the names and shapes `tail` prints) checked against the type, as the
+    /// Avro value to write; the error names the field and the reason.
+    pub from_json: fn(serde_json::Value) -> anyhow::Result<apache_avro::types::Value>,
 }
 
 macro_rules! entry {
     ($t:ty, $name:literal, [$($topic:literal),*]) => {
-        Entry { name: $name, schema: <$t>::get_schema, topics: &[$($topic),*] }
+        Entry {
+            name: $name,
+            schema: <$t>::get_schema,
+            topics: &[$($topic),*],
+            from_json: |json| {
+                let record: $t = serde_path_to_error::deserialize(json)
+                    .map_err(|e| anyhow::anyhow!("field `{}`: {}", e.path(), e.inner()))?;
+                Ok(apache_avro::to_value(record)?)
+            },
+        }
     };
+}
+
+/// The catalogue entry of the schema on `topic` (a contract topic name, without prefix).
+pub fn of_topic(topic: &str) -> Option<Entry> {
+    catalogue().into_iter().find(|e| e.topics.contains(&topic))
 }
 
 pub fn catalogue() -> Vec<Entry> {

@@ -341,3 +341,63 @@ async fn nothing_personal_in_the_logs_at_trace_level_librdkafka_debug_included()
         assert_eq!(at, None, "{marker} in the log");
     }
 }
+
+/// Run the binary with `stdin` fed in.
+fn bridge_with_input(args: &[&str], env: &[(String, String)], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_writes_checked_json_lines_and_tail_prints_them_back() {
+    let w = World::new("console").await;
+    let env = w.env();
+    let as_json = |v: &gzac_portal_bridge::model::portaal::Verzoek| serde_json::to_value(v).unwrap();
+    let good = |id: &str| serde_json::json!({"key": id, "value": as_json(&samples::verzoek(id)), "headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}});
+    let mut bad = good("c-bad");
+    bad["value"]["payment"]["completed"] = "ja".into();
+    // One bad line: nothing is written, and the refusal names the line, the field and the reason.
+    let input = format!("{}\n{}\n{}\n", good("c-1"), bad, good("c-2"));
+    let out = bridge_with_input(&["send", "portaal.verzoeken.v1"], &env, &input);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("payment.completed") && err.contains("nothing written"), "{err}");
+    // All good: all written, in one transaction.
+    let out =
+        bridge_with_input(&["send", "portaal.verzoeken.v1"], &env, &format!("{}\n{}\n", good("c-1"), good("c-2")));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = tokio::task::spawn_blocking(move || bridge(&["tail", "portaal.verzoeken.v1"], &env)).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "the refused batch left nothing: {lines:#?}");
+    let mut keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["c-1", "c-2"]);
+    for l in &lines {
+        let id = l["key"].as_str().unwrap();
+        assert_eq!(l["value"]["submission_id"], id, "{}", l["value"]["undecodable"]);
+        assert_eq!(l["value"]["payment"]["amount"], "42.50", "decoded with the topic's schema: {l}");
+        assert!(l["partition"].is_number() && l["offset"].is_number());
+        assert_eq!(l["headers"]["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    }
+    // What tail prints, send takes back.
+    let again: serde_json::Value = serde_json::json!({"key": "c-3", "value": lines[0]["value"].clone()});
+    let out = bridge_with_input(&["send", "portaal.verzoeken.v1"], &w.env(), &format!("{again}\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    let env = w.env();
+    let out = tokio::task::spawn_blocking(move || bridge(&["tail", "portaal.verzoeken.v1", "--key", "c-3"], &env))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "{}", text(&out));
+}
