@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod dlq;
 pub mod encryption;
 pub mod events;
 pub mod health;

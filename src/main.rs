@@ -67,6 +67,11 @@ enum Command {
     /// Write JSON lines from stdin (`{"key": …, "value": {…}, "headers": {…}}`) to a topic, as Avro
     /// checked against its schema: all in one transaction, or nothing when a line is refused.
     Send { topic: String },
+    /// Dead letters: counts per error class, and replay onto the input topic.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Avro schemas of schemas/.
     Schemas {
         #[command(subcommand)]
@@ -106,6 +111,29 @@ enum AclsAction {
     },
     /// Create them through the Admin API (run with a principal that may: a super user).
     Apply,
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Count the dead letters per error class, with the oldest and newest.
+    List {
+        /// An input topic (its `.dlq`); every input's when left out.
+        topic: Option<String>,
+    },
+    /// Put dead letters back on their input topic (original key, value, headers), in one transaction.
+    Replay {
+        /// The input topic whose `.dlq` to replay.
+        topic: String,
+        /// Only this error class (`__connect.errors.exception.class.name`).
+        #[arg(long)]
+        class: Option<String>,
+        /// Only dead letters written at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Say what would be replayed, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +240,43 @@ async fn main() -> anyhow::Result<()> {
                     })
                     .await??;
                     println!("ACLs in place");
+                }
+            }
+            Ok(())
+        }
+        Command::Dlq { action } => {
+            let cfg = cfg()?;
+            match action {
+                DlqAction::List { topic } => {
+                    let rows =
+                        tokio::task::spawn_blocking(move || gzac_portal_bridge::dlq::list(&cfg, topic.as_deref()))
+                            .await??;
+                    let time = |t: Option<i64>| {
+                        t.map(|t| gzac_portal_bridge::model::Timestamp(t).rfc3339()).unwrap_or_default()
+                    };
+                    for (dlq, class, t) in rows {
+                        println!("{dlq}\t{class}\t{}\toldest {}\tnewest {}", t.count, time(t.oldest), time(t.newest));
+                    }
+                }
+                DlqAction::Replay { topic, class, since, dry_run } => {
+                    let since = since
+                        .map(|s| humantime::parse_rfc3339_weak(&s).map_err(|e| anyhow::anyhow!("--since: {e}")))
+                        .transpose()?
+                        .map(|t| {
+                            gzac_portal_bridge::model::Timestamp(
+                                t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
+                            )
+                        });
+                    let t = topic.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        gzac_portal_bridge::dlq::replay(&cfg, &t, class.as_deref(), since, dry_run)
+                    })
+                    .await??;
+                    let verb = if dry_run { "would replay" } else { "replayed" };
+                    println!(
+                        "{verb} {} dead letter(s) onto {topic}; {} cut to fit and not replayable",
+                        done.replayed, done.truncated
+                    );
                 }
             }
             Ok(())

@@ -401,3 +401,76 @@ async fn send_writes_checked_json_lines_and_tail_prints_them_back() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_a_registry_mistake_are_listed_and_replayed_twice_with_one_effect() {
+    use gzac_portal_bridge::dlq;
+    let w = World::new("replay").await;
+    // The registry mistake: the portal frames its records with a schema id the registry does not
+    // have (a registry restored without it) — the bridge dead-letters them as unknown-schema-id.
+    let missing_id = w.ids.iter().map(|(_, id)| *id).max().unwrap() + 1;
+    let p = client::producer(&w.cfg).unwrap();
+    for i in 0..3 {
+        let id = format!("r-{i}");
+        client::send(
+            &p,
+            &w.topic(verzoek::INPUT),
+            &id,
+            &client::frame(missing_id, &samples::verzoek(&id)).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let running = gzac_portal_bridge::bridge::start(&w.cfg).unwrap();
+    let dead = w.read(&["portaal.verzoeken.v1.dlq"], 3, Duration::from_secs(1)).await;
+    assert_eq!(dead.len(), 3);
+    let cfg = w.cfg.clone();
+    let rows =
+        tokio::task::spawn_blocking(move || dlq::list(&cfg, Some("portaal.verzoeken.v1"))).await.unwrap().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.count), ("unknown-schema-id", 3));
+    assert!(rows[0].2.oldest <= rows[0].2.newest && rows[0].2.oldest.is_some());
+
+    // The fix: the schema comes back under that id (the registry hands out the next id).
+    let settings = w.cfg.sr_settings().unwrap();
+    let restored = <gzac_portal_bridge::model::portaal::Verzoek as apache_avro::AvroSchema>::get_schema();
+    let supplied = schema_registry_converter::schema_registry_common::SuppliedSchema::new(
+        None,
+        schema_registry_converter::schema_registry_common::SchemaType::Avro,
+        serde_json::to_string(&restored).unwrap().replace("Open Formulieren", "Open Forms"),
+    );
+    let reg = schema_registry_converter::async_impl::schema_registry::post_schema(
+        &settings,
+        "restored-value".into(),
+        supplied,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reg.id, missing_id);
+
+    // Dry run, then the replay, twice: every verzoek reaches GZAC once.
+    let run = |dry| {
+        let cfg = w.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            dlq::replay(&cfg, "portaal.verzoeken.v1", Some("unknown-schema-id"), None, dry)
+        })
+    };
+    assert_eq!(run(true).await.unwrap().unwrap(), dlq::Replayed { replayed: 3, truncated: 0 });
+    assert_eq!(run(false).await.unwrap().unwrap().replayed, 3);
+    w.read(&["gzac.verzoeken.v1"], 3, Duration::ZERO).await;
+    assert_eq!(run(false).await.unwrap().unwrap().replayed, 3, "the dead letters are still there to replay");
+    // Both replays' terugmeldingen: three each, and still no second verzoek.
+    let recs = w.read(&["gzac.verzoeken.v1", "portaal.terugmeldingen.v1"], 3 + 6, Duration::from_secs(3)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    let mut forwarded: Vec<&str> =
+        recs.iter().filter(|r| r.topic == w.topic("gzac.verzoeken.v1")).map(|r| r.key_str()).collect();
+    forwarded.sort();
+    forwarded.dedup();
+    assert_eq!(
+        recs.iter().filter(|r| r.topic == w.topic("gzac.verzoeken.v1")).count(),
+        3,
+        "exactly one GZAC record per input"
+    );
+    assert_eq!(forwarded.len(), 3);
+}

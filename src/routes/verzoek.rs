@@ -148,27 +148,28 @@ impl Route for VerzoekRoute {
         let translated = self.translate(&v).and_then(|g| {
             let sha256 = digest(&g).map_err(|e| afwijzing("ONVERWERKBAAR", e.to_string()))?;
             match ctx.get(id) {
-                // The same submission again (a replay, a retry by the portal): forwarded again,
-                // harmless, since its uuid and every id derived from it are the same.
                 Some(d) if d.sha256 != sha256 => Err(afwijzing(
                     "SUBMISSION_ID_AL_GEBRUIKT",
                     "Onder dit kenmerk is al een ander verzoek ingediend; dien het opnieuw in met een nieuw kenmerk.",
                 )),
-                Some(_) => Ok(g),
+                // The same submission again (a replay, a retry by the portal): GZAC has it; the
+                // portal hears again that it was forwarded (the same terugmelding, same id).
+                Some(_) => Ok((g, false)),
                 None => {
                     ctx.put(id, Some(Doorgestuurd { sha256, op: ctx.now }));
-                    Ok(g)
+                    Ok((g, true))
                 }
             }
         });
         match translated {
-            Ok(g) => {
-                tracing::debug!(submission_id = %id, verzoek = %g.uuid, "verzoek doorgestuurd");
+            Ok((g, new)) => {
+                tracing::debug!(submission_id = %id, verzoek = %g.uuid, new, "verzoek doorgestuurd");
                 let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
-                Ok(vec![
-                    Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?,
-                    terugmelding_output(&self.terugmeldingen, &t)?,
-                ])
+                let mut out = vec![terugmelding_output(&self.terugmeldingen, &t)?];
+                if new {
+                    out.insert(0, Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?);
+                }
+                Ok(out)
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
