@@ -113,7 +113,8 @@ async fn bad_input_goes_to_the_dlq_or_a_terugmelding_and_the_route_keeps_going()
     garbage_body.extend_from_slice(&[0xff; 12]);
 
     // (key, value, expected DLQ class or None)
-    let inputs: Vec<(&str, Option<Vec<u8>>, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, Option<Vec<u8>>, Option<&'a str>);
+    let inputs: Vec<Case> = vec![
         ("ok-1", Some(v("ok-1")), None),
         ("short", Some(vec![0, 0, 1]), Some("too-short")),
         ("magic", Some(vec![9, 0, 0, 0, 1, 2, 3]), Some("bad-magic-byte")),
