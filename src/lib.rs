@@ -4,6 +4,7 @@
 //! `bridge` → `pipeline` → `codec`, `events`.
 
 pub mod acls;
+pub mod asyncapi;
 pub mod bench;
 pub mod bridge;
 pub mod client;

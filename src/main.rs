@@ -72,6 +72,8 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Print the AsyncAPI 3.0 document of the topic contract (committed as asyncapi.yaml).
+    Asyncapi,
     /// Avro schemas of schemas/.
     Schemas {
         #[command(subcommand)]
@@ -279,6 +281,10 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Asyncapi => {
+            print!("{}", gzac_portal_bridge::asyncapi::yaml()?);
             Ok(())
         }
         Command::Tail { topic, from, follow, key } => {
