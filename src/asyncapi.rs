@@ -145,6 +145,9 @@ mod tests {
     #[test]
     fn the_committed_asyncapi_yaml_is_up_to_date() {
         let committed = include_str!("../asyncapi.yaml");
-        assert!(committed == super::yaml().unwrap(), "asyncapi.yaml is out of date: run `gzac-portal-bridge asyncapi > asyncapi.yaml`");
+        assert!(
+            committed == super::yaml().unwrap(),
+            "asyncapi.yaml is out of date: run `gzac-portal-bridge asyncapi > asyncapi.yaml`"
+        );
     }
 }

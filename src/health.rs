@@ -4,10 +4,15 @@
 //! progress for that long; `/ready` is false while starting, restoring state, retrying or cut off
 //! from the broker. The reason is in the body and in `gzac_bridge_healthy` / `_ready`.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use std::fmt::Write;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +44,20 @@ pub struct Stats {
     /// Records in its partitions not yet processed; -1 while unknown.
     lag: AtomicI64,
     problem: Mutex<String>,
+    /// Records written by committed transactions (outputs, not changelog or dead letters).
+    pub outputs: Counter,
+    /// Dead letters by error class.
+    pub dead_letters_by_class: Family<Vec<(String, String)>, Counter>,
+    /// How long committing a transaction took (offsets, deliveries, commit).
+    pub commit_seconds: Histogram,
+    /// Input records per committed transaction.
+    pub batch_records: Histogram,
+    /// From an input record's timestamp to the commit of its effects.
+    pub end_to_end_seconds: Histogram,
+    /// Lag per assigned partition, from librdkafka's statistics.
+    pub partition_lag: Family<Vec<(String, String)>, Gauge>,
+    /// Rows in a global table; changelog entries read by the last restore.
+    pub rows: AtomicI64,
 }
 
 impl Default for Stats {
@@ -57,6 +76,13 @@ impl Default for Stats {
             progress_ms: AtomicU64::new(now_ms()),
             lag: AtomicI64::new(-1),
             problem: Mutex::new(String::new()),
+            outputs: Counter::default(),
+            dead_letters_by_class: Family::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            batch_records: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            partition_lag: Family::default(),
+            rows: AtomicI64::new(0),
         }
     }
 }
@@ -150,56 +176,73 @@ fn verdict(components: &Components, check: impl Fn(&Stats) -> Option<String>) ->
     }
 }
 
+/// The Prometheus / OpenMetrics exposition (prometheus-client), every series labelled with its
+/// `component`.
 pub fn metrics(components: &Components, bound: Duration) -> String {
-    let mut out = String::new();
-    type Family = (&'static str, &'static str, Box<dyn Fn(&Stats) -> f64>);
-    let load = |f: fn(&Stats) -> &AtomicU64| move |s: &Stats| f(s).load(Ordering::Relaxed) as f64;
-    let families: Vec<Family> = vec![
-        (
-            "gzac_bridge_records_total",
-            "Input records whose transaction committed (tables: rows applied).",
-            Box::new(load(|s| &s.records)),
-        ),
-        (
-            "gzac_bridge_dead_letters_total",
-            "Input records sent to the dead-letter topic.",
-            Box::new(load(|s| &s.dead_letters)),
-        ),
-        ("gzac_bridge_transactions_committed_total", "Committed transactions.", Box::new(load(|s| &s.commits))),
-        ("gzac_bridge_transactions_aborted_total", "Aborted transactions (retried).", Box::new(load(|s| &s.aborts))),
-        (
-            "gzac_bridge_bad_state_rows_total",
-            "Table rows or changelog entries that could not be decoded.",
-            Box::new(load(|s| &s.bad_state_rows)),
-        ),
-        (
-            "gzac_bridge_lag_records",
-            "Records in the assigned partitions not yet processed (-1: unknown).",
-            Box::new(|s| s.lag() as f64),
-        ),
-        (
-            "gzac_bridge_retrying_seconds",
-            "How long the component has been failing and retrying (0: it is not).",
-            Box::new(|s| s.retrying_seconds()),
-        ),
-        (
-            "gzac_bridge_ready",
-            "1 while the component is ready.",
-            Box::new(|s| f64::from(u8::from(s.not_ready().is_none()))),
-        ),
-        (
-            "gzac_bridge_healthy",
-            "1 while the component is healthy.",
-            Box::new(move |s| f64::from(u8::from(s.unhealthy(bound).is_none()))),
-        ),
-    ];
-    for (name, help, value) in families {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (component, stats) in components.iter() {
-            let _ = writeln!(out, "{name}{{component=\"{component}\"}} {}", value(stats));
-        }
+    let mut registry = Registry::with_prefix("gzac_bridge");
+    for (component, st) in components.iter() {
+        let r = registry.sub_registry_with_label(("component".into(), component.clone().into()));
+        let count = |a: &AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
+        r.register("records", "Input records whose transaction committed (tables: rows applied)", count(&st.records));
+        r.register("output_records", "Records written by committed transactions", st.outputs.clone());
+        r.register(
+            "dead_letters",
+            "Input records sent to the dead-letter topic, by error class",
+            st.dead_letters_by_class.clone(),
+        );
+        r.register("transactions_committed", "Committed transactions", count(&st.commits));
+        r.register("transactions_aborted", "Aborted transactions (retried)", count(&st.aborts));
+        r.register(
+            "bad_state_rows",
+            "Table rows or changelog entries that could not be decoded",
+            count(&st.bad_state_rows),
+        );
+        r.register_with_unit(
+            "transaction_commit",
+            "Time to commit a transaction",
+            Unit::Seconds,
+            st.commit_seconds.clone(),
+        );
+        r.register("transaction_records", "Input records per committed transaction", st.batch_records.clone());
+        r.register_with_unit(
+            "end_to_end_latency",
+            "From an input record's timestamp to the commit of its effects",
+            Unit::Seconds,
+            st.end_to_end_seconds.clone(),
+        );
+        r.register(
+            "lag_records",
+            "Records not yet processed in the assigned partitions (-1: unknown)",
+            ConstGauge::new(st.lag()),
+        );
+        r.register(
+            "partition_lag_records",
+            "Records not yet processed, per assigned partition",
+            st.partition_lag.clone(),
+        );
+        r.register(
+            "rows",
+            "Rows of a global table; changelog entries read by the last restore",
+            ConstGauge::new(st.rows.load(Ordering::Relaxed)),
+        );
+        r.register_with_unit(
+            "retrying",
+            "How long the component has been failing and retrying (0: it is not)",
+            Unit::Seconds,
+            ConstGauge::new(st.retrying_seconds()),
+        );
+        let flag = |b: bool| ConstGauge::new(i64::from(b));
+        r.register(
+            "restoring",
+            "1 while state is rebuilt from its changelog",
+            flag(st.restoring.load(Ordering::SeqCst)),
+        );
+        r.register("broker_up", "1 while librdkafka sees a broker up", flag(st.broker_up.load(Ordering::Relaxed)));
+        r.register("ready", "1 while the component is ready", flag(st.not_ready().is_none()));
+        r.register("healthy", "1 while the component is healthy", flag(st.unhealthy(bound).is_none()));
     }
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String");
     out
 }
 
@@ -208,7 +251,15 @@ pub fn router(components: Components, bound: Duration) -> Router {
     Router::new()
         .route("/health", get(move || async move { verdict(&h, |s| s.unhealthy(bound)) }))
         .route("/ready", get(move || async move { verdict(&r, Stats::not_ready) }))
-        .route("/metrics", get(move || async move { metrics(&m, bound) }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    metrics(&m, bound),
+                )
+            }),
+        )
 }
 
 /// Serve the endpoints on `addr` until the process ends.

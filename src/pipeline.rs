@@ -277,10 +277,16 @@ impl ClientContext for GroupContext {
         self.stats.broker_up.store(up, Ordering::Relaxed);
         let Some(topic) = s.topics.get(&self.topic) else { return };
         let mut lag = 0i64;
+        self.stats.partition_lag.clear();
         for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
             let at = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
             if let (Some(at), true) = (at, p.ls_offset >= 0) {
-                lag += (p.ls_offset - at).max(0);
+                let behind = (p.ls_offset - at).max(0);
+                lag += behind;
+                self.stats
+                    .partition_lag
+                    .get_or_create(&vec![("partition".to_string(), p.partition.to_string())])
+                    .set(behind);
             }
         }
         self.stats.set_lag(lag);
@@ -439,6 +445,11 @@ struct Open {
     /// Input records (not timer work) in it, and how many of them went to the dead-letter topic.
     inputs: u64,
     dead_letters: u64,
+    /// Output records sent in it, dead-letter classes, and the inputs' timestamps (ms): metrics
+    /// once it commits.
+    outputs: u64,
+    classes: Vec<&'static str>,
+    input_times: Vec<i64>,
 }
 
 /// The running state of one route's loop.
@@ -888,6 +899,7 @@ impl<R: Route> Pipeline<R> {
         loop {
             match self.store.restore(&client, &changelog, partitions) {
                 Ok(skipped) => {
+                    self.stats.rows.store(self.store.len() as i64, Ordering::Relaxed);
                     if skipped > 0 {
                         error!(
                             route = self.route.name(),
@@ -922,6 +934,9 @@ impl<R: Route> Pipeline<R> {
                 records: 0,
                 inputs: 0,
                 dead_letters: 0,
+                outputs: 0,
+                classes: Vec::new(),
+                input_times: Vec::new(),
             });
         }
         Ok(())
@@ -962,9 +977,11 @@ impl<R: Route> Pipeline<R> {
                 );
                 self.dead_letter(msg, &cause, class, &message)?;
                 self.open_mut().dead_letters += 1;
+                self.open_mut().classes.push(class);
             }
         }
         let open = self.open_mut();
+        open.input_times.extend(msg.timestamp().to_millis());
         open.offsets.insert(msg.partition(), msg.offset() + 1);
         open.records += 1;
         open.inputs += 1;
@@ -1080,6 +1097,7 @@ impl<R: Route> Pipeline<R> {
 
     /// Send a record's outputs, then the state changes it made (to the changelog).
     fn send_all(&mut self, records: Vec<Encoded>, origin: Origin) -> Result<(), StepError> {
+        self.open_mut().outputs += records.len() as u64;
         for Encoded { output, bytes, headers } in records {
             let mut rec = BaseRecord::with_opaque_to(&output.topic, Box::new(origin))
                 .key(output.key.as_bytes())
@@ -1169,6 +1187,18 @@ impl<R: Route> Pipeline<R> {
         self.refused.clear();
         self.replaced = 0;
         self.stats.committed(open.inputs, open.dead_letters);
+        let now = crate::model::Timestamp::now().0;
+        self.stats.outputs.inc_by(open.outputs);
+        self.stats.commit_seconds.observe(t0.elapsed().as_secs_f64());
+        if open.inputs > 0 {
+            self.stats.batch_records.observe(open.inputs as f64);
+        }
+        for t in &open.input_times {
+            self.stats.end_to_end_seconds.observe((now - t).max(0) as f64 / 1000.0);
+        }
+        for class in &open.classes {
+            self.stats.dead_letters_by_class.get_or_create(&vec![("class".to_string(), class.to_string())]).inc();
+        }
         debug!(
             route = self.route.name(),
             records = open.records,

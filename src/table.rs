@@ -183,6 +183,7 @@ fn follow<T: DeserializeOwned>(
                     rows.by_lookup.insert(l.clone(), key.clone());
                     rows.by_key.insert(key, (l, v));
                 }
+                stats.rows.store(rows.by_key.len() as i64, Ordering::Relaxed);
                 drop(rows);
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 stats.progressed();

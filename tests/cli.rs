@@ -197,12 +197,46 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
     w.read_verzoek_outputs(7, Duration::from_secs(60), Duration::ZERO).await;
     let want = [
         "gzac_bridge_records_total{component=\"verzoek\"} 4",
-        "gzac_bridge_dead_letters_total{component=\"verzoek\"} 1",
+        // three verzoeken and their terugmeldingen; the junk only a dead letter, by its class
+        "gzac_bridge_output_records_total{component=\"verzoek\"} 6",
+        "gzac_bridge_dead_letters_total{component=\"verzoek\",class=\"too-short\"} 1",
+        "gzac_bridge_end_to_end_latency_seconds_count{component=\"verzoek\"} 4",
     ];
     loop {
         let (status, body) = get("/metrics").await;
         if status == 200 && want.iter().all(|w| body.contains(w)) {
             assert!(body.contains("gzac_bridge_ready{component=\"taak\"} 1"), "{body}");
+            let commits = body
+                .lines()
+                .find(|l| l.starts_with("gzac_bridge_transaction_commit_seconds_count{component=\"verzoek\"}"))
+                .unwrap();
+            assert!(commits.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 1, "{commits}");
+            assert!(body.contains("# TYPE gzac_bridge_transaction_records histogram"), "{body}");
+            assert!(
+                body.contains("gzac_bridge_partition_lag_records{component=\"verzoek\",partition=\"0\"}"),
+                "{body}"
+            );
+            assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text");
+            // Every metric the dashboard plots is one the bridge serves.
+            let dashboard =
+                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/gzac-portal-bridge.json"))
+                    .unwrap();
+            let mut used: Vec<&str> = dashboard
+                .match_indices("gzac_bridge_")
+                .map(|(i, _)| {
+                    let name = &dashboard[i..];
+                    let end = name.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name.len());
+                    &name[..end]
+                })
+                .collect();
+            used.sort();
+            used.dedup();
+            assert!(used.len() >= 12, "{used:?}");
+            for name in used {
+                let base = ["_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+                let family = base.strip_suffix("_total").unwrap_or(base);
+                assert!(body.contains(&format!("# TYPE {family} ")), "the dashboard uses {name}, which /metrics lacks");
+            }
             assert!(body.contains("gzac_bridge_healthy{component=\"verzoek\"} 1"), "{body}");
             let zaken = format!("gzac_bridge_ready{{component=\"table:{}\"}} 1", w.topic("gzac.zaken.v1"));
             assert!(body.contains(&zaken), "the tables report too: {body}");
