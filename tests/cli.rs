@@ -508,3 +508,13 @@ async fn dead_letters_of_a_registry_mistake_are_listed_and_replayed_twice_with_o
     );
     assert_eq!(forwarded.len(), 3);
 }
+
+#[test]
+fn the_binary_needs_no_system_openssl() {
+    // OpenSSL is compiled in (rdkafka's ssl-vendored): a fresh machine needs no libssl-dev.
+    let out =
+        Command::new("ldd").arg(env!("CARGO_BIN_EXE_gzac-portal-bridge")).output().expect("ldd (part of libc-bin)");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(libs.contains("libc.so"), "ldd listed the libraries: {libs}");
+    assert!(!libs.contains("libssl") && !libs.contains("libcrypto"), "links a system OpenSSL: {libs}");
+}
