@@ -78,13 +78,8 @@ certificates() {
 # listener SASL_PLAINTEXT with PLAIN (KRaft cannot read SCRAM users before it has its metadata).
 secure_properties() {
   local pw=broker-store-secret
+  listener_properties SASL_SSL SASL_PLAINTEXT
   cat <<PROPS
-listeners=SASL_SSL://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=SASL_SSL://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
-controller.quorum.bootstrap.servers=127.0.0.1:$cport
-inter.broker.listener.name=SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 sasl.mechanism.controller.protocol=PLAIN
@@ -104,14 +99,15 @@ allow.everyone.if.no.acl.found=false
 PROPS
 }
 
-plain_properties() {
+# The client listener (also the broker's own) with protocol $1, the controller listener with $2.
+listener_properties() {
   cat <<PROPS
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$1://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$1://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$1:$1,CONTROLLER:$2
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=$1
 PROPS
 }
 
@@ -127,7 +123,7 @@ start() {
     scram+=(--add-scram "SCRAM-SHA-512=[name=admin,password=admin-secret]")
     for r in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$r,password=$r-secret]"); done
   fi
-  { if [ -n "$secure" ]; then secure_properties; else plain_properties; fi; } > "$state/server.properties"
+  { if [ -n "$secure" ]; then secure_properties; else listener_properties PLAINTEXT PLAINTEXT; fi; } > "$state/server.properties"
   cat >> "$state/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1

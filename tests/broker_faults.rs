@@ -13,7 +13,6 @@ use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::routes::{derived_id, verzoek, zaakverzoek};
 use gzac_portal_bridge::samples;
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,15 +20,7 @@ use std::time::{Duration, Instant};
 const PORT: &str = "19192";
 
 fn kafka(cmd: &str) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let status = Command::new(format!("{root}/scripts/kafka.sh"))
-        .arg(cmd)
-        .env("KAFKA_PORT", PORT)
-        .env("KAFKA_CONTROLLER_PORT", "19193")
-        .env("KAFKA_STATE", format!("{root}/target/kafka-faults"))
-        .status()
-        .expect("run scripts/kafka.sh (needs bash, Java 17+ and Maven: apt-get install openjdk-17-jre-headless maven)");
-    assert!(status.success(), "scripts/kafka.sh {cmd} failed");
+    common::kafka_script(cmd, 19192, "kafka-faults");
 }
 
 /// The fault broker; stopped when dropped, also when the test fails.

@@ -21,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PORT: &str = "19292";
@@ -31,15 +30,7 @@ fn state() -> String {
 }
 
 fn kafka(cmd: &str) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let status = Command::new(format!("{root}/scripts/kafka.sh"))
-        .arg(cmd)
-        .env("KAFKA_PORT", PORT)
-        .env("KAFKA_CONTROLLER_PORT", "19293")
-        .env("KAFKA_STATE", state())
-        .status()
-        .expect("run scripts/kafka.sh (needs bash, Java 17+ with keytool and Maven: apt-get install openjdk-17-jre-headless maven)");
-    assert!(status.success(), "scripts/kafka.sh {cmd} failed");
+    common::kafka_script(cmd, 19292, "kafka-secure");
 }
 
 /// The secured broker; stopped when dropped, also when the test fails.

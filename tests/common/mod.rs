@@ -203,6 +203,20 @@ pub fn spawn_bridge_with(w: &World, instance: &str, extra_args: &[&str], env: &[
         .expect("start the bridge binary")
 }
 
+/// Run `scripts/kafka.sh cmd` for a broker of a test's own: client port `port`, controller port
+/// `port + 1`, data in `target/<state>`.
+pub fn kafka_script(cmd: &str, port: u16, state: &str) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = std::process::Command::new(format!("{root}/scripts/kafka.sh"))
+        .arg(cmd)
+        .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_CONTROLLER_PORT", (port + 1).to_string())
+        .env("KAFKA_STATE", format!("{root}/target/{state}"))
+        .status()
+        .expect("run scripts/kafka.sh (needs bash, Java 17+ with keytool and Maven: apt-get install openjdk-17-jre-headless maven)");
+    assert!(status.success(), "scripts/kafka.sh {cmd} failed");
+}
+
 pub fn kill9(child: &mut std::process::Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
