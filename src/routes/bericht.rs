@@ -250,8 +250,13 @@ mod tests {
         // 00:30 on 2 July (summer time).
         let winter = Timestamp(1_796_166_000_000);
         let summer = Timestamp(1_782_945_000_000);
-        let b = gzac::Bericht { einddatum_handelings_termijn: Some(winter), ..bericht("b", BSN) };
-        let p = BerichtRoute::translate(&cfg, &b, Timestamp(winter.0 - 86_400_000)).unwrap();
+        let day_before = Timestamp(winter.0 - 86_400_000);
+        let b = gzac::Bericht {
+            einddatum_handelings_termijn: Some(winter),
+            publicatiedatum: Some(day_before),
+            ..bericht("b", BSN)
+        };
+        let p = BerichtRoute::translate(&cfg, &b, day_before).unwrap();
         assert_eq!(
             (p.einddatum_handelingstermijn.iso(), p.publicatiedatum.iso()),
             ("2026-12-02".into(), "2026-12-01".into())
