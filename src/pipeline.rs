@@ -225,6 +225,8 @@ pub(crate) struct GroupContext {
     pub(crate) stats: Arc<Stats>,
     /// A client error that retrying cannot fix (authentication, a fenced static member).
     pub(crate) fatal: Mutex<Option<String>>,
+    /// The partitions the last statistics reported lag for (their gauges are dropped when gone).
+    lag_partitions: Mutex<Vec<i32>>,
 }
 
 impl GroupContext {
@@ -236,6 +238,7 @@ impl GroupContext {
             assigned: Mutex::default(),
             stats,
             fatal: Mutex::default(),
+            lag_partitions: Mutex::default(),
         }
     }
     pub(crate) fn take_fatal(&self) -> Option<String> {
@@ -277,18 +280,23 @@ impl ClientContext for GroupContext {
         self.stats.broker_up.store(up, Ordering::Relaxed);
         let Some(topic) = s.topics.get(&self.topic) else { return };
         let mut lag = 0i64;
-        self.stats.partition_lag.clear();
+        let label = |p: i32| vec![("partition".to_string(), p.to_string())];
+        let mut seen = Vec::new();
         for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
             let at = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
             if let (Some(at), true) = (at, p.ls_offset >= 0) {
                 let behind = (p.ls_offset - at).max(0);
                 lag += behind;
-                self.stats
-                    .partition_lag
-                    .get_or_create(&vec![("partition".to_string(), p.partition.to_string())])
-                    .set(behind);
+                self.stats.partition_lag.get_or_create(&label(p.partition)).set(behind);
+                seen.push(p.partition);
             }
         }
+        // Set in place (a scrape never sees a half-filled family); partitions gone are dropped.
+        let mut last = lock(&self.lag_partitions);
+        for gone in last.iter().filter(|p| !seen.contains(p)) {
+            self.stats.partition_lag.remove(&label(*gone));
+        }
+        *last = seen;
         self.stats.set_lag(lag);
     }
     fn error(&self, error: KafkaError, reason: &str) {

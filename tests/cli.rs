@@ -201,6 +201,8 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
         "gzac_bridge_output_records_total{component=\"verzoek\"} 6",
         "gzac_bridge_dead_letters_total{component=\"verzoek\",class=\"too-short\"} 1",
         "gzac_bridge_end_to_end_latency_seconds_count{component=\"verzoek\"} 4",
+        // from librdkafka's statistics (every 2 s): the lag of each assigned partition
+        "gzac_bridge_partition_lag_records{component=\"verzoek\",partition=\"",
     ];
     loop {
         let (status, body) = get("/metrics").await;
@@ -212,10 +214,6 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
                 .unwrap();
             assert!(commits.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 1, "{commits}");
             assert!(body.contains("# TYPE gzac_bridge_transaction_records histogram"), "{body}");
-            assert!(
-                body.contains("gzac_bridge_partition_lag_records{component=\"verzoek\",partition=\"0\"}"),
-                "{body}"
-            );
             assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text");
             // Every metric the dashboard plots is one the bridge serves.
             let dashboard =
