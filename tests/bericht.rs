@@ -301,7 +301,7 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
     let m = |f: &str| format!("MARKER-{f}-51c9");
     // A bericht scheduled for later (its whole text waits in the changelog), a taak with prefill
     // data and its answer (kept in the taak's state).
-    let at = Timestamp(Timestamp::now().0 + 10_000);
+    let at = Timestamp(Timestamp::now().0 + 25_000);
     let later = gzac::Bericht {
         onderwerp: m("onderwerp"),
         bericht_tekst: m("tekst"),
