@@ -39,9 +39,9 @@ impl std::str::FromStr for From {
 
 /// A record's value as JSON: decoded with the topic's schema when it is a contract topic (the
 /// shape `send` takes), else its text or, when it is no text, base64.
-async fn value_json(codec: &Codec, topic: &str, bytes: &[u8]) -> Value {
-    if let Some(entry) = schemas::of_topic(topic) {
-        return match codec.decode_json(bytes, &(entry.schema)()).await {
+async fn value_json(codec: &Codec, schema: Option<&apache_avro::Schema>, bytes: &[u8]) -> Value {
+    if let Some(schema) = schema {
+        return match codec.decode_json(bytes, schema).await {
             Ok(v) => v,
             Err(e) => {
                 json!({"undecodable": e.to_string(), "base64": base64::engine::general_purpose::STANDARD.encode(bytes)})
@@ -83,6 +83,8 @@ pub async fn tail(
     }
     consumer.assign(&tpl)?;
     let codec = Codec::new(cfg.sr_settings()?);
+    // The topic's schema, derived once (not per record).
+    let schema = schemas::of_topic(topic).map(|e| (e.schema)());
     let mut ends = if follow { Default::default() } else { ends_of(&consumer, &name, &partitions)? };
     if !follow {
         drop_reached(&consumer, &mut ends)?;
@@ -112,7 +114,7 @@ pub async fn tail(
                 })
                 .unwrap_or_default();
             let value = match m.payload() {
-                Some(b) => value_json(&codec, topic, b).await,
+                Some(b) => value_json(&codec, schema.as_ref(), b).await,
                 None => Value::Null,
             };
             let line = json!({
