@@ -23,7 +23,6 @@ pub const PORTAAL_TAKEN: &str = "portaal.taken.v1";
 pub const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
 pub const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
 pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
-pub const WEIGERINGEN: &str = super::WEIGERINGEN;
 pub const REPARTITION: &str = "gzac-portal-bridge.taken-repartition.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.taken-state.v1";
 
@@ -89,26 +88,22 @@ pub fn portaal_status(s: gzac::TaakStatus) -> portaal::TaakStatus {
     }
 }
 
-fn weiger(code: &'static str, toelichting: &str) -> Afwijzing {
-    afwijzing(code, toelichting)
-}
-
 /// Open VTB's `bedrag` (a decimal string, e.g. `147.43`) as NL Portal's number of euros.
 pub fn bedrag(s: &str) -> Result<f64, Afwijzing> {
     let normal = super::bedrag(s, 12)?;
-    normal.parse::<f64>().map_err(|_| weiger("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro."))
+    normal.parse::<f64>().map_err(|_| afwijzing("ONGELDIG_BEDRAG", "Het bedrag is geen bedrag in euro."))
 }
 
 /// The form a formuliertaak points at. NL Portal shows a form it has by id or fetches by URL
 /// (`formulier{soort, value}`); an inline form definition has no place in the portal's taak.
 fn formulier(definitie: &str) -> Result<portaal::Formulier, Afwijzing> {
     let v: serde_json::Value = serde_json::from_str(definitie)
-        .map_err(|_| weiger("ONGELDIG_FORMULIER", "De formulierDefinitie is geen JSON-document."))?;
+        .map_err(|_| afwijzing("ONGELDIG_FORMULIER", "De formulierDefinitie is geen JSON-document."))?;
     let value = v["value"].as_str().filter(|s| !s.is_empty());
     match (v["soort"].as_str(), value) {
         (Some("id"), Some(value)) => Ok(portaal::Formulier { soort: portaal::FormulierSoort::Id, value: value.into() }),
         (Some("url"), Some(value)) => Ok(portaal::Formulier { soort: portaal::FormulierSoort::Url, value: value.into() }),
-        _ => Err(weiger(
+        _ => Err(afwijzing(
             "FORMULIER_NIET_IN_PORTAAL",
             "Het portaal toont alleen formulieren die het kent: formulierDefinitie moet {\"soort\": \"id\"|\"url\", \"value\": …} zijn.",
         )),
@@ -127,7 +122,7 @@ pub fn translate(
     let identificatie = portaal::TaakIdentificatie { soort: partij.soort, value: partij.value };
     t.einddatum_handelings_termijn
         .checked("einddatumHandelingsTermijn")
-        .map_err(|_| weiger("ONGELDIGE_DATUM", "De einddatum ligt buiten 1970..9999."))?;
+        .map_err(|_| afwijzing("ONGELDIGE_DATUM", "De einddatum ligt buiten 1970..9999."))?;
     let (soort, url, portaalformulier, ogonebetaling) = match (&t.taak_soort, &t.details) {
         (gzac::TaakSoort::Formuliertaak, gzac::Details::Formuliertaak(f)) => {
             let p = portaal::Portaalformulier {
@@ -144,14 +139,14 @@ pub fn translate(
             let pspid =
                 b.doelrekening.code.clone().filter(|c| !c.is_empty()).or_else(|| cfg.pspid.clone()).ok_or_else(
                     || {
-                        weiger(
+                        afwijzing(
                             "GEEN_PSPID",
                             "De betaaltaak noemt geen betaalprovider (doelrekening.code) en er is geen standaard.",
                         )
                     },
                 )?;
             if b.valuta != "EUR" {
-                return Err(weiger("ONBEKENDE_VALUTA", "Het portaal kan alleen in euro laten betalen."));
+                return Err(afwijzing("ONBEKENDE_VALUTA", "Het portaal kan alleen in euro laten betalen."));
             }
             let o = portaal::Ogonebetaling {
                 bedrag: bedrag(&b.bedrag)?,
@@ -160,7 +155,7 @@ pub fn translate(
             };
             (portaal::TaakSoort::Ogonebetaling, None, None, Some(o))
         }
-        _ => return Err(weiger("ONGELDIGE_DETAILS", "De details passen niet bij de taakSoort.")),
+        _ => return Err(afwijzing("ONGELDIGE_DETAILS", "De details passen niet bij de taakSoort.")),
     };
     // Always present: the zaak (or product) by uuid when GZAC relates it by a uuid URN.
     let prefix = format!("{}:", cfg.zaak_uuid_urn);
@@ -232,7 +227,7 @@ impl TaakRoute {
             portaal_taken: cfg.topic(PORTAAL_TAKEN),
             gzac_antwoorden: cfg.topic(GZAC_ANTWOORDEN),
             terugmeldingen: cfg.topic(TERUGMELDINGEN),
-            weigeringen: cfg.topic(WEIGERINGEN),
+            weigeringen: cfg.topic(super::WEIGERINGEN),
             notificaties: cfg.topic(notificatie::TOPIC),
             changelog: cfg.topic(CHANGELOG),
             cfg: cfg.notificaties.clone(),
