@@ -3,7 +3,8 @@
 use crate::config::Config;
 use crate::model::{gzac, portaal};
 use crate::pipeline::{self, Stats};
-use crate::routes::bericht::BerichtRoute;
+use crate::routes::bericht::{self, BerichtRoute};
+use crate::routes::bezorging::BezorgingRoute;
 use crate::routes::partij_key;
 use crate::routes::repartition::Repartition;
 use crate::routes::taak::{self, TaakRoute};
@@ -55,6 +56,11 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             "state_encryption.key_id is not set: the changelogs hold bericht text and form data unencrypted"
         );
     }
+    if let Some(start) = &cfg.pipeline.clock_start {
+        let start = crate::model::Timestamp::parse(start)?;
+        crate::model::set_clock(start);
+        tracing::warn!(clock = %start.rfc3339(), "the bridge runs on a simulated clock (pipeline.clock_start)");
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     let rt = Handle::current();
     let voorkeuren = Arc::new(GlobalTable::start(
@@ -75,6 +81,28 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     let started = vec![
         spawn(VerzoekRoute::new(cfg), cfg, &shutdown),
         spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
+        spawn(
+            Repartition::<gzac::Bericht>::new(
+                cfg,
+                "bericht-herverdeling",
+                bericht::INPUT,
+                bericht::REPARTITION,
+                bericht::bericht_key,
+            ),
+            cfg,
+            &shutdown,
+        ),
+        spawn(
+            Repartition::<portaal::BerichtGeopend>::new(
+                cfg,
+                "geopend-herverdeling",
+                bericht::GEOPEND,
+                bericht::REPARTITION,
+                bericht::geopend_key,
+            ),
+            cfg,
+            &shutdown,
+        ),
         spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown),
         spawn(
             Repartition::<gzac::ExterneTaak>::new(
@@ -99,6 +127,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             &shutdown,
         ),
         spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown),
+        spawn(BezorgingRoute::new(cfg), cfg, &shutdown),
     ];
     let mut stats: Vec<(String, Arc<Stats>)> = started.iter().map(|(n, _, s)| (n.to_string(), s.clone())).collect();
     stats.push((format!("table:{}", cfg.topic("portaal.klantvoorkeuren.v1")), voorkeuren_stats));

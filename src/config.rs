@@ -158,6 +158,10 @@ pub struct PipelineConfig {
     /// A route or table retrying this long, or with lag and no progress this long, is unhealthy.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// The bridge's clock starts at this RFC 3339 moment and runs on at real speed (demo and
+    /// tests of quiet hours and deadlines); none: the system clock. Env GZAC_BRIDGE_CLOCK_START.
+    #[serde(default)]
+    pub clock_start: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -213,6 +217,85 @@ pub struct NotificatieConfig {
     pub standaard: Standaard,
     pub portaal_url: String,
     pub templates: Templates,
+    /// SMS (or email) held during these hours and sent when they end; none: off.
+    #[serde(default)]
+    pub stille_uren: Option<StilleUren>,
+    /// Notificaties for one klant on one channel within a window sent as one.
+    pub bundel: Bundeling,
+    /// A reminder on another channel when a bericht or taak that asks to act is left alone.
+    pub escalatie: Escalatie,
+}
+
+/// Quiet hours in Europe/Amsterdam, e.g. 21:00–08:00 (`van` after `tot`: over midnight).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StilleUren {
+    /// `HH:MM`, local time.
+    pub van: String,
+    pub tot: String,
+    /// The channels held (`sms`, and `email` if wanted).
+    pub kanalen: Vec<crate::model::common::Kanaal>,
+    /// Gebeurtenissen sent at once, quiet or not (e.g. `taak-escalatie`).
+    #[serde(default)]
+    pub uitgezonderd: Vec<String>,
+}
+
+impl StilleUren {
+    /// (`van`, `tot`) as minutes after local midnight.
+    pub fn minuten(&self) -> Result<(i32, i32), String> {
+        let parse = |s: &str| -> Option<i32> {
+            let (h, m) = s.split_once(':')?;
+            let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+            ((0..24).contains(&h) && (0..60).contains(&m) && s.len() == 5).then_some(h * 60 + m)
+        };
+        match (parse(&self.van), parse(&self.tot)) {
+            (Some(v), Some(t)) if v != t => Ok((v, t)),
+            (Some(_), Some(_)) => Err("notificaties.stille_uren: van and tot are the same moment".into()),
+            _ => Err(format!(
+                "notificaties.stille_uren: van and tot must be HH:MM, got {:?} and {:?}",
+                self.van, self.tot
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundeling {
+    /// How long after the first notificatie the window closes; 0: no digests.
+    #[serde(with = "humantime_serde")]
+    pub venster: Duration,
+    pub kanalen: Vec<crate::model::common::Kanaal>,
+    /// The gebeurtenissen that may be bundled (reminders and escalations are sent on their own).
+    pub gebeurtenissen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalatie {
+    pub berichten: BerichtEscalatie,
+    pub taken: TaakEscalatie,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BerichtEscalatie {
+    /// Open VTB handelingsPerspectief values that ask the klant to act.
+    pub handelingsperspectieven: Vec<String>,
+    /// Still unopened this long before the end of the einddatumHandelingsTermijn: escalate.
+    #[serde(default, with = "humantime_serde")]
+    pub voor_einddatum: Option<Duration>,
+    /// Still unopened this long after publication: escalate (whichever comes first).
+    #[serde(default, with = "humantime_serde")]
+    pub na_publicatie: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaakEscalatie {
+    /// Still open this long before the end of its last day: escalate.
+    #[serde(default, with = "humantime_serde")]
+    pub voor_einddatum: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -222,6 +305,10 @@ pub struct Templates {
     pub taak: ChannelTemplates,
     /// A reminder of an open taak at its `datumHerinnering`.
     pub herinnering: ChannelTemplates,
+    /// A reminder on another channel of a bericht left unopened or a taak left open (escalatie).
+    pub escalatie: ChannelTemplates,
+    /// Several notificaties as one (`aantal` and a link to the portal's overview).
+    pub bundel: ChannelTemplates,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -331,6 +418,7 @@ impl Config {
                 "REGISTRY_PASSWORD" => self.registry.password = Some(value),
                 "STATE_KEY_ID" => self.state_encryption.key_id = Some(value),
                 "STATE_KEYS_FILE" => self.state_encryption.keys_file = Some(value.into()),
+                "CLOCK_START" => self.pipeline.clock_start = Some(value),
                 other => {
                     let prop = |p: &str| p.to_ascii_lowercase().replace('_', ".");
                     if let Some(p) = other.strip_prefix("KAFKA_CONSUMER__") {
@@ -379,6 +467,10 @@ impl Config {
             ("taak", "sms", &t.taak.sms),
             ("herinnering", "email", &t.herinnering.email),
             ("herinnering", "sms", &t.herinnering.sms),
+            ("escalatie", "email", &t.escalatie.email),
+            ("escalatie", "sms", &t.escalatie.sms),
+            ("bundel", "email", &t.bundel.email),
+            ("bundel", "sms", &t.bundel.sms),
         ] {
             if !map.contains_key(DEFAULT_TAAL) {
                 return bad(format!("notificaties.templates.{kind}.{channel} needs a template for `{DEFAULT_TAAL}`"));
@@ -402,6 +494,18 @@ impl Config {
         }
         if !(0..=23).contains(&self.taken.herinnering_uur) {
             return bad(format!("taken.herinnering_uur must be an hour 0..=23, got {}", self.taken.herinnering_uur));
+        }
+        if let Some(s) = &self.notificaties.stille_uren {
+            s.minuten().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(start) = &self.pipeline.clock_start {
+            crate::model::Timestamp::parse(start).map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
+        }
+        if let Some(h) = self.notificaties.escalatie.berichten.handelingsperspectieven.iter().find(|h| {
+            serde_json::from_value::<crate::model::gzac::HandelingsPerspectief>(serde_json::Value::String(h.to_string()))
+                .is_err()
+        }) {
+            return bad(format!("notificaties.escalatie.berichten.handelingsperspectieven: {h:?} is no Open VTB handelingsPerspectief"));
         }
         if self.pipeline.transaction_timeout < Duration::from_secs(1) {
             return bad("pipeline.transaction_timeout must be at least 1 s".into());

@@ -170,6 +170,20 @@ pub(crate) fn partition_ids(consumer: &BaseConsumer<GroupContext>, topic: &str) 
     Ok(ids)
 }
 
+/// How many partitions `topic` has, asked by `route` at start (a topic just created may need a
+/// moment): what a route that picks its output partitions itself (murmur2) divides by.
+pub fn partition_count(
+    client: &rdkafka::ClientConfig,
+    route: &'static str,
+    topic: &str,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<i32> {
+    let c: BaseConsumer<GroupContext> = client.create_with_context(GroupContext::new(route, topic, Default::default()))?;
+    with_retries(&format!("reading the metadata of {topic}"), shutdown, &|| unfixable_of(&c), || {
+        Ok(partition_ids(&c, topic)?.len() as i32)
+    })
+}
+
 /// How long one metadata request may take before it is tried again: short, so that a refused
 /// credential (seen between attempts) stops the route within seconds.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1195,7 +1209,7 @@ impl<R: Route> Pipeline<R> {
         self.refused.clear();
         self.replaced = 0;
         self.stats.committed(open.inputs, open.dead_letters);
-        let now = crate::model::Timestamp::now().0;
+        let now = crate::model::Timestamp::system().0;
         self.stats.outputs.inc_by(open.outputs);
         self.stats.commit_seconds.observe(t0.elapsed().as_secs_f64());
         if open.inputs > 0 {

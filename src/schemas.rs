@@ -45,14 +45,22 @@ pub fn catalogue() -> Vec<Entry> {
         entry!(portaal::Taak, "nl.gzac.portaal.Taak", ["portaal.taken.v1"]),
         entry!(portaal::TaakAntwoord, "nl.gzac.portaal.TaakAntwoord", ["portaal.taakantwoorden.v1"]),
         entry!(portaal::Bericht, "nl.gzac.portaal.Bericht", ["portaal.berichten.v1"]),
+        entry!(portaal::BerichtGeopend, "nl.gzac.portaal.BerichtGeopend", ["portaal.berichten-geopend.v1"]),
         entry!(portaal::Klantvoorkeur, "nl.gzac.portaal.Klantvoorkeur", ["portaal.klantvoorkeuren.v1"]),
         entry!(gzac::Verzoek, "nl.gzac.zaak.Verzoek", ["gzac.verzoeken.v1", "gzac.zaakverzoeken.v1"]),
         entry!(gzac::ExterneTaak, "nl.gzac.zaak.ExterneTaak", ["gzac.taken.v1", "gzac.taakantwoorden.v1"]),
         entry!(gzac::Bericht, "nl.gzac.zaak.Bericht", ["gzac.berichten.v1"]),
+        entry!(gzac::BerichtGeopendOp, "nl.gzac.zaak.BerichtGeopendOp", ["gzac.berichten-geopend.v1"]),
         entry!(gzac::Zaak, "nl.gzac.zaak.Zaak", ["gzac.zaken.v1"]),
         entry!(common::Terugmelding, "nl.gzac.common.Terugmelding", ["portaal.terugmeldingen.v1"]),
         entry!(common::Weigering, "nl.gzac.common.Weigering", ["gzac.weigeringen.v1"]),
+        entry!(common::NietBereikt, "nl.gzac.common.NietBereikt", ["gzac.niet-bereikt.v1"]),
         entry!(common::Notificatieopdracht, "nl.gzac.common.Notificatieopdracht", ["notificaties.opdrachten.v1"]),
+        entry!(
+            common::NotificatieVerzoek,
+            "nl.gzac.common.NotificatieVerzoek",
+            ["gzac-portal-bridge.notificaties-repartition.v1"]
+        ),
     ]
 }
 

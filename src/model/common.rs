@@ -109,3 +109,33 @@ pub struct NotifyRequest {
     pub personalisation: HashMap<String, String>,
     pub reference: String,
 }
+
+/// The bridge tells GZAC that a klant could not be reached digitally about a bericht or taak that
+/// asks them to act (unopened or open near its deadline, and no channel left to remind them on):
+/// time for a letter. Never repeats the item's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct NietBereikt {
+    /// Stable id (derived from the referentie): one per item.
+    pub id: String,
+    /// The uuid GZAC gave the bericht or taak.
+    pub referentie: String,
+    pub soort: WeigeringSoort,
+    /// `GEEN_ANDER_KANAAL` (the reminders went out on every channel the klant has) or
+    /// `GEEN_KANAAL` (no digital address at all).
+    pub reden_code: String,
+    pub toelichting: String,
+    pub tijdstip: Timestamp,
+}
+
+/// A notificatie on its way to `notificaties.opdrachten.v1`, on the bridge's internal topic keyed
+/// by klant, where quiet hours and digests hold and bundle it per klant and channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.common")]
+pub struct NotificatieVerzoek {
+    /// The klant, as a derived id (never a BSN): the key of the internal topic.
+    pub klant: String,
+    /// The klant's voorkeurstaal when it was made (the digest's template follows it).
+    pub voorkeurstaal: Option<String>,
+    pub opdracht: Notificatieopdracht,
+}

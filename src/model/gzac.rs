@@ -308,3 +308,13 @@ pub struct Zaak {
     pub status: Option<String>,
     pub rollen: Vec<Rol>,
 }
+
+/// Open VTB's update of a bericht's first opening (`PATCH /berichten/{uuid}` with
+/// `PatchedBerichtGeopendOp`): the bericht's uuid and `geopendOp`. Written once per bericht.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.zaak")]
+#[serde(rename_all = "camelCase")]
+pub struct BerichtGeopendOp {
+    pub uuid: String,
+    pub geopend_op: Timestamp,
+}

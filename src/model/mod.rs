@@ -19,10 +19,71 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
+/// How far the bridge's clock runs ahead of (or behind) the system clock, in ms: zero unless
+/// `pipeline.clock_start` or the demo sets it. One per process, so every route, timer and
+/// record time agrees on "now".
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Let the process's clock read `start` now and run on at real speed from there (demo, tests:
+/// quiet hours and deadlines without waiting for them).
+pub fn set_clock(start: Timestamp) {
+    CLOCK_OFFSET_MS.store(start.0 - Timestamp::system().0, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl Timestamp {
+    /// The bridge's clock: the system clock, shifted when `set_clock` was called.
     pub fn now() -> Self {
+        Timestamp(Self::system().0 + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The system clock, whatever the bridge's clock says (latencies against Kafka timestamps).
+    pub fn system() -> Self {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(d.as_millis() as i64)
+    }
+
+    /// An RFC 3339 moment (`2026-12-02T21:30:00+01:00`).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let t: jiff::Timestamp = s.parse().map_err(|e| anyhow::anyhow!("{s:?} is no RFC 3339 moment: {e}"))?;
+        Ok(Timestamp(t.as_millisecond()))
+    }
+
+    /// Minutes since local midnight in Europe/Amsterdam at this moment.
+    pub fn minuut_van_de_dag(self) -> i32 {
+        let z = self.zoned();
+        i32::from(z.hour()) * 60 + i32::from(z.minute())
+    }
+
+    /// The first moment after this one at which it is `minute` past midnight in
+    /// Europe/Amsterdam (in a DST gap: the first moment after the gap).
+    pub fn volgende(self, minute: i32) -> Timestamp {
+        let z = self.zoned();
+        let at = |d: jiff::civil::Date| {
+            d.at((minute / 60) as i8, (minute % 60) as i8, 0, 0)
+                .to_zoned_datetime(amsterdam().clone())
+                .map_or(Timestamp::MAX, |z| Timestamp(z.timestamp().as_millisecond()))
+        };
+        let today = at(z.date());
+        if today > self {
+            today
+        } else {
+            z.date().tomorrow().map_or(Timestamp::MAX, at)
+        }
+    }
+
+    fn zoned(self) -> jiff::ZonedDateTime {
+        let ms = self.0.clamp(0, jiff::Timestamp::MAX.as_millisecond());
+        jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX).to_zoned_datetime(amsterdam().clone())
+    }
+
+    /// `d` later (saturating).
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64).min(Self::MAX.0))
+    }
+
+    /// `d` earlier.
+    pub fn minus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
     }
 
     /// 9999-12-31T23:59:59.999Z: the last moment RFC 3339 can write.

@@ -304,3 +304,18 @@ impl Klantvoorkeur {
         of_kind().find(|a| a.is_standaard_adres).or_else(|| of_kind().next()).map(|a| a.adres.as_str())
     }
 }
+
+/// What the portal writes when the ontvanger opens a bericht in it (NL Portal sets `geopend` on
+/// its bericht then): the moment, and who opened it. Every opening may be sent; only the first
+/// counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "nl.gzac.portaal")]
+pub struct BerichtGeopend {
+    /// The portal's id of this event.
+    pub id: String,
+    /// The portal bericht's id: GZAC's uuid (the key of `portaal.berichten.v1`).
+    pub bericht_id: String,
+    pub geopend_op: Timestamp,
+    /// Who opened it: the ontvanger (an opening by anyone else is refused).
+    pub door: Partij,
+}

@@ -3,15 +3,21 @@
 //! notify the ontvanger on each channel of their choice. A bericht is published and notified once:
 //! its state says so, also after a replay from offset 0. One the portal cannot take goes back to
 //! GZAC as a weigering.
+//!
+//! The portal says when the ontvanger opened a bericht (`portaal.berichten-geopend.v1`); GZAC
+//! gets Open VTB's `geopendOp` once, for the first opening. Both inputs reach this route through
+//! one repartition topic keyed by bericht uuid, so a bericht's record and its openings meet in one
+//! partition and state. A bericht that asks the klant to act and stays unopened is escalated once:
+//! a reminder on a channel not used before, or GZAC hears that the klant was not reached.
 
-use super::notificatie::{self, Item};
+use super::notificatie::{self, Item, Kanalen, Notifier};
 use super::{afwijzing, event, portaal_ontvanger, Afwijzing};
 use crate::codec::{Codec, CodecError};
-use crate::config::{BerichtenConfig, Config, NotificatieConfig};
+use crate::config::{BerichtEscalatie, BerichtenConfig, Config};
 use crate::events::Link;
-use crate::model::common::{Notificatieopdracht, Weigering, WeigeringSoort};
+use crate::model::common::{Kanaal, NietBereikt, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Datum, Timestamp};
-use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::pipeline::{Ctx, Output, Route};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -20,11 +26,15 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 pub const INPUT: &str = "gzac.berichten.v1";
+pub const GEOPEND: &str = "portaal.berichten-geopend.v1";
+pub const REPARTITION: &str = "gzac-portal-bridge.berichten-repartition.v1";
 pub const OUTPUT: &str = "portaal.berichten.v1";
+pub const GZAC_GEOPEND: &str = "gzac.berichten-geopend.v1";
 pub const CHANGELOG: &str = "gzac-portal-bridge.berichten-state.v1";
 /// Largest portal bericht (as JSON, about its Avro size and more), far below any topic's limit.
 pub const MAX_BERICHT_BYTES: usize = 256 * 1024;
 pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd";
+pub const TYPE_GEOPEND: &str = "nl.overheid.berichten.bericht-geopend";
 
 /// A bericht's state, keyed by its GZAC uuid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,20 +42,51 @@ pub enum BerichtState {
     /// Waiting for its publicatiedatum; `link` is the GZAC record that scheduled it, so the
     /// publication links to it.
     Gepland { bericht: Box<gzac::Bericht>, link: Option<Link> },
-    /// Published and notified at `op`; a replay of it does nothing.
-    Gepubliceerd { op: Timestamp },
+    /// Published and notified; a replay of it does nothing.
+    Gepubliceerd(Publicatie),
+}
+
+/// What is kept of a published bericht: enough to record its opening and to escalate it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publicatie {
+    pub op: Timestamp,
+    #[serde(default)]
+    pub ontvanger: Option<portaal::Partij>,
+    /// The channels its notificatie went out on.
+    #[serde(default)]
+    pub kanalen: Vec<Kanaal>,
+    #[serde(default)]
+    pub einddatum: Option<Datum>,
+    /// When to escalate if it is still unopened then; none: never.
+    #[serde(default)]
+    pub escalatie_op: Option<Timestamp>,
+    #[serde(default)]
+    pub geescaleerd: bool,
+    /// The first opening the portal reported.
+    #[serde(default)]
+    pub geopend_op: Option<Timestamp>,
+    #[serde(default)]
+    pub link: Option<Link>,
+}
+
+/// The two kinds of record on the repartition topic.
+pub enum BerichtInput {
+    Bericht(gzac::Bericht),
+    Geopend(portaal::BerichtGeopend),
 }
 
 pub struct BerichtRoute {
     input: String,
     output: String,
-    notificaties: String,
+    gzac_geopend: String,
     weigeringen: String,
+    niet_bereikt: String,
     changelog: String,
-    cfg: NotificatieConfig,
+    notifier: Notifier,
     berichten: BerichtenConfig,
-    voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
-    reader: Schema,
+    escalatie: BerichtEscalatie,
+    bericht_reader: Schema,
+    geopend_reader: Schema,
     retention: std::time::Duration,
 }
 
@@ -55,15 +96,17 @@ const GEEN: &str = "geen";
 impl BerichtRoute {
     pub fn new(cfg: &Config, voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>) -> Self {
         BerichtRoute {
-            input: cfg.topic(INPUT),
+            input: cfg.topic(REPARTITION),
             output: cfg.topic(OUTPUT),
-            notificaties: cfg.topic(notificatie::TOPIC),
+            gzac_geopend: cfg.topic(GZAC_GEOPEND),
             weigeringen: cfg.topic(super::WEIGERINGEN),
+            niet_bereikt: cfg.topic(super::NIET_BEREIKT),
             changelog: cfg.topic(CHANGELOG),
-            cfg: cfg.notificaties.clone(),
+            notifier: Notifier::new(cfg, voorkeuren),
             berichten: cfg.berichten.clone(),
-            voorkeuren,
-            reader: gzac::Bericht::get_schema(),
+            escalatie: cfg.notificaties.escalatie.berichten.clone(),
+            bericht_reader: gzac::Bericht::get_schema(),
+            geopend_reader: portaal::BerichtGeopend::get_schema(),
             retention: cfg.pipeline.state_retention,
         }
     }
@@ -72,7 +115,6 @@ impl BerichtRoute {
     fn due(b: &gzac::Bericht) -> Timestamp {
         b.publicatiedatum.unwrap_or(Timestamp(0))
     }
-
     /// NL Portal's bericht for Open VTB's, published at `op`. Its id is GZAC's uuid; days are
     /// Europe/Amsterdam days; `berichtType` and `handelingsperspectief` come from the configured
     /// tables. What NL Portal cannot show is refused with the reason (never guessed).
@@ -144,11 +186,21 @@ impl BerichtRoute {
     }
 
     /// Publish to the portal and notify: the outputs of a bericht whose time has come (or the
-    /// weigering, should it no longer translate).
-    fn publish(&self, b: &gzac::Bericht, op: Timestamp) -> anyhow::Result<Vec<Output>> {
+    /// weigering, should it no longer translate), and what its state keeps.
+    fn publish(&self, b: &gzac::Bericht, op: Timestamp, link: Option<Link>) -> anyhow::Result<(Vec<Output>, Publicatie)> {
+        let mut publicatie = Publicatie {
+            op,
+            ontvanger: None,
+            kanalen: vec![],
+            einddatum: None,
+            escalatie_op: None,
+            geescaleerd: false,
+            geopend_op: None,
+            link,
+        };
         let p = match Self::translate(&self.berichten, b, op) {
             Ok(p) => p,
-            Err(r) => return Ok(vec![self.weigering(b, &r)?]),
+            Err(r) => return Ok((vec![self.weigering(b, &r)?], publicatie)),
         };
         let mut out = vec![Output::new(&self.output, p.id.clone(), &p, event(TYPE_GEPUBLICEERD, &p.id))?];
         let item = Item {
@@ -157,18 +209,101 @@ impl BerichtRoute {
             deadline: Some(p.einddatum_handelingstermijn),
             gebeurtenis: "bericht-gepubliceerd",
         };
-        out.extend(notificatie::opdrachten(&self.cfg, &self.voorkeuren, &p.identificatie, &item, &self.notificaties)?);
-        Ok(out)
+        let (notificaties, kanalen) = self.notifier.verzoeken(&p.identificatie, &item, Kanalen::Gekozen)?;
+        out.extend(notificaties);
+        publicatie.escalatie_op = self.escalatie_op(b, op, p.einddatum_handelingstermijn);
+        publicatie.ontvanger = Some(p.identificatie);
+        publicatie.kanalen = kanalen;
+        publicatie.einddatum = Some(p.einddatum_handelingstermijn);
+        Ok((out, publicatie))
+    }
+
+    /// When a bericht published at `op` is escalated if still unopened: for one whose
+    /// handelingsperspectief asks to act, `voor_einddatum` before its last day ends or
+    /// `na_publicatie` after `op`, whichever comes first.
+    fn escalatie_op(&self, b: &gzac::Bericht, op: Timestamp, einddatum: Datum) -> Option<Timestamp> {
+        let perspectief = b.handelings_perspectief.map(|h| super::symbol(&h))?;
+        if !self.escalatie.handelingsperspectieven.contains(&perspectief) {
+            return None;
+        }
+        let voor = self.escalatie.voor_einddatum.map(|d| einddatum.einde().minus(d));
+        let na = self.escalatie.na_publicatie.map(|d| op.plus(d));
+        [voor, na].into_iter().flatten().min()
     }
 
     fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing) -> anyhow::Result<Output> {
         tracing::warn!(bericht = %b.uuid, reden = r.code, "bericht not delivered to the portal");
         super::weigering_output(&self.weigeringen, WeigeringSoort::Bericht, &b.uuid, r)
     }
+
+    fn on_bericht(&self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+        super::required("uuid", &b.uuid)?;
+        if let Some(BerichtState::Gepubliceerd(_)) = ctx.get(&b.uuid) {
+            tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
+            return Ok(vec![]);
+        }
+        // What the portal cannot take is refused now, not at publication time.
+        if let Err(r) = Self::translate(&self.berichten, &b, ctx.now) {
+            return Ok(vec![self.weigering(&b, &r)?]);
+        }
+        if Self::due(&b) <= ctx.now {
+            let (out, p) = self.publish(&b, ctx.now, ctx.link.cloned())?;
+            ctx.put(&b.uuid, Some(BerichtState::Gepubliceerd(p)));
+            Ok(out)
+        } else {
+            tracing::info!(bericht = %b.uuid, at = %Self::due(&b).rfc3339(), "bericht scheduled");
+            let uuid = b.uuid.clone();
+            ctx.put(&uuid, Some(BerichtState::Gepland { link: ctx.link.cloned(), bericht: Box::new(b) }));
+            Ok(vec![])
+        }
+    }
+
+    /// The first opening by the ontvanger goes to GZAC as `geopendOp`; later ones change nothing.
+    /// An opening of a bericht not published here, or by someone else, is bad input.
+    fn on_geopend(&self, g: portaal::BerichtGeopend, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+        super::required("id", &g.id)?;
+        super::required("bericht_id", &g.bericht_id)?;
+        g.geopend_op.checked("geopend_op")?;
+        let mut p = match ctx.get(&g.bericht_id) {
+            Some(BerichtState::Gepubliceerd(p)) => p.clone(),
+            Some(BerichtState::Gepland { .. }) => anyhow::bail!("bericht {} is not published yet", g.bericht_id),
+            None => anyhow::bail!(
+                "bericht {} is not known here (never published by the bridge, or forgotten after state_retention)",
+                g.bericht_id
+            ),
+        };
+        if p.geopend_op.is_some() {
+            return Ok(vec![]);
+        }
+        anyhow::ensure!(
+            p.ontvanger.as_ref().is_none_or(|o| *o == g.door),
+            "bericht {} was opened by someone other than its ontvanger",
+            g.bericht_id
+        );
+        tracing::info!(bericht = %g.bericht_id, "bericht geopend");
+        p.geopend_op = Some(g.geopend_op);
+        let update = gzac::BerichtGeopendOp { uuid: g.bericht_id.clone(), geopend_op: g.geopend_op };
+        let out = vec![Output::new(&self.gzac_geopend, update.uuid.clone(), &update, event(TYPE_GEOPEND, &update.uuid))?];
+        ctx.put(&g.bericht_id, Some(BerichtState::Gepubliceerd(p)));
+        Ok(out)
+    }
+
+    /// Remind on a channel not used before, or tell GZAC the klant was not reached.
+    fn escalate(&self, uuid: &str, p: &Publicatie) -> anyhow::Result<Vec<Output>> {
+        let Some(ontvanger) = &p.ontvanger else { return Ok(vec![]) };
+        let item = Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis: notificatie::ESCALATIE_BERICHT };
+        let (out, _) = self.notifier.verzoeken(ontvanger, &item, Kanalen::Behalve(&p.kanalen))?;
+        tracing::info!(bericht = %uuid, kanalen = out.len(), "unopened bericht escalated");
+        if !out.is_empty() {
+            return Ok(out.into_iter().map(|o| o.caused_by(p.link.as_ref())).collect());
+        }
+        let o = super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Bericht, uuid, !p.kanalen.is_empty())?;
+        Ok(vec![o.caused_by(p.link.as_ref())])
+    }
 }
 
 impl Route for BerichtRoute {
-    type Input = gzac::Bericht;
+    type Input = BerichtInput;
     type State = BerichtState;
 
     fn name(&self) -> &'static str {
@@ -180,62 +315,69 @@ impl Route for BerichtRoute {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![
             (self.output.clone(), portaal::Bericht::get_schema()),
-            (self.notificaties.clone(), Notificatieopdracht::get_schema()),
+            self.notifier.output(),
             (self.weigeringen.clone(), Weigering::get_schema()),
+            (self.gzac_geopend.clone(), gzac::BerichtGeopendOp::get_schema()),
+            (self.niet_bereikt.clone(), NietBereikt::get_schema()),
         ]
     }
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        self.voorkeuren.wait_ready(shutdown)
+        self.notifier.prepare("bericht", shutdown)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<gzac::Bericht, CodecError> {
-        decode_avro(codec, rt, bytes, &self.reader)
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
+        super::decode_either(codec, rt, bytes, (&self.bericht_reader, "bericht"), (&self.geopend_reader, "opening"), BerichtInput::Bericht, BerichtInput::Geopend)
     }
 
-    fn handle(&mut self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
-        super::required("uuid", &b.uuid)?;
-        if let Some(BerichtState::Gepubliceerd { .. }) = ctx.get(&b.uuid) {
-            tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
-            return Ok(vec![]);
-        }
-        // What the portal cannot take is refused now, not at publication time.
-        if let Err(r) = Self::translate(&self.berichten, &b, ctx.now) {
-            return Ok(vec![self.weigering(&b, &r)?]);
-        }
-        if Self::due(&b) <= ctx.now {
-            let out = self.publish(&b, ctx.now)?;
-            ctx.put(&b.uuid, Some(BerichtState::Gepubliceerd { op: ctx.now }));
-            Ok(out)
-        } else {
-            tracing::info!(bericht = %b.uuid, at = %Self::due(&b).rfc3339(), "bericht scheduled");
-            let uuid = b.uuid.clone();
-            ctx.put(&uuid, Some(BerichtState::Gepland { link: ctx.link.cloned(), bericht: Box::new(b) }));
-            Ok(vec![])
+    fn handle(&mut self, input: BerichtInput, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+        match input {
+            BerichtInput::Bericht(b) => self.on_bericht(b, ctx),
+            BerichtInput::Geopend(g) => self.on_geopend(g, ctx),
         }
     }
 
-    /// Publish what has come due; forget what was published longer than `state_retention` ago.
+    /// Publish what has come due; escalate what stayed unopened; forget a published bericht
+    /// `state_retention` after publication once it was opened or its term ended.
     fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
-        let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
+        let forget_before = now.minus(self.retention);
+        let escalate = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some_and(|t| t <= now);
+        let forget = |p: &Publicatie| {
+            p.op < forget_before && (p.geopend_op.is_some() || p.einddatum.is_none_or(|d| d.einde() < forget_before))
+        };
         let mut out = Vec::new();
         let selected = ctx.state.select(|s| match s {
             BerichtState::Gepland { bericht, .. } => Self::due(bericht) <= now,
-            BerichtState::Gepubliceerd { op } => op < &forget_before,
+            BerichtState::Gepubliceerd(p) => escalate(p) || forget(p),
         });
         for (partition, key, state) in selected {
             match state {
                 BerichtState::Gepland { bericht, link } => {
-                    out.extend(self.publish(&bericht, now)?.into_iter().map(|o| o.caused_by(link.as_ref())));
-                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd { op: now }));
+                    let (o, p) = self.publish(&bericht, now, link.clone())?;
+                    out.extend(o.into_iter().map(|o| o.caused_by(link.as_ref())));
+                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd(p)));
                 }
-                BerichtState::Gepubliceerd { .. } => ctx.state.put(partition, &key, None),
+                BerichtState::Gepubliceerd(mut p) if escalate(&p) => {
+                    out.extend(self.escalate(&key, &p)?);
+                    p.geescaleerd = true;
+                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd(p)));
+                }
+                BerichtState::Gepubliceerd(_) => ctx.state.put(partition, &key, None),
             }
         }
         Ok(out)
     }
+}
+
+/// The key berichten and their openings are repartitioned by.
+pub fn bericht_key(b: &gzac::Bericht) -> String {
+    b.uuid.clone()
+}
+
+pub fn geopend_key(g: &portaal::BerichtGeopend) -> String {
+    g.bericht_id.clone()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! What several routes share lives here: deterministic ids, parties, terugmeldingen.
 
 pub mod bericht;
+pub mod bezorging;
 pub mod notificatie;
 pub mod repartition;
 pub mod taak;
@@ -10,7 +11,8 @@ pub mod zaakverzoek;
 
 use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
-use crate::model::common::{Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
+use crate::codec::{Codec, CodecError};
+use crate::model::common::{NietBereikt, Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
 use crate::model::{portaal, Timestamp};
 use crate::pipeline::Output;
 use uuid::Uuid;
@@ -144,6 +146,55 @@ pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r:
         ..Event::default()
     };
     Output::new(topic, w.referentie.clone(), &w, event)
+}
+
+/// Where GZAC hears that a klant was not reached digitally (send a letter).
+pub const NIET_BEREIKT: &str = "gzac.niet-bereikt.v1";
+pub const TYPE_NIET_BEREIKT: &str = "nl.overheid.portaal.klant-niet-bereikt";
+
+/// GZAC's bericht or taak `referentie` was left alone and no channel is left to remind the klant
+/// on (`notified`: a first notificatie did go out): one per item.
+pub fn niet_bereikt_output(topic: &str, soort: WeigeringSoort, referentie: &str, notified: bool) -> anyhow::Result<Output> {
+    let (code, toelichting) = if notified {
+        ("GEEN_ANDER_KANAAL", "De klant is op elk bekend kanaal gewaarschuwd en reageert niet; stuur een brief.")
+    } else {
+        ("GEEN_KANAAL", "De klant heeft geen digitaal adres voor notificaties; stuur een brief.")
+    };
+    let n = NietBereikt {
+        id: derived_id(&["niet-bereikt", &format!("{soort:?}"), referentie]),
+        referentie: referentie.to_string(),
+        soort,
+        reden_code: code.to_string(),
+        toelichting: toelichting.to_string(),
+        tijdstip: Timestamp::now(),
+    };
+    let event = Event { id: derived_id(&[TYPE_NIET_BEREIKT, &n.id]), kind: TYPE_NIET_BEREIKT, subject: n.referentie.clone(), ..Event::default() };
+    Output::new(topic, n.referentie.clone(), &n, event)
+}
+
+/// Decode a record of a repartition topic that carries two kinds: whichever reader schema the
+/// writer's resolves to (Avro schema resolution, not the writer's full name) decides.
+pub fn decode_either<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned, T>(
+    codec: &Codec,
+    rt: &tokio::runtime::Handle,
+    bytes: &[u8],
+    (first, first_name): (&apache_avro::Schema, &str),
+    (second, second_name): (&apache_avro::Schema, &str),
+    as_first: fn(A) -> T,
+    as_second: fn(B) -> T,
+) -> Result<T, CodecError> {
+    match crate::pipeline::decode_avro(codec, rt, bytes, first) {
+        Ok(a) => Ok(as_first(a)),
+        Err(CodecError::BadData { message: as_a, .. }) => match crate::pipeline::decode_avro(codec, rt, bytes, second) {
+            Ok(b) => Ok(as_second(b)),
+            Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
+                class,
+                message: format!("neither a {first_name} ({as_a}) nor an {second_name} ({message})"),
+            }),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// A portal party checked (elfproef, 8-digit KVK) and named as GZAC names it: its URN.

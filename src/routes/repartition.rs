@@ -8,9 +8,8 @@ use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{decode_avro, unfixable_of, with_retries, Ctx, GroupContext, Output, Payload, Route};
+use crate::pipeline::{decode_avro, Ctx, Output, Payload, Route};
 use apache_avro::{AvroSchema, Schema};
-use rdkafka::consumer::BaseConsumer;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::AtomicBool;
 use tokio::runtime::Handle;
@@ -54,12 +53,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
         vec![]
     }
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        let c: BaseConsumer<GroupContext> =
-            self.client.create_with_context(GroupContext::new(self.name, &self.output, Default::default()))?;
-        self.partitions =
-            with_retries("reading the repartition topic's metadata", shutdown, &|| unfixable_of(&c), || {
-                Ok(crate::pipeline::partition_ids(&c, &self.output)?.len() as i32)
-            })?;
+        self.partitions = crate::pipeline::partition_count(&self.client, self.name, &self.output, shutdown)?;
         Ok(())
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {

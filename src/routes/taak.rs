@@ -4,13 +4,13 @@
 //! `repartition`), so a taak's events and antwoorden are handled in order, by one instance, against
 //! one state. An open taak past its verloopdatum becomes verlopen on both sides.
 
-use super::notificatie::{self, Item};
+use super::notificatie::{self, Item, Kanalen, Notifier};
 use super::{afwijzing, event, formulierdata, portaal_ontvanger, terugmelding, terugmelding_output, Afwijzing};
 use crate::codec::{Codec, CodecError};
-use crate::config::{Config, NotificatieConfig, TakenConfig};
-use crate::model::common::{Notificatieopdracht, Soort, Terugmelding, Weigering, WeigeringSoort};
+use crate::config::{Config, TaakEscalatie, TakenConfig};
+use crate::model::common::{Kanaal, NietBereikt, Soort, Terugmelding, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::pipeline::{Ctx, Output, Route};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,12 @@ pub struct TaakState {
     /// The assignee was reminded (for this `datumHerinnering`).
     #[serde(default)]
     pub herinnerd: bool,
+    /// The channels the new-taak notificatie went out on.
+    #[serde(default)]
+    pub kanalen: Vec<Kanaal>,
+    /// Escalated (reminded on another channel, or GZAC told the klant was not reached).
+    #[serde(default)]
+    pub geescaleerd: bool,
 }
 
 /// The two kinds of record on the repartition topic.
@@ -66,11 +72,11 @@ pub struct TaakRoute {
     gzac_antwoorden: String,
     terugmeldingen: String,
     weigeringen: String,
-    notificaties: String,
+    niet_bereikt: String,
     changelog: String,
-    cfg: NotificatieConfig,
+    notifier: Notifier,
     taken: TakenConfig,
-    voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
+    escalatie: TaakEscalatie,
     retention: std::time::Duration,
     /// Reader schemas of the two kinds of record on the repartition topic.
     taak_reader: Schema,
@@ -228,11 +234,11 @@ impl TaakRoute {
             gzac_antwoorden: cfg.topic(GZAC_ANTWOORDEN),
             terugmeldingen: cfg.topic(TERUGMELDINGEN),
             weigeringen: cfg.topic(super::WEIGERINGEN),
-            notificaties: cfg.topic(notificatie::TOPIC),
+            niet_bereikt: cfg.topic(super::NIET_BEREIKT),
             changelog: cfg.topic(CHANGELOG),
-            cfg: cfg.notificaties.clone(),
+            notifier: Notifier::new(cfg, voorkeuren),
             taken: cfg.taken.clone(),
-            voorkeuren,
+            escalatie: cfg.notificaties.escalatie.taken.clone(),
             retention: cfg.pipeline.state_retention,
             taak_reader: gzac::ExterneTaak::get_schema(),
             antwoord_reader: portaal::TaakAntwoord::get_schema(),
@@ -270,11 +276,30 @@ impl TaakRoute {
         Ok(Output::new(&self.gzac_antwoorden, t.uuid.clone(), t, event(kind, &id_source))?.caused_by(link))
     }
 
-    fn notify(&self, s: &TaakState, gebeurtenis: &'static str) -> anyhow::Result<Vec<Output>> {
-        let Ok(ontvanger) = portaal_ontvanger(&s.taak.is_toegewezen_aan) else { return Ok(vec![]) };
+    /// Notificaties about this taak on `kanalen`, and the channels they went out on.
+    fn notify(
+        &self,
+        s: &TaakState,
+        gebeurtenis: &'static str,
+        kanalen: Kanalen<'_>,
+    ) -> anyhow::Result<(Vec<Output>, Vec<Kanaal>)> {
+        let Ok(ontvanger) = portaal_ontvanger(&s.taak.is_toegewezen_aan) else { return Ok((vec![], vec![])) };
         let item =
             Item { soort: "taak", id: &s.taak.uuid, deadline: Some(s.taak.einddatum_handelings_termijn), gebeurtenis };
-        notificatie::opdrachten(&self.cfg, &self.voorkeuren, &ontvanger, &item, &self.notificaties)
+        self.notifier.verzoeken(&ontvanger, &item, kanalen)
+    }
+
+    /// An open taak near its end: remind on a channel not used before, or tell GZAC that the
+    /// klant was not reached.
+    fn escalate(&self, s: &TaakState) -> anyhow::Result<Vec<Output>> {
+        let (out, _) = self.notify(s, notificatie::ESCALATIE_TAAK, Kanalen::Behalve(&s.kanalen))?;
+        tracing::info!(taak = %s.taak.uuid, kanalen = out.len(), "open taak escalated");
+        let out = if out.is_empty() {
+            vec![super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Taak, &s.taak.uuid, !s.kanalen.is_empty())?]
+        } else {
+            out
+        };
+        Ok(out.into_iter().map(|o| o.caused_by(s.link.as_ref())).collect())
     }
 
     fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
@@ -293,7 +318,9 @@ impl TaakRoute {
                 return Ok(vec![super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r)?]);
             }
         };
-        let state = TaakState {
+        let mut state = TaakState {
+            kanalen: previous.as_ref().map(|p| p.kanalen.clone()).unwrap_or_default(),
+            geescaleerd: previous.as_ref().is_some_and(|p| p.geescaleerd),
             herinnerd: previous
                 .as_ref()
                 .is_some_and(|p| p.herinnerd && p.taak.datum_herinnering == t.datum_herinnering),
@@ -306,7 +333,9 @@ impl TaakRoute {
         // The portal's update goes first, then the notificaties of a new open taak.
         let mut out = vec![self.portal_output(&state.taak.uuid, p, kind)?];
         if previous.is_none() && state.taak.status == gzac::TaakStatus::Open {
-            out.extend(self.notify(&state, "taak-aangemaakt")?);
+            let (notificaties, kanalen) = self.notify(&state, "taak-aangemaakt", Kanalen::Gekozen)?;
+            out.extend(notificaties);
+            state.kanalen = kanalen;
         }
         ctx.put(&state.taak.uuid.clone(), Some(state));
         Ok(out)
@@ -367,32 +396,26 @@ impl Route for TaakRoute {
             (self.gzac_antwoorden.clone(), gzac::ExterneTaak::get_schema()),
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
             (self.weigeringen.clone(), Weigering::get_schema()),
-            (self.notificaties.clone(), Notificatieopdracht::get_schema()),
+            self.notifier.output(),
+            (self.niet_bereikt.clone(), NietBereikt::get_schema()),
         ]
     }
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
     fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        self.voorkeuren.wait_ready(shutdown)
+        self.notifier.prepare("taak", shutdown)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
-        // The repartition topic carries both kinds: whichever reader schema the writer's resolves
-        // to (Avro schema resolution, not the writer's full name) decides.
-        match decode_avro(codec, rt, bytes, &self.taak_reader) {
-            Ok(t) => Ok(TaakInput::Taak(t)),
-            Err(CodecError::BadData { message: as_taak, .. }) => {
-                match decode_avro(codec, rt, bytes, &self.antwoord_reader) {
-                    Ok(a) => Ok(TaakInput::Antwoord(a)),
-                    Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
-                        class,
-                        message: format!("neither a taak ({as_taak}) nor an antwoord ({message})"),
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        super::decode_either(
+            codec,
+            rt,
+            bytes,
+            (&self.taak_reader, "taak"),
+            (&self.antwoord_reader, "antwoord"),
+            TaakInput::Taak,
+            TaakInput::Antwoord,
+        )
     }
 
     fn handle(&mut self, input: TaakInput, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
@@ -413,8 +436,16 @@ impl Route for TaakRoute {
         let open = |s: &TaakState| s.taak.status == gzac::TaakStatus::Open;
         let expired = |s: &TaakState| open(s) && s.taak.einddatum_handelings_termijn.einde() <= now;
         let due = |s: &TaakState| open(s) && !s.herinnerd && s.taak.datum_herinnering.is_some_and(|d| d.om(uur) <= now);
+        let voor = self.escalatie.voor_einddatum;
+        let escalate = |s: &TaakState| {
+            open(s)
+                && !s.beantwoord
+                && !s.geescaleerd
+                && voor.is_some_and(|d| s.taak.einddatum_handelings_termijn.einde().minus(d) <= now)
+        };
         let mut out = Vec::new();
-        let selected = ctx.state.select(|s| expired(s) || due(s) || (!open(s) && s.gewijzigd < forget_before));
+        let selected =
+            ctx.state.select(|s| expired(s) || due(s) || escalate(s) || (!open(s) && s.gewijzigd < forget_before));
         for (partition, key, mut s) in selected {
             if expired(&s) {
                 tracing::info!(taak = %key, "taak verlopen");
@@ -426,10 +457,13 @@ impl Route for TaakRoute {
             } else if due(&s) {
                 tracing::info!(taak = %key, "taak herinnerd");
                 s.herinnerd = true;
-                out.extend(
-                    self.notify(&s, notificatie::HERINNERING)?.into_iter().map(|o| o.caused_by(s.link.as_ref())),
-                );
+                let (reminders, _) = self.notify(&s, notificatie::HERINNERING, Kanalen::Gekozen)?;
+                out.extend(reminders.into_iter().map(|o| o.caused_by(s.link.as_ref())));
                 out.push(self.gzac_event(&s.taak, TYPE_GZAC_HERINNERD, s.link.as_ref())?);
+                ctx.state.put(partition, &key, Some(s));
+            } else if escalate(&s) {
+                s.geescaleerd = true;
+                out.extend(self.escalate(&s)?);
                 ctx.state.put(partition, &key, Some(s));
             } else {
                 ctx.state.put(partition, &key, None);
@@ -461,7 +495,16 @@ mod tests {
     }
 
     fn state(t: gzac::ExterneTaak, beantwoord: bool) -> TaakState {
-        TaakState { taak: t, beantwoord, gewijzigd: Timestamp(0), verzonden_data: None, link: None, herinnerd: false }
+        TaakState {
+            taak: t,
+            beantwoord,
+            gewijzigd: Timestamp(0),
+            verzonden_data: None,
+            link: None,
+            herinnerd: false,
+            kanalen: vec![],
+            geescaleerd: false,
+        }
     }
 
     #[test]

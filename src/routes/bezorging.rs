@@ -1,0 +1,309 @@
+//! Bezorging (delivery): the last stage before `notificaties.opdrachten.v1`. Notificaties arrive
+//! keyed by klant, so one instance holds each klant's postvak per channel in its state:
+//! - quiet hours: a notificatie on a held channel due inside them waits until they end;
+//! - digests: the notificaties in a window after the first become one when there are several.
+//!
+//! What waits lives in the changelog with the moment it goes out; `tick` sends it then, in the
+//! same transaction that removes it, so it goes out once through crashes and rebalances.
+
+use super::notificatie::{INTERN, TOPIC, TYPE};
+use super::{derived_id, event};
+use crate::codec::{Codec, CodecError};
+use crate::config::{Config, NotificatieConfig};
+use crate::events::Link;
+use crate::model::common::{Kanaal, Notificatieopdracht, NotificatieVerzoek, NotifyRequest};
+use crate::model::Timestamp;
+use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use apache_avro::{AvroSchema, Schema};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tokio::runtime::Handle;
+
+pub const CHANGELOG: &str = "gzac-portal-bridge.notificaties-state.v1";
+/// The `gebeurtenis` of a digest.
+pub const BUNDEL: &str = "bundel";
+
+/// A notificatie held until `uit_op`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Wachtend {
+    pub verzoek: NotificatieVerzoek,
+    pub uit_op: Timestamp,
+    /// Part of a digest window (else held for quiet hours only).
+    pub bundel: bool,
+    pub link: Option<Link>,
+}
+
+/// One klant's notificaties on one channel, keyed `<klant>/<kanaal>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Postvak {
+    pub wachtend: Vec<Wachtend>,
+    /// When the digest window now open closes.
+    pub venster_tot: Option<Timestamp>,
+    /// Ids sent, with when: a replay of one sends nothing (kept `state_retention`).
+    pub verzonden: Vec<(String, Timestamp)>,
+}
+
+pub struct BezorgingRoute {
+    input: String,
+    output: String,
+    changelog: String,
+    cfg: NotificatieConfig,
+    /// Quiet hours as minutes after local midnight.
+    stil: Option<(i32, i32)>,
+    retention: std::time::Duration,
+    reader: Schema,
+}
+
+impl BezorgingRoute {
+    pub fn new(cfg: &Config) -> Self {
+        BezorgingRoute {
+            input: cfg.topic(INTERN),
+            output: cfg.topic(TOPIC),
+            changelog: cfg.topic(CHANGELOG),
+            stil: cfg.notificaties.stille_uren.as_ref().and_then(|s| s.minuten().ok()),
+            cfg: cfg.notificaties.clone(),
+            retention: cfg.pipeline.state_retention,
+            reader: NotificatieVerzoek::get_schema(),
+        }
+    }
+
+    /// When quiet hours let `o` go out at or after `t`: `t` itself, or the end of the quiet
+    /// hours `t` falls in.
+    pub fn na_stilte(&self, o: &Notificatieopdracht, t: Timestamp) -> Timestamp {
+        let (Some((van, tot)), Some(s)) = (self.stil, &self.cfg.stille_uren) else { return t };
+        if !s.kanalen.contains(&o.kanaal) || s.uitgezonderd.contains(&o.gebeurtenis) {
+            return t;
+        }
+        let m = t.minuut_van_de_dag();
+        let stil = if van < tot { (van..tot).contains(&m) } else { m >= van || m < tot };
+        if stil {
+            t.volgende(tot)
+        } else {
+            t
+        }
+    }
+
+    fn bundelt(&self, o: &Notificatieopdracht) -> bool {
+        let b = &self.cfg.bundel;
+        !b.venster.is_zero() && b.kanalen.contains(&o.kanaal) && b.gebeurtenissen.contains(&o.gebeurtenis)
+    }
+
+    fn send(&self, o: &Notificatieopdracht) -> anyhow::Result<Output> {
+        Output::new(&self.output, o.id.clone(), o, event(TYPE, &o.id))
+    }
+
+    /// One notificatie for several: the digest template in the klant's language, the number
+    /// and a link to the portal's overview; its id derives from the ids it replaces.
+    fn digest(&self, klant: &str, kanaal: Kanaal, items: &[&NotificatieVerzoek]) -> Notificatieopdracht {
+        let mut ids: Vec<&str> = items.iter().map(|v| v.opdracht.id.as_str()).collect();
+        ids.sort_unstable();
+        let id = derived_id(&["bundel", klant, &format!("{kanaal:?}"), &ids.join(",")]);
+        let latest = items[items.len() - 1];
+        let soort = |s: &str| items.iter().all(|v| v.opdracht.request.personalisation.get("soort").map(String::as_str) == Some(s));
+        let wat = if soort("bericht") {
+            "berichten"
+        } else if soort("taak") {
+            "taken"
+        } else {
+            "berichten en taken"
+        };
+        let personalisation = HashMap::from([
+            ("link".to_string(), self.cfg.portaal_url.trim_end_matches('/').to_string()),
+            ("aantal".to_string(), items.len().to_string()),
+            ("soort".to_string(), wat.to_string()),
+        ]);
+        Notificatieopdracht {
+            id: id.clone(),
+            kanaal,
+            referentie: items.iter().map(|v| v.opdracht.referentie.as_str()).collect::<Vec<_>>().join(","),
+            gebeurtenis: BUNDEL.into(),
+            tijdstip: Timestamp::now(),
+            request: NotifyRequest {
+                template_id: self.cfg.templates.bundel.get(kanaal, latest.voorkeurstaal.as_deref()).to_string(),
+                email_address: latest.opdracht.request.email_address.clone(),
+                phone_number: latest.opdracht.request.phone_number.clone(),
+                personalisation,
+                reference: id,
+            },
+        }
+    }
+
+    /// Send what is due in `p` at `now`: a digest of the bundled ones when there are several,
+    /// the rest one by one.
+    fn release(&self, key: &str, p: &mut Postvak, now: Timestamp) -> anyhow::Result<Vec<Output>> {
+        let (due, rest): (Vec<Wachtend>, Vec<Wachtend>) = std::mem::take(&mut p.wachtend).into_iter().partition(|w| w.uit_op <= now);
+        p.wachtend = rest;
+        let mut out = Vec::new();
+        let (bundled, single): (Vec<&Wachtend>, Vec<&Wachtend>) = due.iter().partition(|w| w.bundel);
+        let link = due.first().and_then(|w| w.link.as_ref());
+        if bundled.len() > 1 {
+            let klant = key.rsplit_once('/').map_or(key, |(k, _)| k);
+            let items: Vec<&NotificatieVerzoek> = bundled.iter().map(|w| &w.verzoek).collect();
+            let d = self.digest(klant, bundled[0].verzoek.opdracht.kanaal, &items);
+            tracing::info!(notificatie = %d.id, aantal = items.len(), "digest sent");
+            out.push(self.send(&d)?.caused_by(link));
+        } else {
+            out.extend(bundled.iter().map(|w| self.send(&w.verzoek.opdracht).map(|o| o.caused_by(w.link.as_ref()))).collect::<anyhow::Result<Vec<_>>>()?);
+        }
+        for w in single {
+            out.push(self.send(&w.verzoek.opdracht)?.caused_by(w.link.as_ref()));
+        }
+        p.verzonden.extend(due.iter().map(|w| (w.verzoek.opdracht.id.clone(), now)));
+        if p.venster_tot.is_some_and(|t| t <= now) {
+            p.venster_tot = None;
+        }
+        Ok(out)
+    }
+}
+
+impl Route for BezorgingRoute {
+    type Input = NotificatieVerzoek;
+    type State = Postvak;
+
+    fn name(&self) -> &'static str {
+        "bezorging"
+    }
+    fn input_topic(&self) -> &str {
+        &self.input
+    }
+    fn outputs(&self) -> Vec<(String, Schema)> {
+        vec![(self.output.clone(), Notificatieopdracht::get_schema())]
+    }
+    fn changelog(&self) -> Option<&str> {
+        Some(&self.changelog)
+    }
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<NotificatieVerzoek, CodecError> {
+        decode_avro(codec, rt, bytes, &self.reader)
+    }
+
+    fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {
+        super::required("klant", &v.klant)?;
+        super::required("id", &v.opdracht.id)?;
+        let key = format!("{}/{:?}", v.klant, v.opdracht.kanaal).to_lowercase();
+        let mut p = ctx.get(&key).cloned().unwrap_or_default();
+        let id = &v.opdracht.id;
+        if p.verzonden.iter().any(|(s, _)| s == id) || p.wachtend.iter().any(|w| &w.verzoek.opdracht.id == id) {
+            return Ok(vec![]); // a replay
+        }
+        let now = ctx.now;
+        let bundel = self.bundelt(&v.opdracht);
+        let mut uit_op = now;
+        if bundel {
+            uit_op = *p.venster_tot.get_or_insert(now.plus(self.cfg.bundel.venster));
+        }
+        let uit_op = self.na_stilte(&v.opdracht, uit_op);
+        let out = if uit_op <= now {
+            p.verzonden.push((id.clone(), now));
+            vec![self.send(&v.opdracht)?]
+        } else {
+            tracing::info!(notificatie = %id, at = %uit_op.rfc3339(), bundel, "notificatie held");
+            p.wachtend.push(Wachtend { verzoek: v, uit_op, bundel, link: ctx.link.cloned() });
+            vec![]
+        };
+        ctx.put(&key, Some(p));
+        Ok(out)
+    }
+
+    /// Send what has come due (windows closed, quiet hours over); forget sent ids after
+    /// `state_retention`, and a postvak with nothing left.
+    fn tick(&mut self, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {
+        let now = ctx.now;
+        let forget_before = now.minus(self.retention);
+        let selected = ctx.state.select(|p| {
+            p.wachtend.iter().any(|w| w.uit_op <= now)
+                || p.venster_tot.is_some_and(|t| t <= now)
+                || p.verzonden.first().is_some_and(|(_, t)| *t < forget_before)
+        });
+        let mut out = Vec::new();
+        for (partition, key, mut p) in selected {
+            out.extend(self.release(&key, &mut p, now)?);
+            p.verzonden.retain(|(_, t)| *t >= forget_before);
+            let empty = p.wachtend.is_empty() && p.venster_tot.is_none() && p.verzonden.is_empty();
+            ctx.state.put(partition, &key, (!empty).then_some(p));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StilleUren;
+
+    fn route(stil: bool, venster: u64) -> BezorgingRoute {
+        let mut cfg = Config::defaults();
+        if stil {
+            cfg.notificaties.stille_uren = Some(StilleUren {
+                van: "21:00".into(),
+                tot: "08:00".into(),
+                kanalen: vec![Kanaal::Sms],
+                uitgezonderd: vec!["taak-escalatie".into()],
+            });
+        }
+        cfg.notificaties.bundel.venster = std::time::Duration::from_secs(venster);
+        BezorgingRoute::new(&cfg)
+    }
+
+    fn opdracht(kanaal: Kanaal, gebeurtenis: &str) -> Notificatieopdracht {
+        Notificatieopdracht {
+            id: "n".into(),
+            kanaal,
+            referentie: "b".into(),
+            gebeurtenis: gebeurtenis.into(),
+            tijdstip: Timestamp(0),
+            request: NotifyRequest {
+                template_id: "t".into(),
+                email_address: None,
+                phone_number: Some("+31612345678".into()),
+                personalisation: HashMap::new(),
+                reference: "n".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn quiet_hours_are_amsterdam_hours_over_midnight() {
+        let r = route(true, 0);
+        let sms = opdracht(Kanaal::Sms, "bericht-gepubliceerd");
+        let at = |s: &str| Timestamp::parse(s).unwrap();
+        // 22:30 in winter (UTC+1) waits until 08:00 the next morning; so does 03:00.
+        assert_eq!(r.na_stilte(&sms, at("2026-12-02T22:30:00+01:00")), at("2026-12-03T08:00:00+01:00"));
+        assert_eq!(r.na_stilte(&sms, at("2026-12-03T03:00:00+01:00")), at("2026-12-03T08:00:00+01:00"));
+        // Summer time: 21:00 local is 19:00 UTC.
+        assert_eq!(r.na_stilte(&sms, at("2026-07-01T21:00:00+02:00")), at("2026-07-02T08:00:00+02:00"));
+        // Outside them, email, and an exempt kind go at once.
+        assert_eq!(r.na_stilte(&sms, at("2026-12-02T20:59:59+01:00")), at("2026-12-02T20:59:59+01:00"));
+        assert_eq!(r.na_stilte(&sms, at("2026-12-03T08:00:00+01:00")), at("2026-12-03T08:00:00+01:00"));
+        let email = opdracht(Kanaal::Email, "bericht-gepubliceerd");
+        assert_eq!(r.na_stilte(&email, at("2026-12-02T23:00:00+01:00")), at("2026-12-02T23:00:00+01:00"));
+        let urgent = opdracht(Kanaal::Sms, "taak-escalatie");
+        assert_eq!(r.na_stilte(&urgent, at("2026-12-02T23:00:00+01:00")), at("2026-12-02T23:00:00+01:00"));
+        assert_eq!(route(false, 0).na_stilte(&sms, at("2026-12-02T23:00:00+01:00")), at("2026-12-02T23:00:00+01:00"));
+    }
+
+    #[test]
+    fn a_digest_says_how_many_and_where_never_what() {
+        let r = route(false, 600);
+        let mut items = Vec::new();
+        for (i, soort) in ["bericht", "bericht", "taak"].iter().enumerate() {
+            let mut o = opdracht(Kanaal::Sms, "bericht-gepubliceerd");
+            o.id = format!("n{i}");
+            o.request.personalisation.insert("soort".into(), soort.to_string());
+            o.request.personalisation.insert("link".into(), format!("https://mijn.gemeente.example/berichten/{i}"));
+            items.push(NotificatieVerzoek { klant: "k".into(), voorkeurstaal: None, opdracht: o });
+        }
+        let refs: Vec<&NotificatieVerzoek> = items.iter().collect();
+        let d = r.digest("k", Kanaal::Sms, &refs);
+        let mut keys: Vec<&String> = d.request.personalisation.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["aantal", "link", "soort"]);
+        assert_eq!(
+            (d.request.personalisation["aantal"].as_str(), d.request.personalisation["soort"].as_str()),
+            ("3", "berichten en taken")
+        );
+        assert_eq!(d.request.template_id, Config::defaults().notificaties.templates.bundel.sms["nld"]);
+        // The same items in another order are the same digest.
+        let reversed: Vec<&NotificatieVerzoek> = items.iter().rev().collect();
+        assert_eq!(r.digest("k", Kanaal::Sms, &reversed).id, d.id);
+    }
+}
