@@ -233,7 +233,8 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let published = recs.iter().find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later).expect("published");
     assert!(published.timestamp.unwrap() >= at.0, "published before its publicatiedatum");
     // Published by a timer after a restart, yet linked to the GZAC record that scheduled it.
-    let scheduled_by = format!("{}/", w.topic(BERICHTEN));
+    // (the repartition copy of it, which carries GZAC's trace on)
+    let scheduled_by = format!("{}/", w.topic("gzac-portal-bridge.berichten-repartition.v1"));
     assert!(published.header("ce_causationid").unwrap().starts_with(&scheduled_by), "{:?}", published.headers);
     assert_eq!(published.header("traceparent"), Some(trace));
 }
@@ -248,7 +249,7 @@ async fn a_bericht_replayed_from_offset_0_produces_no_new_notificatie() {
     running.stop(Duration::from_secs(10)).await.unwrap();
 
     // Rewind the bridge's group to offset 0 on its input, as an operator replaying would.
-    let c: BaseConsumer = w.cfg.client_config().set("group.id", w.cfg.route_group("bericht")).create().unwrap();
+    let c: BaseConsumer = w.cfg.client_config().set("group.id", w.cfg.route_group("bericht-herverdeling")).create().unwrap();
     let topic = w.topic(BERICHTEN);
     let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();

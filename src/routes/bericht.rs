@@ -259,7 +259,7 @@ impl BerichtRoute {
     }
 
     /// The first opening by the ontvanger goes to GZAC as `geopendOp`; later ones change nothing.
-    /// An opening of a bericht not published here, or by someone else, is bad input.
+    /// An opening of a bericht not published yet, or by someone else, is bad input.
     fn on_geopend(&self, g: portaal::BerichtGeopend, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         super::required("id", &g.id)?;
         super::required("bericht_id", &g.bericht_id)?;
@@ -267,10 +267,12 @@ impl BerichtRoute {
         let mut p = match ctx.get(&g.bericht_id) {
             Some(BerichtState::Gepubliceerd(p)) => p.clone(),
             Some(BerichtState::Gepland { .. }) => anyhow::bail!("bericht {} is not published yet", g.bericht_id),
-            None => anyhow::bail!(
-                "bericht {} is not known here (never published by the bridge, or forgotten after state_retention)",
-                g.bericht_id
-            ),
+            // Forgotten after state_retention (it was published long ago, and a first opening
+            // would have been recorded by then): a later opening changes nothing.
+            None => {
+                tracing::info!(bericht = %g.bericht_id, "opening of a bericht not (or no longer) known here: ignored");
+                return Ok(vec![]);
+            }
         };
         if p.geopend_op.is_some() {
             return Ok(vec![]);
@@ -339,14 +341,14 @@ impl Route for BerichtRoute {
     }
 
     /// Publish what has come due; escalate what stayed unopened; forget a published bericht
-    /// `state_retention` after publication once it was opened or its term ended.
+    /// `state_retention` after publication (unless its escalation is still to come).
     fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
         let forget_before = now.minus(self.retention);
         let escalate = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some_and(|t| t <= now);
-        let forget = |p: &Publicatie| {
-            p.op < forget_before && (p.geopend_op.is_some() || p.einddatum.is_none_or(|d| d.einde() < forget_before))
-        };
+        // Kept while an escalation is still to come.
+        let pending = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some();
+        let forget = |p: &Publicatie| p.op < forget_before && !pending(p);
         let mut out = Vec::new();
         let selected = ctx.state.select(|s| match s {
             BerichtState::Gepland { bericht, .. } => Self::due(bericht) <= now,

@@ -88,8 +88,10 @@ impl BezorgingRoute {
         !b.venster.is_zero() && b.kanalen.contains(&o.kanaal) && b.gebeurtenissen.contains(&o.gebeurtenis)
     }
 
-    fn send(&self, o: &Notificatieopdracht) -> anyhow::Result<Output> {
-        Output::new(&self.output, o.id.clone(), o, event(TYPE, &o.id))
+    /// The opdracht as sent at `now` (a held one carries the moment it went out).
+    fn send(&self, o: &Notificatieopdracht, now: Timestamp) -> anyhow::Result<Output> {
+        let o = Notificatieopdracht { tijdstip: now, ..o.clone() };
+        Output::new(&self.output, o.id.clone(), &o, event(TYPE, &o.id))
     }
 
     /// One notificatie for several: the digest template in the klant's language, the number
@@ -141,12 +143,14 @@ impl BezorgingRoute {
             let items: Vec<&NotificatieVerzoek> = bundled.iter().map(|w| &w.verzoek).collect();
             let d = self.digest(klant, bundled[0].verzoek.opdracht.kanaal, &items);
             tracing::info!(notificatie = %d.id, aantal = items.len(), "digest sent");
-            out.push(self.send(&d)?.caused_by(link));
+            out.push(self.send(&d, now)?.caused_by(link));
         } else {
-            out.extend(bundled.iter().map(|w| self.send(&w.verzoek.opdracht).map(|o| o.caused_by(w.link.as_ref()))).collect::<anyhow::Result<Vec<_>>>()?);
+            for w in bundled {
+                out.push(self.send(&w.verzoek.opdracht, now)?.caused_by(w.link.as_ref()));
+            }
         }
         for w in single {
-            out.push(self.send(&w.verzoek.opdracht)?.caused_by(w.link.as_ref()));
+            out.push(self.send(&w.verzoek.opdracht, now)?.caused_by(w.link.as_ref()));
         }
         p.verzonden.extend(due.iter().map(|w| (w.verzoek.opdracht.id.clone(), now)));
         if p.venster_tot.is_some_and(|t| t <= now) {
@@ -194,7 +198,7 @@ impl Route for BezorgingRoute {
         let uit_op = self.na_stilte(&v.opdracht, uit_op);
         let out = if uit_op <= now {
             p.verzonden.push((id.clone(), now));
-            vec![self.send(&v.opdracht)?]
+            vec![self.send(&v.opdracht, now)?]
         } else {
             tracing::info!(notificatie = %id, at = %uit_op.rfc3339(), bundel, "notificatie held");
             p.wachtend.push(Wachtend { verzoek: v, uit_op, bundel, link: ctx.link.cloned() });
