@@ -128,13 +128,21 @@ fn demo_plays_every_pattern_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("mock cluster"), "the demo says its broker is a stand-in: {stdout}");
-    assert!(stdout.contains("demo done: 39 records written by the bridge for 20 records in."), "{stdout}");
+    assert!(stdout.contains("demo done: 47 records written by the bridge for 28 records in."), "{stdout}");
     let lines = |needle: &str| stdout.lines().filter(|l| l.contains(needle)).count();
     let afgewezen = |l: &&str| l.contains("nl.overheid.portaal.terugmelding-verstuurd") && l.contains("Verzoek demo-");
     assert_eq!(stdout.lines().filter(afgewezen).filter(|l| l.contains("Afgewezen")).count(), 3, "{stdout}");
     assert_eq!(lines("dead letter: unknown-schema-id"), 1, "{stdout}");
-    assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 2, "{stdout}");
-    assert_eq!(lines("bericht-gepubliceerd: Email") + lines("bericht-gepubliceerd: Sms"), 4, "{stdout}");
+    assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 6, "{stdout}");
+    // Part one: each channel at once; part two: three emails as one digest, the SMS after 08:00.
+    assert_eq!(lines("bericht-gepubliceerd: Email") + lines("bericht-gepubliceerd: Sms"), 5, "{stdout}");
+    assert_eq!(lines("bundel: Email") , 1, "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("bundel: Email") && l.contains("aantal=3")).count(), 1, "{stdout}");
+    let (held, morning) = (stdout.find("the SMS still waits").unwrap(), stdout.find("the quiet hours are over").unwrap());
+    assert!(!stdout[held..morning].contains("bericht-gepubliceerd: Sms"), "an SMS at night: {stdout}");
+    assert_eq!(stdout[morning..].lines().filter(|l| l.contains("bericht-gepubliceerd: Sms")).count(), 1, "{stdout}");
+    assert_eq!(lines("geopendOp"), 1, "GZAC hears of the first opening only: {stdout}");
+    assert_eq!(lines("bericht-escalatie: Sms"), 1, "the unread bericht escalated once: {stdout}");
     assert_eq!(lines("taak-aangemaakt: "), 6, "email and sms for three taken: {stdout}");
     assert_eq!(lines("taak-herinnering: "), 2, "a reminder on both channels: {stdout}");
     assert_eq!(lines("nl.overheid.taken.externetaak-herinnerd"), 1, "{stdout}");
@@ -147,7 +155,9 @@ fn demo_plays_every_pattern_and_exits_zero() {
     assert_eq!(lines("Taakantwoord a-2 Doorgestuurd") + lines("Zaakverzoek zv-2 Doorgestuurd"), 2, "{stdout}");
     assert_eq!(lines("nl.overheid.portaal.taak-verlopen"), 1, "verlopen in the portal: {stdout}");
     assert_eq!(lines("nl.overheid.taken.externetaak-verlopen"), 1, "and in GZAC: {stdout}");
-    assert!(!stdout.contains("569312863"), "the demo prints no BSN: {stdout}");
+    for bsn in ["569312863", "111222333", "123456782"] {
+        assert!(!stdout.contains(bsn), "the demo prints no BSN: {stdout}");
+    }
     // No ce_type is shared by two topics (and so by two schemas).
     let mut topics_of: std::collections::HashMap<&str, std::collections::HashSet<&str>> = Default::default();
     for l in stdout.lines() {
