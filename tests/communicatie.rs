@@ -46,10 +46,18 @@ fn bridge(w: &World, clock: &str) -> Reaped {
     spawn_bridge_with(&w, "i0", &["--config", config.to_str().unwrap()], &[("GZAC_BRIDGE_CLOCK_START", clock)])
 }
 
+/// The notificaties among `recs`; each one's request is held against NotifyNL's schema.
 async fn notificaties(w: &World, recs: &[Received]) -> Vec<Notificatieopdracht> {
+    let notifynl = common::reference_schema("notifynl-notification-request.schema.json");
     let mut out = Vec::new();
     for r in recs.iter().filter(|r| r.topic == w.topic(NOTIFICATIES)) {
-        out.push(w.decode(r).await);
+        let n: Notificatieopdracht = w.decode(r).await;
+        let request = serde_json::to_value(&n.request).unwrap();
+        let request: serde_json::Map<String, serde_json::Value> =
+            request.as_object().unwrap().iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let request = serde_json::Value::Object(request);
+        assert_eq!(common::invalid(&notifynl, &request), None, "not a NotifyNL request: {request}");
+        out.push(n);
     }
     out
 }
@@ -126,6 +134,11 @@ async fn the_first_opening_reaches_gzac_once_and_what_stays_unopened_is_escalate
     let g: gzac::BerichtGeopendOp = w.decode(geopend[0]).await;
     assert_eq!((g.uuid.as_str(), g.geopend_op), ("b-open", at("2027-03-01T10:05:00+01:00")));
     assert_eq!(geopend[0].header("ce_type"), Some("nl.overheid.berichten.bericht-geopend"));
+    // Its body is Open VTB's PATCH body (the uuid is the record's key and subject besides).
+    let patch = common::openapi_schema("openvtb-berichten-openapi.yaml", "PatchedBerichtGeopendOp");
+    let body = serde_json::json!({ "geopendOp": g.geopend_op.rfc3339() });
+    assert_eq!(common::invalid(&patch, &body), None);
+    assert!(common::invalid(&patch, &serde_json::json!({ "geopendOp": "gisteren" })).is_some());
     // The opening by someone else is a dead letter with its reason.
     let dlq: Vec<&Received> = recs.iter().filter(|r| r.topic == w.topic(GEOPEND_DLQ)).collect();
     assert_eq!(dlq.len(), 1, "{recs:#?}");
