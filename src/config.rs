@@ -499,13 +499,18 @@ impl Config {
             s.minuten().map_err(ConfigError::Invalid)?;
         }
         if let Some(start) = &self.pipeline.clock_start {
-            crate::model::Timestamp::parse(start).map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
+            crate::model::Timestamp::parse(start)
+                .map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
         }
         if let Some(h) = self.notificaties.escalatie.berichten.handelingsperspectieven.iter().find(|h| {
-            serde_json::from_value::<crate::model::gzac::HandelingsPerspectief>(serde_json::Value::String(h.to_string()))
-                .is_err()
+            serde_json::from_value::<crate::model::gzac::HandelingsPerspectief>(serde_json::Value::String(
+                h.to_string(),
+            ))
+            .is_err()
         }) {
-            return bad(format!("notificaties.escalatie.berichten.handelingsperspectieven: {h:?} is no Open VTB handelingsPerspectief"));
+            return bad(format!(
+                "notificaties.escalatie.berichten.handelingsperspectieven: {h:?} is no Open VTB handelingsPerspectief"
+            ));
         }
         if self.pipeline.transaction_timeout < Duration::from_secs(1) {
             return bad("pipeline.transaction_timeout must be at least 1 s".into());

@@ -219,8 +219,10 @@ async fn show(
     let mut reached = None;
     let recs = tokio::task::spawn_blocking(move || {
         client::read_until(&c, &topics, Duration::from_secs(60), |recs| {
-            let new: Vec<&Received> =
-                by_bridge(recs).into_iter().filter(|r| !old.contains(&(r.topic.clone(), r.partition, r.offset))).collect();
+            let new: Vec<&Received> = by_bridge(recs)
+                .into_iter()
+                .filter(|r| !old.contains(&(r.topic.clone(), r.partition, r.offset)))
+                .collect();
             if done(&new) && reached.is_none() {
                 reached = Some(std::time::Instant::now());
             }
@@ -298,8 +300,7 @@ async fn communicatie(
     w.send("gzac.berichten.v1", C1, &act(C1, OTHER_BSN, InformatieGeven), "asks to act; will be opened").await?;
     w.send("gzac.berichten.v1", C2, &act(C2, OTHER_BSN, InformatieGeven), "asks to act; left unread").await?;
     w.send("gzac.berichten.v1", C3, &act(C3, OTHER_BSN, InformatieKrijgen), "for information").await?;
-    w.send("gzac.berichten.v1", C4, &act(C4, SMS_BSN, InformatieKrijgen), "for the SMS-only klant, at night")
-        .await?;
+    w.send("gzac.berichten.v1", C4, &act(C4, SMS_BSN, InformatieKrijgen), "for the SMS-only klant, at night").await?;
     show(&cfg, codec, seen, "published; the three emails wait for the digest window, the SMS for the morning:", |r| {
         r.iter().filter(|r| r.topic.ends_with("portaal.berichten.v1")).count() >= 4
     })
@@ -312,9 +313,17 @@ async fn communicatie(
     };
     println!("\nportal: the klant opens one bericht (twice):");
     w.send("portaal.berichten-geopend.v1", C1, &opening, "opened").await?;
-    w.send("portaal.berichten-geopend.v1", C1, &portaal::BerichtGeopend { id: "o-2".into(), ..opening }, "opened again")
-        .await?;
-    show(&cfg, codec, seen, "GZAC hears of the first opening only:", |r| r.iter().any(|r| r.topic.ends_with("gzac.berichten-geopend.v1"))).await?;
+    w.send(
+        "portaal.berichten-geopend.v1",
+        C1,
+        &portaal::BerichtGeopend { id: "o-2".into(), ..opening },
+        "opened again",
+    )
+    .await?;
+    show(&cfg, codec, seen, "GZAC hears of the first opening only:", |r| {
+        r.iter().any(|r| r.topic.ends_with("gzac.berichten-geopend.v1"))
+    })
+    .await?;
     clock(Timestamp::now().plus(Duration::from_secs(31)), "31 s later: the digest window closes");
     show(&cfg, codec, seen, "one email for three berichten; the SMS still waits:", |r| {
         r.iter().any(|r| r.header("ce_type") == Some(crate::routes::notificatie::TYPE))

@@ -178,7 +178,8 @@ pub fn partition_count(
     topic: &str,
     shutdown: &AtomicBool,
 ) -> anyhow::Result<i32> {
-    let c: BaseConsumer<GroupContext> = client.create_with_context(GroupContext::new(route, topic, Default::default()))?;
+    let c: BaseConsumer<GroupContext> =
+        client.create_with_context(GroupContext::new(route, topic, Default::default()))?;
     with_retries(&format!("reading the metadata of {topic}"), shutdown, &|| unfixable_of(&c), || {
         Ok(partition_ids(&c, topic)?.len() as i32)
     })

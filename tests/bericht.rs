@@ -249,7 +249,8 @@ async fn a_bericht_replayed_from_offset_0_produces_no_new_notificatie() {
     running.stop(Duration::from_secs(10)).await.unwrap();
 
     // Rewind the bridge's group to offset 0 on its input, as an operator replaying would.
-    let c: BaseConsumer = w.cfg.client_config().set("group.id", w.cfg.route_group("bericht-herverdeling")).create().unwrap();
+    let c: BaseConsumer =
+        w.cfg.client_config().set("group.id", w.cfg.route_group("bericht-herverdeling")).create().unwrap();
     let topic = w.topic(BERICHTEN);
     let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();

@@ -137,9 +137,10 @@ fn demo_plays_every_pattern_and_exits_zero() {
     assert_eq!(lines("nl.overheid.berichten.bericht-gepubliceerd"), 6, "{stdout}");
     // Part one: each channel at once; part two: three emails as one digest, the SMS after 08:00.
     assert_eq!(lines("bericht-gepubliceerd: Email") + lines("bericht-gepubliceerd: Sms"), 5, "{stdout}");
-    assert_eq!(lines("bundel: Email") , 1, "{stdout}");
+    assert_eq!(lines("bundel: Email"), 1, "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.contains("bundel: Email") && l.contains("aantal=3")).count(), 1, "{stdout}");
-    let (held, morning) = (stdout.find("the SMS still waits").unwrap(), stdout.find("the quiet hours are over").unwrap());
+    let (held, morning) =
+        (stdout.find("the SMS still waits").unwrap(), stdout.find("the quiet hours are over").unwrap());
     assert!(!stdout[held..morning].contains("bericht-gepubliceerd: Sms"), "an SMS at night: {stdout}");
     assert_eq!(stdout[morning..].lines().filter(|l| l.contains("bericht-gepubliceerd: Sms")).count(), 1, "{stdout}");
     assert_eq!(lines("geopendOp"), 1, "GZAC hears of the first opening only: {stdout}");

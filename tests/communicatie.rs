@@ -43,7 +43,7 @@ fn at(s: &str) -> Timestamp {
 /// A bridge process of `w` whose clock starts at `clock`.
 fn bridge(w: &World, clock: &str) -> Reaped {
     let config = w.config_file(CONFIG);
-    spawn_bridge_with(&w, "i0", &["--config", config.to_str().unwrap()], &[("GZAC_BRIDGE_CLOCK_START", clock)])
+    spawn_bridge_with(w, "i0", &["--config", config.to_str().unwrap()], &[("GZAC_BRIDGE_CLOCK_START", clock)])
 }
 
 /// The notificaties among `recs`; each one's request is held against NotifyNL's schema.
@@ -53,8 +53,13 @@ async fn notificaties(w: &World, recs: &[Received]) -> Vec<Notificatieopdracht> 
     for r in recs.iter().filter(|r| r.topic == w.topic(NOTIFICATIES)) {
         let n: Notificatieopdracht = w.decode(r).await;
         let request = serde_json::to_value(&n.request).unwrap();
-        let request: serde_json::Map<String, serde_json::Value> =
-            request.as_object().unwrap().iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let request: serde_json::Map<String, serde_json::Value> = request
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let request = serde_json::Value::Object(request);
         assert_eq!(common::invalid(&notifynl, &request), None, "not a NotifyNL request: {request}");
         out.push(n);
@@ -67,6 +72,16 @@ async fn notificaties(w: &World, recs: &[Received]) -> Vec<Notificatieopdracht> 
 async fn kill_at_first_output(w: &World, mut bridge: Reaped, topics: &[&str]) {
     w.read(topics, 1, Duration::ZERO).await;
     kill9(&mut bridge);
+}
+
+/// What is held goes out: a bridge started at `just_before` is killed at the first notificatie
+/// (in the middle of the release), one started at `after` finishes; every notificatie so far.
+async fn released_through_a_crash(w: &World, just_before: &str, after: &str) -> Vec<Received> {
+    kill_at_first_output(w, bridge(w, just_before), &[NOTIFICATIES]).await;
+    let mut c = bridge(w, after);
+    let recs = w.read(&[NOTIFICATIES], 1, Duration::from_secs(6)).await;
+    assert!(sigterm(&mut c).success());
+    recs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +140,8 @@ async fn the_first_opening_reaches_gzac_once_and_what_stays_unopened_is_escalate
         recs = w.read(&[NOTIFICATIES, NIET_BEREIKT, GZAC_GEOPEND, GEOPEND_DLQ], 1, Duration::from_secs(1)).await;
     }
     // Settle: nothing more may come.
-    let recs = w.read(&[NOTIFICATIES, NIET_BEREIKT, GZAC_GEOPEND, GEOPEND_DLQ], recs.len(), Duration::from_secs(5)).await;
+    let recs =
+        w.read(&[NOTIFICATIES, NIET_BEREIKT, GZAC_GEOPEND, GEOPEND_DLQ], recs.len(), Duration::from_secs(5)).await;
     assert!(sigterm(&mut c).success());
 
     // GZAC: one geopendOp, the first opening's moment.
@@ -154,8 +170,11 @@ async fn the_first_opening_reaches_gzac_once_and_what_stays_unopened_is_escalate
     esc.sort_by_key(|e| e.0);
     assert_eq!(esc, vec![(t, "taak-escalatie", Kanaal::Sms), ("b-unread", "bericht-escalatie", Kanaal::Sms)]);
     let templates = &w.cfg.notificaties.templates.escalatie;
-    assert!(ns.iter().filter(|n| n.gebeurtenis.ends_with("-escalatie")).all(|n| n.request.template_id == templates.sms["nld"]
-        && n.request.phone_number.as_deref() == Some("+31612345678")));
+    assert!(ns
+        .iter()
+        .filter(|n| n.gebeurtenis.ends_with("-escalatie"))
+        .all(|n| n.request.template_id == templates.sms["nld"]
+            && n.request.phone_number.as_deref() == Some("+31612345678")));
     // No email was sent twice either: each notificatie id once.
     let mut ids: Vec<&str> = ns.iter().map(|n| n.id.as_str()).collect();
     ids.sort();
@@ -185,11 +204,7 @@ async fn an_sms_due_at_night_is_held_until_eight_and_sent_once() {
     kill9(&mut a);
 
     // 07:59:57 the next morning: killed as soon as the SMS is out (or in the middle of it).
-    let b = bridge(&w, "2027-03-02T07:59:57+01:00");
-    kill_at_first_output(&w, b, &[NOTIFICATIES]).await;
-    let mut c = bridge(&w, "2027-03-02T08:00:30+01:00");
-    let recs = w.read(&[NOTIFICATIES], 1, Duration::from_secs(6)).await;
-    assert!(sigterm(&mut c).success());
+    let recs = released_through_a_crash(&w, "2027-03-02T07:59:57+01:00", "2027-03-02T08:00:30+01:00").await;
 
     let ns = notificaties(&w, &recs).await;
     assert_eq!(ns.len(), 1, "held SMS sent exactly once: {ns:#?}");
@@ -214,11 +229,7 @@ async fn three_berichten_in_one_window_become_one_digest_when_it_closes() {
     kill9(&mut a);
 
     // The window closes while no input arrives; killed at the digest.
-    let b = bridge(&w, "2027-03-01T10:00:57+01:00");
-    kill_at_first_output(&w, b, &[NOTIFICATIES]).await;
-    let mut c = bridge(&w, "2027-03-01T10:01:30+01:00");
-    let recs = w.read(&[NOTIFICATIES], 1, Duration::from_secs(6)).await;
-    assert!(sigterm(&mut c).success());
+    let recs = released_through_a_crash(&w, "2027-03-01T10:00:57+01:00", "2027-03-01T10:01:30+01:00").await;
 
     let ns = notificaties(&w, &recs).await;
     assert_eq!(ns.len(), 1, "one digest, nothing else: {ns:#?}");

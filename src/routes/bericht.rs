@@ -187,7 +187,12 @@ impl BerichtRoute {
 
     /// Publish to the portal and notify: the outputs of a bericht whose time has come (or the
     /// weigering, should it no longer translate), and what its state keeps.
-    fn publish(&self, b: &gzac::Bericht, op: Timestamp, link: Option<Link>) -> anyhow::Result<(Vec<Output>, Publicatie)> {
+    fn publish(
+        &self,
+        b: &gzac::Bericht,
+        op: Timestamp,
+        link: Option<Link>,
+    ) -> anyhow::Result<(Vec<Output>, Publicatie)> {
         let mut publicatie = Publicatie {
             op,
             ontvanger: None,
@@ -285,7 +290,8 @@ impl BerichtRoute {
         tracing::info!(bericht = %g.bericht_id, "bericht geopend");
         p.geopend_op = Some(g.geopend_op);
         let update = gzac::BerichtGeopendOp { uuid: g.bericht_id.clone(), geopend_op: g.geopend_op };
-        let out = vec![Output::new(&self.gzac_geopend, update.uuid.clone(), &update, event(TYPE_GEOPEND, &update.uuid))?];
+        let out =
+            vec![Output::new(&self.gzac_geopend, update.uuid.clone(), &update, event(TYPE_GEOPEND, &update.uuid))?];
         ctx.put(&g.bericht_id, Some(BerichtState::Gepubliceerd(p)));
         Ok(out)
     }
@@ -293,7 +299,8 @@ impl BerichtRoute {
     /// Remind on a channel not used before, or tell GZAC the klant was not reached.
     fn escalate(&self, uuid: &str, p: &Publicatie) -> anyhow::Result<Vec<Output>> {
         let Some(ontvanger) = &p.ontvanger else { return Ok(vec![]) };
-        let item = Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis: notificatie::ESCALATIE_BERICHT };
+        let item =
+            Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis: notificatie::ESCALATIE_BERICHT };
         let (out, _) = self.notifier.verzoeken(ontvanger, &item, Kanalen::Behalve(&p.kanalen))?;
         tracing::info!(bericht = %uuid, kanalen = out.len(), "unopened bericht escalated");
         if !out.is_empty() {
@@ -330,7 +337,15 @@ impl Route for BerichtRoute {
         self.notifier.prepare("bericht", shutdown)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
-        super::decode_either(codec, rt, bytes, (&self.bericht_reader, "bericht"), (&self.geopend_reader, "opening"), BerichtInput::Bericht, BerichtInput::Geopend)
+        super::decode_either(
+            codec,
+            rt,
+            bytes,
+            (&self.bericht_reader, "bericht"),
+            (&self.geopend_reader, "opening"),
+            BerichtInput::Bericht,
+            BerichtInput::Geopend,
+        )
     }
 
     fn handle(&mut self, input: BerichtInput, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
@@ -345,7 +360,8 @@ impl Route for BerichtRoute {
     fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
         let forget_before = now.minus(self.retention);
-        let escalate = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some_and(|t| t <= now);
+        let escalate =
+            |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some_and(|t| t <= now);
         // Kept while an escalation is still to come.
         let pending = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some();
         let forget = |p: &Publicatie| p.op < forget_before && !pending(p);

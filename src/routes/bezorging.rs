@@ -11,7 +11,7 @@ use super::{derived_id, event};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
 use crate::events::Link;
-use crate::model::common::{Kanaal, Notificatieopdracht, NotificatieVerzoek, NotifyRequest};
+use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::Timestamp;
 use crate::pipeline::{decode_avro, Ctx, Output, Route};
 use apache_avro::{AvroSchema, Schema};
@@ -101,7 +101,9 @@ impl BezorgingRoute {
         ids.sort_unstable();
         let id = derived_id(&["bundel", klant, &format!("{kanaal:?}"), &ids.join(",")]);
         let latest = items[items.len() - 1];
-        let soort = |s: &str| items.iter().all(|v| v.opdracht.request.personalisation.get("soort").map(String::as_str) == Some(s));
+        let soort = |s: &str| {
+            items.iter().all(|v| v.opdracht.request.personalisation.get("soort").map(String::as_str) == Some(s))
+        };
         let wat = if soort("bericht") {
             "berichten"
         } else if soort("taak") {
@@ -133,7 +135,8 @@ impl BezorgingRoute {
     /// Send what is due in `p` at `now`: a digest of the bundled ones when there are several,
     /// the rest one by one.
     fn release(&self, key: &str, p: &mut Postvak, now: Timestamp) -> anyhow::Result<Vec<Output>> {
-        let (due, rest): (Vec<Wachtend>, Vec<Wachtend>) = std::mem::take(&mut p.wachtend).into_iter().partition(|w| w.uit_op <= now);
+        let (due, rest): (Vec<Wachtend>, Vec<Wachtend>) =
+            std::mem::take(&mut p.wachtend).into_iter().partition(|w| w.uit_op <= now);
         p.wachtend = rest;
         let mut out = Vec::new();
         let (bundled, single): (Vec<&Wachtend>, Vec<&Wachtend>) = due.iter().partition(|w| w.bundel);

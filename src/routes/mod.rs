@@ -9,9 +9,9 @@ pub mod taak;
 pub mod verzoek;
 pub mod zaakverzoek;
 
+use crate::codec::{Codec, CodecError};
 use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
-use crate::codec::{Codec, CodecError};
 use crate::model::common::{NietBereikt, Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
 use crate::model::{portaal, Timestamp};
 use crate::pipeline::Output;
@@ -154,7 +154,12 @@ pub const TYPE_NIET_BEREIKT: &str = "nl.overheid.portaal.klant-niet-bereikt";
 
 /// GZAC's bericht or taak `referentie` was left alone and no channel is left to remind the klant
 /// on (`notified`: a first notificatie did go out): one per item.
-pub fn niet_bereikt_output(topic: &str, soort: WeigeringSoort, referentie: &str, notified: bool) -> anyhow::Result<Output> {
+pub fn niet_bereikt_output(
+    topic: &str,
+    soort: WeigeringSoort,
+    referentie: &str,
+    notified: bool,
+) -> anyhow::Result<Output> {
     let (code, toelichting) = if notified {
         ("GEEN_ANDER_KANAAL", "De klant is op elk bekend kanaal gewaarschuwd en reageert niet; stuur een brief.")
     } else {
@@ -168,7 +173,12 @@ pub fn niet_bereikt_output(topic: &str, soort: WeigeringSoort, referentie: &str,
         toelichting: toelichting.to_string(),
         tijdstip: Timestamp::now(),
     };
-    let event = Event { id: derived_id(&[TYPE_NIET_BEREIKT, &n.id]), kind: TYPE_NIET_BEREIKT, subject: n.referentie.clone(), ..Event::default() };
+    let event = Event {
+        id: derived_id(&[TYPE_NIET_BEREIKT, &n.id]),
+        kind: TYPE_NIET_BEREIKT,
+        subject: n.referentie.clone(),
+        ..Event::default()
+    };
     Output::new(topic, n.referentie.clone(), &n, event)
 }
 
@@ -185,14 +195,16 @@ pub fn decode_either<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOw
 ) -> Result<T, CodecError> {
     match crate::pipeline::decode_avro(codec, rt, bytes, first) {
         Ok(a) => Ok(as_first(a)),
-        Err(CodecError::BadData { message: as_a, .. }) => match crate::pipeline::decode_avro(codec, rt, bytes, second) {
-            Ok(b) => Ok(as_second(b)),
-            Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
-                class,
-                message: format!("neither a {first_name} ({as_a}) nor an {second_name} ({message})"),
-            }),
-            Err(e) => Err(e),
-        },
+        Err(CodecError::BadData { message: as_a, .. }) => {
+            match crate::pipeline::decode_avro(codec, rt, bytes, second) {
+                Ok(b) => Ok(as_second(b)),
+                Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
+                    class,
+                    message: format!("neither a {first_name} ({as_a}) nor an {second_name} ({message})"),
+                }),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
 }

@@ -8,7 +8,7 @@
 
 use super::{derived_id, event, partij_key};
 use crate::config::{Config, NotificatieConfig, Standaard};
-use crate::model::common::{Kanaal, Notificatieopdracht, NotificatieVerzoek, NotifyRequest};
+use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::{portaal, Datum, Timestamp};
 use crate::pipeline::{Output, Payload};
 use crate::table::GlobalTable;
@@ -132,7 +132,10 @@ impl Notifier {
             _ => &cfg.templates.bericht,
         };
         let mut personalisation = HashMap::from([
-            ("link".to_string(), format!("{}/{}", cfg.portaal_url.trim_end_matches('/'), item_path(item.soort, item.id))),
+            (
+                "link".to_string(),
+                format!("{}/{}", cfg.portaal_url.trim_end_matches('/'), item_path(item.soort, item.id)),
+            ),
             ("soort".to_string(), item.soort.to_string()),
         ]);
         if let Some(d) = item.deadline {
@@ -142,7 +145,8 @@ impl Notifier {
         let gekozen = match (kanalen, voorkeur.as_ref()) {
             (Kanalen::Gekozen, v) => channels(v, cfg.standaard),
             (Kanalen::Behalve(used), Some(v)) => {
-                let rest: Vec<Kanaal> = [Kanaal::Email, Kanaal::Sms].into_iter().filter(|k| !used.contains(k)).collect();
+                let rest: Vec<Kanaal> =
+                    [Kanaal::Email, Kanaal::Sms].into_iter().filter(|k| !used.contains(k)).collect();
                 with_address(v, &rest)
             }
             (Kanalen::Behalve(_), None) => vec![],

@@ -295,7 +295,12 @@ impl TaakRoute {
         let (out, _) = self.notify(s, notificatie::ESCALATIE_TAAK, Kanalen::Behalve(&s.kanalen))?;
         tracing::info!(taak = %s.taak.uuid, kanalen = out.len(), "open taak escalated");
         let out = if out.is_empty() {
-            vec![super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Taak, &s.taak.uuid, !s.kanalen.is_empty())?]
+            vec![super::niet_bereikt_output(
+                &self.niet_bereikt,
+                WeigeringSoort::Taak,
+                &s.taak.uuid,
+                !s.kanalen.is_empty(),
+            )?]
         } else {
             out
         };
