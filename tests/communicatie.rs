@@ -3,7 +3,8 @@
 //! or "niet bereikt" for GZAC), quiet hours (an SMS held until 08:00) and digests (a window that
 //! closes without new input). Time comes from the bridge's settable clock
 //! (`GZAC_BRIDGE_CLOCK_START`): each bridge process starts at a chosen moment of a simulated
-//! timeline in Europe/Amsterdam, so no test sleeps until morning.
+//! timeline in Europe/Amsterdam, so no test sleeps until morning. The quiet-hours test runs two
+//! instances, so held notificaties move between them with their partitions.
 
 mod common;
 
@@ -42,8 +43,13 @@ fn at(s: &str) -> Timestamp {
 
 /// A bridge process of `w` whose clock starts at `clock`.
 fn bridge(w: &World, clock: &str) -> Reaped {
+    bridge_as(w, "i0", clock)
+}
+
+/// Instance `instance` of `w`'s bridge, its clock starting at `clock`.
+fn bridge_as(w: &World, instance: &str, clock: &str) -> Reaped {
     let config = w.config_file(CONFIG);
-    spawn_bridge_with(w, "i0", &["--config", config.to_str().unwrap()], &[("GZAC_BRIDGE_CLOCK_START", clock)])
+    spawn_bridge_with(w, instance, &["--config", config.to_str().unwrap()], &[("GZAC_BRIDGE_CLOCK_START", clock)])
 }
 
 /// The notificaties among `recs`; each one's request is held against NotifyNL's schema.
@@ -189,28 +195,52 @@ async fn the_first_opening_reaches_gzac_once_and_what_stays_unopened_is_escalate
     assert_eq!((nb.referentie.as_str(), nb.reden_code.as_str()), ("b-far", "GEEN_ANDER_KANAAL"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sms_due_at_night_is_held_until_eight_and_sent_once() {
-    let w = World::new("quiet").await;
-    w.send(VOORKEUREN, "k-1", &klantvoorkeur(BSN, vec![Kanaal::Sms])).await;
-    w.send(BERICHTEN, "q-1", &gzac::Bericht { publicatiedatum: None, ..bericht("q-1", BSN) }).await;
+/// `n` valid BSNs (elfproef): one klant each.
+fn bsns(n: usize) -> Vec<String> {
+    (100_000_000u32..).map(|v| v.to_string()).filter(|b| gzac_portal_bridge::identifiers::elfproef(b)).take(n).collect()
+}
 
-    // 21:10: the bericht is published, its SMS waits.
-    let mut a = bridge(&w, "2027-03-01T21:10:00+01:00");
-    let recs = w.read(&[PORTAAL], 1, Duration::ZERO).await;
-    assert_eq!(recs.len(), 1);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smses_due_at_night_are_held_until_eight_and_sent_once_by_two_instances() {
+    let w = World::new("quiet").await;
+    let klanten = bsns(6);
+    for (i, bsn) in klanten.iter().enumerate() {
+        let id = format!("q-{i}");
+        w.send(VOORKEUREN, &format!("k-{i}"), &klantvoorkeur(bsn, vec![Kanaal::Sms])).await;
+        w.send(BERICHTEN, &id, &gzac::Bericht { publicatiedatum: None, ..bericht(&id, bsn) }).await;
+    }
+
+    // 21:10: two instances share the klanten; the berichten are published, every SMS waits.
+    let night = "2027-03-01T21:10:00+01:00";
+    let (mut a0, mut a1) = (bridge_as(&w, "i0", night), bridge_as(&w, "i1", night));
+    let recs = w.read(&[PORTAAL], klanten.len(), Duration::ZERO).await;
+    assert_eq!(recs.len(), klanten.len());
     let recs = w.read(&[NOTIFICATIES], 0, Duration::from_secs(4)).await;
     assert!(recs.is_empty(), "an SMS went out at night: {recs:#?}");
-    kill9(&mut a);
+    kill9(&mut a0);
+    kill9(&mut a1);
 
-    // 07:59:57 the next morning: killed as soon as the SMS is out (or in the middle of it).
-    let recs = released_through_a_crash(&w, "2027-03-02T07:59:57+01:00", "2027-03-02T08:00:30+01:00").await;
+    // 07:59:57 the next morning, both instances: killed as soon as the first SMS is out (in the
+    // middle of the release); then one instance alone finishes what is left.
+    let morning = "2027-03-02T07:59:57+01:00";
+    let (b0, mut b1) = (bridge_as(&w, "i0", morning), bridge_as(&w, "i1", morning));
+    kill_at_first_output(&w, b0, &[NOTIFICATIES]).await;
+    kill9(&mut b1);
+    let mut c = bridge_as(&w, "i0", "2027-03-02T08:00:30+01:00");
+    let recs = w.read(&[NOTIFICATIES], klanten.len(), Duration::from_secs(6)).await;
+    assert!(sigterm(&mut c).success());
 
     let ns = notificaties(&w, &recs).await;
-    assert_eq!(ns.len(), 1, "held SMS sent exactly once: {ns:#?}");
-    assert_eq!((ns[0].kanaal, ns[0].referentie.as_str()), (Kanaal::Sms, "q-1"));
-    assert!(ns[0].tijdstip >= at("2027-03-02T08:00:00+01:00"), "sent before the quiet hours ended: {:?}", ns[0]);
-    assert_eq!(ns[0].request.template_id, w.cfg.notificaties.templates.bericht.sms["nld"]);
+    assert_eq!(ns.len(), klanten.len(), "each held SMS sent exactly once: {ns:#?}");
+    let mut refs: Vec<&str> = ns.iter().map(|n| n.referentie.as_str()).collect();
+    refs.sort();
+    refs.dedup();
+    assert_eq!(refs.len(), klanten.len(), "{ns:#?}");
+    for n in &ns {
+        assert_eq!(n.kanaal, Kanaal::Sms);
+        assert!(n.tijdstip >= at("2027-03-02T08:00:00+01:00"), "sent before the quiet hours ended: {n:?}");
+        assert_eq!(n.request.template_id, w.cfg.notificaties.templates.bericht.sms["nld"]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
