@@ -629,6 +629,26 @@ mod tests {
     }
 
     #[test]
+    fn communication_settings_are_checked() {
+        let load = |yaml: &str| {
+            let path = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+            std::fs::write(&path, yaml).unwrap();
+            Config::load(Some(&path)).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(load("notificaties:\n  stille_uren: { van: \"21:00\", tot: \"08:00\", kanalen: [sms] }\n"), Ok(()));
+        let err =
+            load("notificaties:\n  stille_uren: { van: \"25:00\", tot: \"08:00\", kanalen: [sms] }\n").unwrap_err();
+        assert!(err.contains("HH:MM"), "{err}");
+        let err =
+            load("notificaties:\n  escalatie:\n    berichten:\n      handelingsperspectieven: [lezen]\n").unwrap_err();
+        assert!(err.contains("lezen"), "{err}");
+        let err = Config::load_with_env(None, &[("GZAC_BRIDGE_CLOCK_START".into(), "morgen".into())]).unwrap_err();
+        assert!(err.to_string().contains("clock_start"), "{err}");
+        let c = Config::load_with_env(None, &[("GZAC_BRIDGE_CLOCK_START".into(), "2027-03-01T21:10:00+01:00".into())]);
+        assert_eq!(c.unwrap().pipeline.clock_start.as_deref(), Some("2027-03-01T21:10:00+01:00"));
+    }
+
+    #[test]
     fn unknown_field_is_refused() {
         let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
         std::fs::write(&dir, "pipeline:\n  batch_max_recrods: 3\n").unwrap();
