@@ -786,7 +786,12 @@ impl<R: Route> Pipeline<R> {
                             Ok(())
                         }
                     },
-                    Some(Ok(msg)) => self.process(&msg),
+                    Some(Ok(msg)) => {
+                        // A record fetched is a broker reached, also before librdkafka's first
+                        // statistics (every 2 s) say so: readiness then names the real problem.
+                        self.stats.broker_up.store(true, Ordering::Relaxed);
+                        self.process(&msg)
+                    }
                 }
             });
             let step = step.and_then(|()| {
