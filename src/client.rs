@@ -64,6 +64,33 @@ pub fn flush(p: &FutureProducer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `read_committed` reader of every partition of `topic`, each from `start` (with `by_time`,
+/// `Offset::Offset(ms)` is a moment: the first record at or after it), and the partition ids. A
+/// topic that does not exist, or that this principal may not see, is an error. `purpose` names
+/// its (never committing) group.
+pub fn reader(
+    cfg: &Config,
+    purpose: &str,
+    topic: &str,
+    start: Offset,
+    by_time: bool,
+) -> anyhow::Result<(BaseConsumer, Vec<i32>)> {
+    let consumer: BaseConsumer =
+        cfg.reader_config(&format!("{}-{purpose}-{}", cfg.group_id, uuid::Uuid::new_v4())).create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist (or may not be read by this principal)");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, start)?;
+    }
+    if by_time {
+        tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, partitions))
+}
+
 /// Read `topics` from the beginning as a `read_committed` integrator would, until `done` says
 /// so or `timeout` passes (then an error that says how many were read).
 pub fn read_until(

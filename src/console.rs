@@ -7,10 +7,9 @@ use crate::config::Config;
 use crate::schemas;
 use crate::state::{drop_reached, ends_of};
 use base64::Engine;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -64,24 +63,12 @@ pub async fn tail(
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {
     let name = cfg.topic(topic);
-    let consumer: BaseConsumer =
-        cfg.reader_config(&format!("{}-tail-{}", cfg.group_id, uuid::Uuid::new_v4())).create()?;
-    let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {name} does not exist (or may not be read by this principal)");
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        let offset = match from {
-            From::Beginning => Offset::Beginning,
-            From::End => Offset::End,
-            From::Time(ms) => Offset::Offset(ms),
-        };
-        tpl.add_partition_offset(&name, *p, offset)?;
-    }
-    if matches!(from, From::Time(_)) {
-        tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
-    }
-    consumer.assign(&tpl)?;
+    let (start, by_time) = match from {
+        From::Beginning => (Offset::Beginning, false),
+        From::End => (Offset::End, false),
+        From::Time(ms) => (Offset::Offset(ms), true),
+    };
+    let (consumer, partitions) = crate::client::reader(cfg, "tail", &name, start, by_time)?;
     let codec = Codec::new(cfg.sr_settings()?);
     // The topic's schema, derived once (not per record).
     let schema = schemas::of_topic(topic).map(|e| (e.schema)());

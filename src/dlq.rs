@@ -6,10 +6,9 @@
 use crate::config::Config;
 use crate::model::Timestamp;
 use crate::state::{drop_reached, ends_of};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,16 +18,7 @@ const ADDED: [&str; 2] = ["__connect.errors.", "__gzac.errors."];
 
 /// Every committed record of topic `name`, from the beginning to the end it has now.
 fn read_all(cfg: &Config, name: &str) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: BaseConsumer =
-        cfg.reader_config(&format!("{}-dlq-{}", cfg.group_id, uuid::Uuid::new_v4())).create()?;
-    let md = consumer.fetch_metadata(Some(name), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {name} does not exist (or may not be read by this principal)");
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(name, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    let (consumer, partitions) = crate::client::reader(cfg, "dlq", name, Offset::Beginning, false)?;
     let mut ends = ends_of(&consumer, name, &partitions)?;
     let (mut out, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(300));
     while !ends.is_empty() {
