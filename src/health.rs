@@ -222,7 +222,7 @@ pub fn metrics(components: &Components, bound: Duration) -> String {
         );
         r.register(
             "rows",
-            "Rows of a global table; changelog entries read by the last restore",
+            "Rows of a global table; a route's state entries (held notificaties, scheduled berichten, taken) after its last commit",
             ConstGauge::new(st.rows.load(Ordering::Relaxed)),
         );
         r.register_with_unit(

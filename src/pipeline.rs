@@ -1212,6 +1212,7 @@ impl<R: Route> Pipeline<R> {
         }
         let open = self.open.take().expect("a transaction was open");
         self.store.committed();
+        self.stats.rows.store(self.store.len() as i64, Ordering::Relaxed);
         self.refused.clear();
         self.replaced = 0;
         self.stats.committed(open.inputs, open.dead_letters);
