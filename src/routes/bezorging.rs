@@ -193,20 +193,21 @@ impl Route for BezorgingRoute {
             return Ok(vec![]); // a replay
         }
         let now = ctx.now;
+        // A window that closed since the last tick goes out first; this one opens a new window.
+        let mut out = if p.venster_tot.is_some_and(|t| t <= now) { self.release(&key, &mut p, now)? } else { vec![] };
         let bundel = self.bundelt(&v.opdracht);
         let mut uit_op = now;
         if bundel {
             uit_op = *p.venster_tot.get_or_insert(now.plus(self.cfg.bundel.venster));
         }
         let uit_op = self.na_stilte(&v.opdracht, uit_op);
-        let out = if uit_op <= now {
+        if uit_op <= now {
             p.verzonden.push((id.clone(), now));
-            vec![self.send(&v.opdracht, now)?]
+            out.push(self.send(&v.opdracht, now)?);
         } else {
             tracing::info!(notificatie = %id, at = %uit_op.rfc3339(), bundel, "notificatie held");
             p.wachtend.push(Wachtend { verzoek: v, uit_op, bundel, link: ctx.link.cloned() });
-            vec![]
-        };
+        }
         ctx.put(&key, Some(p));
         Ok(out)
     }
