@@ -289,6 +289,57 @@ mod tests {
         assert_eq!(route(false, 0).na_stilte(&sms, at("2026-12-02T23:00:00+01:00")), at("2026-12-02T23:00:00+01:00"));
     }
 
+    fn verzoek(id: &str, kanaal: Kanaal) -> NotificatieVerzoek {
+        let mut o = opdracht(kanaal, "bericht-gepubliceerd");
+        o.id = id.into();
+        o.request.personalisation.insert("soort".into(), "bericht".into());
+        NotificatieVerzoek { klant: "k".into(), voorkeurstaal: None, opdracht: o }
+    }
+
+    /// What `r` sends at `now` for `input` (or its tick without one), against `store`.
+    fn at_time(
+        r: &mut BezorgingRoute,
+        store: &mut crate::state::Store<Postvak>,
+        now: &str,
+        input: Option<NotificatieVerzoek>,
+    ) -> Vec<String> {
+        let mut ctx = Ctx { now: Timestamp::parse(now).unwrap(), partition: 0, state: store, link: None };
+        let out = match input {
+            Some(v) => r.handle(v, &mut ctx).unwrap(),
+            None => r.tick(&mut ctx).unwrap(),
+        };
+        out.into_iter().map(|o| o.key).collect()
+    }
+
+    #[test]
+    fn held_notificaties_go_out_once_when_their_time_comes() {
+        let mut r = route(true, 60);
+        r.cfg.bundel.kanalen = vec![Kanaal::Email];
+        let mut store = crate::state::Store::default();
+        // Three emails in one window: nothing until it closes, then one digest, then nothing.
+        for id in ["e1", "e2", "e3"] {
+            assert!(
+                at_time(&mut r, &mut store, "2027-03-01T10:00:10+01:00", Some(verzoek(id, Kanaal::Email))).is_empty()
+            );
+        }
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:01:00+01:00", None).is_empty());
+        let digest = at_time(&mut r, &mut store, "2027-03-01T10:01:10+01:00", None);
+        assert_eq!(digest.len(), 1);
+        assert!(!["e1", "e2", "e3"].contains(&digest[0].as_str()), "a digest has an id of its own");
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:02:00+01:00", None).is_empty());
+        // A replay of one of them sends nothing; a lone email in a new window goes out as itself.
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:03:00+01:00", Some(verzoek("e2", Kanaal::Email))).is_empty());
+        at_time(&mut r, &mut store, "2027-03-01T10:04:00+01:00", Some(verzoek("e4", Kanaal::Email)));
+        assert_eq!(at_time(&mut r, &mut store, "2027-03-01T10:05:00+01:00", None), ["e4"]);
+        // An SMS at night waits for 08:00, goes out once, then never again.
+        assert!(at_time(&mut r, &mut store, "2027-03-01T22:00:00+01:00", Some(verzoek("s1", Kanaal::Sms))).is_empty());
+        assert!(at_time(&mut r, &mut store, "2027-03-02T07:59:59+01:00", None).is_empty());
+        assert_eq!(at_time(&mut r, &mut store, "2027-03-02T08:00:00+01:00", None), ["s1"]);
+        assert!(at_time(&mut r, &mut store, "2027-03-02T08:00:01+01:00", None).is_empty());
+        // By day an SMS goes at once.
+        assert_eq!(at_time(&mut r, &mut store, "2027-03-02T12:00:00+01:00", Some(verzoek("s2", Kanaal::Sms))), ["s2"]);
+    }
+
     #[test]
     fn a_digest_says_how_many_and_where_never_what() {
         let r = route(false, 600);
