@@ -216,24 +216,11 @@ impl BerichtRoute {
         };
         let (notificaties, kanalen) = self.notifier.verzoeken(&p.identificatie, &item, Kanalen::Gekozen)?;
         out.extend(notificaties);
-        publicatie.escalatie_op = self.escalatie_op(b, op, p.einddatum_handelingstermijn);
+        publicatie.escalatie_op = escalatie_op(&self.escalatie, b, op, p.einddatum_handelingstermijn);
         publicatie.ontvanger = Some(p.identificatie);
         publicatie.kanalen = kanalen;
         publicatie.einddatum = Some(p.einddatum_handelingstermijn);
         Ok((out, publicatie))
-    }
-
-    /// When a bericht published at `op` is escalated if still unopened: for one whose
-    /// handelingsperspectief asks to act, `voor_einddatum` before its last day ends or
-    /// `na_publicatie` after `op`, whichever comes first.
-    fn escalatie_op(&self, b: &gzac::Bericht, op: Timestamp, einddatum: Datum) -> Option<Timestamp> {
-        let perspectief = b.handelings_perspectief.map(|h| super::symbol(&h))?;
-        if !self.escalatie.handelingsperspectieven.contains(&perspectief) {
-            return None;
-        }
-        let voor = self.escalatie.voor_einddatum.map(|d| einddatum.einde().minus(d));
-        let na = self.escalatie.na_publicatie.map(|d| op.plus(d));
-        [voor, na].into_iter().flatten().min()
     }
 
     fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing) -> anyhow::Result<Output> {
@@ -389,6 +376,19 @@ impl Route for BerichtRoute {
     }
 }
 
+/// When a bericht published at `op` is escalated if still unopened: for one whose
+/// handelingsperspectief asks to act, `voor_einddatum` before its last day ends or `na_publicatie`
+/// after `op`, whichever comes first; never for one that asks nothing.
+pub fn escalatie_op(cfg: &BerichtEscalatie, b: &gzac::Bericht, op: Timestamp, einddatum: Datum) -> Option<Timestamp> {
+    let perspectief = b.handelings_perspectief.map(|h| super::symbol(&h))?;
+    if !cfg.handelingsperspectieven.contains(&perspectief) {
+        return None;
+    }
+    let voor = cfg.voor_einddatum.map(|d| einddatum.einde().minus(d));
+    let na = cfg.na_publicatie.map(|d| op.plus(d));
+    [voor, na].into_iter().flatten().min()
+}
+
 /// The key berichten and their openings are repartitioned by.
 pub fn bericht_key(b: &gzac::Bericht) -> String {
     b.uuid.clone()
@@ -402,6 +402,30 @@ pub fn geopend_key(g: &portaal::BerichtGeopend) -> String {
 mod tests {
     use super::*;
     use crate::samples::{bericht, BSN};
+
+    #[test]
+    fn escalation_comes_before_the_deadline_or_after_publication_whichever_is_first() {
+        let mut cfg = Config::defaults().notificaties.escalatie.berichten;
+        let day = std::time::Duration::from_secs(86_400);
+        let at = |s: &str| Timestamp::parse(s).unwrap();
+        let op = at("2027-03-01T10:00:00+01:00");
+        let eind = Datum::in_amsterdam(at("2027-03-15T12:00:00+01:00"));
+        let act = gzac::Bericht {
+            handelings_perspectief: Some(gzac::HandelingsPerspectief::InformatieGeven),
+            ..bericht("b", BSN)
+        };
+        assert_eq!(escalatie_op(&cfg, &act, op, eind), None, "off unless a time is set");
+        cfg.voor_einddatum = Some(3 * day);
+        // The end of 15 March is midnight starting the 16th, local time; three days before it.
+        assert_eq!(escalatie_op(&cfg, &act, op, eind), Some(at("2027-03-13T00:00:00+01:00")));
+        cfg.na_publicatie = Some(7 * day);
+        assert_eq!(escalatie_op(&cfg, &act, op, eind), Some(at("2027-03-08T10:00:00+01:00")));
+        let info = gzac::Bericht {
+            handelings_perspectief: Some(gzac::HandelingsPerspectief::InformatieKrijgen),
+            ..bericht("b", BSN)
+        };
+        assert_eq!(escalatie_op(&cfg, &info, op, eind), None, "a bericht that asks nothing is never escalated");
+    }
 
     #[test]
     fn days_are_amsterdam_days_and_values_come_from_the_tables() {
