@@ -342,3 +342,22 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
     let p: portaal::Bericht = w.decode(&published[0]).await;
     assert_eq!(p.bericht_tekst, m("tekst"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bericht_without_uuid_is_a_dead_letter_on_the_topic_gzac_wrote() {
+    let w = World::new("no-uuid").await;
+    w.send(BERICHTEN, "x", &bericht("", BSN)).await;
+    w.send(BERICHTEN, "ok", &bericht("ok", BSN)).await;
+    let running = bridge::start(&w.cfg).unwrap();
+    let dlq = format!("{BERICHTEN}.dlq");
+    let recs = w.read(&[PORTAAL, &dlq], 2, Duration::from_secs(1)).await;
+    running.stop(Duration::from_secs(10)).await.unwrap();
+    let dead = on(&recs, &w, &dlq);
+    assert_eq!((dead.len(), on(&recs, &w, PORTAAL).len()), (1, 1), "{recs:#?}");
+    assert_eq!(dead[0].header("__connect.errors.exception.class.name"), Some("processing-error"));
+    assert!(
+        dead[0].header("__connect.errors.exception.message").unwrap_or("").contains("empty"),
+        "{:?}",
+        dead[0].headers
+    );
+}

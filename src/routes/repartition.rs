@@ -62,6 +62,9 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
         Ok(((self.key_of)(&record), bytes.to_vec()))
     }
     fn handle(&mut self, (key, bytes): (String, Vec<u8>), _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
+        // A record without the id its state lives under is a dead letter here, on the topic its
+        // producer wrote, not on the internal one.
+        super::required("the id it is keyed by", &key)?;
         let partition = partition_for(key.as_bytes(), self.partitions);
         Ok(vec![Output {
             topic: self.output.clone(),
