@@ -36,6 +36,12 @@ pub fn event(kind: &'static str, subject: &str) -> Event {
     Event { id: derived_id(&[kind, subject]), kind, subject: subject.to_string(), ..Event::default() }
 }
 
+/// CloudEvents metadata for a record that has a stable id of its own, about `subject` (GZAC's or
+/// the portal's reference).
+fn record_event(kind: &'static str, record_id: &str, subject: &str) -> Event {
+    Event { id: derived_id(&[kind, record_id]), kind, subject: subject.to_string(), ..Event::default() }
+}
+
 /// Why the portal's input is rejected: a code for machines and a text for people (never
 /// confidential, never personal data).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +100,7 @@ pub const TYPE_TERUGMELDING: &str = "nl.overheid.portaal.terugmelding-verstuurd"
 
 /// A terugmelding as an output on `topic`, keyed and subjected by the portal's reference.
 pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Output> {
-    let event = Event {
-        id: derived_id(&[TYPE_TERUGMELDING, &t.id]),
-        kind: TYPE_TERUGMELDING,
-        subject: t.referentie.clone(),
-        ..Event::default()
-    };
-    Output::new(topic, t.referentie.clone(), t, event)
+    Output::new(topic, t.referentie.clone(), t, record_event(TYPE_TERUGMELDING, &t.id, &t.referentie))
 }
 
 /// A euro amount as a decimal string (`147.43`, `12`): at most `max_euro_digits` digits before
@@ -139,13 +139,7 @@ pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r:
         toelichting: r.toelichting.clone(),
         tijdstip: Timestamp::now(),
     };
-    let event = Event {
-        id: derived_id(&[TYPE_WEIGERING, &w.id]),
-        kind: TYPE_WEIGERING,
-        subject: w.referentie.clone(),
-        ..Event::default()
-    };
-    Output::new(topic, w.referentie.clone(), &w, event)
+    Output::new(topic, w.referentie.clone(), &w, record_event(TYPE_WEIGERING, &w.id, &w.referentie))
 }
 
 /// Where GZAC hears that a klant was not reached digitally (send a letter).
@@ -173,13 +167,7 @@ pub fn niet_bereikt_output(
         toelichting: toelichting.to_string(),
         tijdstip: Timestamp::now(),
     };
-    let event = Event {
-        id: derived_id(&[TYPE_NIET_BEREIKT, &n.id]),
-        kind: TYPE_NIET_BEREIKT,
-        subject: n.referentie.clone(),
-        ..Event::default()
-    };
-    Output::new(topic, n.referentie.clone(), &n, event)
+    Output::new(topic, n.referentie.clone(), &n, record_event(TYPE_NIET_BEREIKT, &n.id, &n.referentie))
 }
 
 /// Decode a record of a repartition topic that carries two kinds: whichever reader schema the
