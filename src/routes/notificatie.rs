@@ -111,10 +111,6 @@ impl Notifier {
         Ok(())
     }
 
-    pub fn config(&self) -> &NotificatieConfig {
-        &self.cfg
-    }
-
     /// The notificaties for `ontvanger` about `item` on `kanalen`, and the channels they use.
     /// Ids derive from item, event and channel, so a replay yields the same ids.
     pub fn verzoeken(
