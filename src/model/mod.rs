@@ -71,6 +71,7 @@ impl Timestamp {
         }
     }
 
+    /// This moment in Europe/Amsterdam (clamped to what jiff can hold).
     fn zoned(self) -> jiff::ZonedDateTime {
         let ms = self.0.clamp(0, jiff::Timestamp::MAX.as_millisecond());
         jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX).to_zoned_datetime(amsterdam().clone())
@@ -151,9 +152,7 @@ impl Datum {
 
     /// The day it is in Europe/Amsterdam at `t`.
     pub fn in_amsterdam(t: Timestamp) -> Datum {
-        let ms = t.0.clamp(0, jiff::Timestamp::MAX.as_millisecond());
-        let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
-        Self::of(ts.to_zoned_datetime(amsterdam().clone()).date())
+        Self::of(t.zoned().date())
     }
 
     /// `hour`:00 on this day in Europe/Amsterdam (in a DST gap: the first moment after it).
