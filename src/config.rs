@@ -375,6 +375,7 @@ impl Config {
     pub fn defaults() -> Self {
         let mut cfg: Config = serde_yaml::from_str(DEFAULTS).expect("config.example.yaml is valid");
         cfg.instance_id = host_name().unwrap_or_else(|| "bridge-0".into());
+        cfg.group_id = cfg.default_group_id();
         cfg
     }
 
@@ -396,6 +397,9 @@ impl Config {
         cfg.apply_env(env);
         if cfg.instance_id.is_empty() {
             cfg.instance_id = host_name().unwrap_or_default();
+        }
+        if cfg.group_id.is_empty() {
+            cfg.group_id = cfg.default_group_id();
         }
         cfg.validate()?;
         Ok(cfg)
@@ -521,6 +525,17 @@ impl Config {
     /// The consumer group of one route: every instance's consumer of that route joins it. One
     /// group per route keeps a route's rebalances (an instance starting, a route failing) from
     /// interrupting the others.
+    /// The group id when none is set: scoped to the deployment by its topic prefix.
+    fn default_group_id(&self) -> String {
+        format!("{}gzac-portal-bridge", self.topic_prefix)
+    }
+
+    /// The consumers' `session.timeout.ms` (Kafka's default 45 s unless set).
+    pub fn session_timeout(&self) -> Duration {
+        let ms = self.consumer_config().get("session.timeout.ms").and_then(|v| v.parse().ok()).unwrap_or(45_000);
+        Duration::from_millis(ms)
+    }
+
     pub fn route_group(&self, route: &str) -> String {
         format!("{}.{route}", self.group_id)
     }

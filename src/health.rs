@@ -40,6 +40,8 @@ pub struct Stats {
     /// Table rows or changelog entries that could not be decoded (skipped, previous value kept).
     pub bad_state_rows: AtomicU64,
     retrying_since_ms: AtomicU64,
+    /// A call into librdkafka did not return within its deadline (the watchdog gave it up).
+    hung: AtomicBool,
     progress_ms: AtomicU64,
     /// Records in its partitions not yet processed; -1 while unknown.
     lag: AtomicI64,
@@ -73,6 +75,7 @@ impl Default for Stats {
             aborts: AtomicU64::new(0),
             bad_state_rows: AtomicU64::new(0),
             retrying_since_ms: AtomicU64::new(0),
+            hung: AtomicBool::new(false),
             progress_ms: AtomicU64::new(now_ms()),
             lag: AtomicI64::new(-1),
             problem: Mutex::new(String::new()),
@@ -96,9 +99,15 @@ impl Stats {
     pub fn problem(&self, reason: &str) {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
     }
+    /// A call into librdkafka hung: unhealthy and not ready at once, until the route recovers.
+    pub fn hung(&self, reason: &str) {
+        self.retrying(reason);
+        self.hung.store(true, Ordering::SeqCst);
+    }
     /// The failure is over.
     pub fn recovered(&self) {
         self.retrying_since_ms.store(0, Ordering::SeqCst);
+        self.hung.store(false, Ordering::SeqCst);
     }
     pub fn progressed(&self) {
         self.progress_ms.store(now_ms(), Ordering::Relaxed);
@@ -133,6 +142,9 @@ impl Stats {
         let problem = self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if self.stopped.load(Ordering::SeqCst) {
             return Some(if problem.is_empty() { "stopped".into() } else { format!("stopped: {problem}") });
+        }
+        if self.hung.load(Ordering::SeqCst) {
+            return Some(format!("hung: {problem}"));
         }
         let retrying = self.retrying_seconds();
         if retrying > bound.as_secs_f64() {

@@ -27,3 +27,4 @@ pub mod schemas;
 pub mod state;
 pub mod table;
 pub mod topology;
+pub mod watchdog;

@@ -13,6 +13,7 @@ use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Eve
 pub use crate::health::Stats;
 use crate::model::Timestamp;
 use crate::state::Store;
+use crate::watchdog::{Guarded, Hung};
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use rdkafka::config::RDKafkaLogLevel;
@@ -47,7 +48,7 @@ pub trait Route: Send + 'static {
         None
     }
     /// Runs before the route joins its group: e.g. wait until its global tables are read.
-    fn prepare(&mut self, _shutdown: &AtomicBool) -> anyhow::Result<()> {
+    fn prepare(&mut self, _shutdown: &AtomicBool, _stats: &Stats) -> anyhow::Result<()> {
         Ok(())
     }
     /// Turn the framed input bytes into the input type; usually `decode_avro`.
@@ -147,8 +148,6 @@ impl Output {
     }
 }
 
-/// Retry a start-up step that can fail for a while (metadata of a topic just created, a broker
-/// still electing leaders) every 500 ms for up to two minutes, or until shutdown.
 /// An error no retry fixes (a missing ACL): `with_retries` gives up on it at once.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -177,10 +176,11 @@ pub fn partition_count(
     route: &'static str,
     topic: &str,
     shutdown: &AtomicBool,
+    stats: &Stats,
 ) -> anyhow::Result<i32> {
     let c: BaseConsumer<GroupContext> =
         client.create_with_context(GroupContext::new(route, topic, Default::default()))?;
-    with_retries(&format!("reading the metadata of {topic}"), shutdown, &|| unfixable_of(&c), || {
+    with_retries(&format!("reading the metadata of {topic}"), shutdown, stats, &|| unfixable_of(&c), || {
         Ok(partition_ids(&c, topic)?.len() as i32)
     })
 }
@@ -189,24 +189,44 @@ pub fn partition_count(
 /// credential (seen between attempts) stops the route within seconds.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Retry a start-up step that can fail for a while (metadata of a topic just created, a broker
+/// that is down) until it succeeds or shutdown — however long the outage: the component stays not
+/// ready, and `stats` says why (so `/health` fails once it lasts past `stall_timeout`).
+/// An error no retry fixes (a missing ACL, refused credentials) is returned at once.
 pub fn with_retries<T>(
     what: &str,
     shutdown: &AtomicBool,
+    stats: &Stats,
     unfixable: &dyn Fn() -> Option<String>,
     mut step: impl FnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let started = Instant::now();
+    let mut warned = Instant::now();
+    let mut pause = Duration::from_millis(200);
     loop {
         match step() {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                stats.recovered();
+                return Ok(v);
+            }
             // Refused credentials or a missing ACL: no retry helps, say what to do at once.
             Err(e) if e.is::<Unfixable>() => return Err(e),
             Err(e) if let Some(why) = unfixable() => return Err(e.context(why)),
-            Err(e) if Instant::now() < deadline && !shutdown.load(Ordering::SeqCst) => {
-                debug!(error = %format!("{e:#}"), "{what} failed, retrying");
-                std::thread::sleep(Duration::from_millis(500));
+            Err(_) if shutdown.load(Ordering::SeqCst) => anyhow::bail!("{what}: stopped while retrying"),
+            Err(e) => {
+                stats.retrying(&format!("{what}: {e:#}"));
+                if warned.elapsed() >= Duration::from_secs(30) {
+                    warned = Instant::now();
+                    warn!(error = %format!("{e:#}"), waited_s = started.elapsed().as_secs(), "{what} still failing, retrying");
+                } else {
+                    debug!(error = %format!("{e:#}"), "{what} failed, retrying");
+                }
+                let until = Instant::now() + pause;
+                while Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(e.context(format!("{what} failed for two minutes"))),
         }
     }
 }
@@ -238,8 +258,16 @@ pub(crate) struct GroupContext {
     pub(crate) revoked: Mutex<Vec<i32>>,
     pub(crate) assigned: Mutex<Vec<i32>>,
     pub(crate) stats: Arc<Stats>,
-    /// A client error that retrying cannot fix (authentication, a fenced static member).
+    /// A client error that retrying cannot fix (authentication, a missing ACL).
     pub(crate) fatal: Mutex<Option<String>>,
+    /// The static member was fenced (`FENCED_INSTANCE_ID`): its own session ran out during an
+    /// outage, or a second instance uses our `instance_id`. The consumer is unusable either way.
+    pub(crate) fenced: Mutex<Option<String>>,
+    /// Topics other than `topic` in the last assignment: a stale assignment of a static member
+    /// that read other topics before (an upgrade, another prefix).
+    pub(crate) foreign: Mutex<Vec<String>>,
+    /// librdkafka's statistics saw no broker up at some point since this was last cleared.
+    pub(crate) broker_was_down: AtomicBool,
     /// The partitions the last statistics reported lag for (their gauges are dropped when gone).
     lag_partitions: Mutex<Vec<i32>>,
 }
@@ -253,6 +281,9 @@ impl GroupContext {
             assigned: Mutex::default(),
             stats,
             fatal: Mutex::default(),
+            fenced: Mutex::default(),
+            foreign: Mutex::default(),
+            broker_was_down: AtomicBool::new(false),
             lag_partitions: Mutex::default(),
         }
     }
@@ -293,6 +324,9 @@ impl ClientContext for GroupContext {
     fn stats(&self, s: Statistics) {
         let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.stats.broker_up.store(up, Ordering::Relaxed);
+        if !up {
+            self.broker_was_down.store(true, Ordering::Relaxed);
+        }
         let Some(topic) = s.topics.get(&self.topic) else { return };
         let mut lag = 0i64;
         let label = |p: i32| vec![("partition".to_string(), p.to_string())];
@@ -317,17 +351,16 @@ impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         match code.and_then(unfixable) {
+            // A fenced static member: this consumer is done for, but a new one under the same
+            // group.instance.id may rejoin (the loop decides; see `Exit::Fenced`).
+            _ if code == Some(RDKafkaErrorCode::FencedInstanceId) => {
+                *lock(&self.fenced) = Some(format!("{}: {reason}", self.name))
+            }
             Some(hint) => *lock(&self.fatal) = Some(format!("{}: {reason} — {hint}", self.name)),
-            // A consumer's fatal error (librdkafka wraps the cause, e.g. a static member fenced
-            // by another process with its group.instance.id): no retry brings it back.
+            // A fatal consumer error wraps its cause, which the client names by code
+            // (`fatal_error`): the group loop reads it there; a table reader stops on it.
             None if code == Some(RDKafkaErrorCode::Fatal) => {
-                let hint = if reason.contains("group.instance.id") {
-                    unfixable(RDKafkaErrorCode::FencedInstanceId)
-                } else {
-                    None
-                };
-                *lock(&self.fatal) =
-                    Some(format!("{}: {reason}{}", self.name, hint.map(|h| format!(" — {h}")).unwrap_or_default()));
+                *lock(&self.fatal) = Some(format!("{}: {reason}", self.name))
             }
             // librdkafka logs these itself; it reconnects and retries on its own.
             None => debug!(component = self.name, error = %error, reason, "kafka client error"),
@@ -346,10 +379,17 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 info!(route = self.name, partitions = ?partitions_of(tpl), "partitions assigned");
-                lock(&self.assigned).extend(partitions_of(tpl));
+                let (ours, theirs): (Vec<_>, Vec<_>) =
+                    tpl.elements().into_iter().partition(|e| e.topic() == self.topic);
+                lock(&self.assigned).extend(ours.iter().map(|e| e.partition()));
+                let mut foreign = lock(&self.foreign);
+                foreign.extend(theirs.iter().map(|e| e.topic().to_string()));
+                foreign.dedup();
             }
             Rebalance::Error(e) => {
-                if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
+                    *lock(&self.fenced) = Some(format!("{}: {e}", self.name));
+                } else if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
                     *lock(&self.fatal) = Some(format!("{}: {e} — {hint}", self.name));
                 }
             }
@@ -411,7 +451,11 @@ impl ProducerContext for Deliveries {
     }
 }
 
-type TxProducer = ThreadedProducer<Deliveries>;
+type TxProducer = Guarded<Deliveries>;
+
+/// The longest a single transactional call may wait (it is called again while time is left):
+/// short, so that a call librdkafka does not return from is noticed within seconds.
+const ATTEMPT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 enum StepError {
@@ -482,6 +526,7 @@ struct Pipeline<R: Route> {
     codec: Codec,
     producer: TxProducer,
     transactional_id: String,
+    shutdown: Arc<AtomicBool>,
     rt: Handle,
     source: String,
     dlq: String,
@@ -522,17 +567,33 @@ fn new_producer(
         config.set("partitioner", "murmur2_random");
     }
     let timeout = cfg.pipeline.transaction_timeout;
-    let producer: TxProducer = config
+    let producer: ThreadedProducer<Deliveries> = config
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", timeout.as_millis().to_string())
         .set("linger.ms", "5")
         .set("message.max.bytes", message_max_bytes.to_string())
         .create_with_context(Deliveries::default())
         .map_err(|e| StepError::Stop(format!("cannot create the producer: {e}")))?;
+    let mut producer = Guarded::new(producer, transactional_id)
+        .map_err(|e| StepError::Stop(format!("cannot start the producer's thread: {e}")))?;
     loop {
-        match producer.init_transactions(timeout) {
-            Ok(()) => return Ok(Some(producer)),
-            Err(e) => {
+        let attempt = timeout.min(ATTEMPT * 2);
+        let init = producer.call("init_transactions", attempt, shutdown, |p, t| p.init_transactions(t));
+        match init {
+            Ok(Ok(())) => return Ok(Some(producer)),
+            Err(hung) => {
+                // A producer stuck in init is given up like any other: a new one takes its id.
+                error!(transactional_id, error = %hung, "producer hung; making a new one");
+                if shutdown.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                let fresh: ThreadedProducer<Deliveries> = config
+                    .create_with_context(Deliveries::default())
+                    .map_err(|e| StepError::Stop(format!("cannot create the producer: {e}")))?;
+                producer = Guarded::new(fresh, transactional_id)
+                    .map_err(|e| StepError::Stop(format!("cannot start the producer's thread: {e}")))?;
+            }
+            Ok(Err(e)) => {
                 let what = format!("init_transactions for transactional id {transactional_id}");
                 if let StepError::Stop(m) = classify(&what, &e) {
                     return Err(StepError::Stop(m));
@@ -650,26 +711,15 @@ pub fn run<R: Route>(
         }
     }
     backoff.reset();
-    route.prepare(&shutdown)?;
+    route.prepare(&shutdown, &stats)?;
 
-    let group = cfg.route_group(route.name());
-    let consumer: BaseConsumer<GroupContext> = cfg
-        .consumer_config()
-        .set("group.id", &group)
-        // Static membership: a restarted instance gets its partitions back at once instead of
-        // waiting for its old session to time out.
-        .set("group.instance.id", format!("{}.{}", cfg.instance_id, route.name()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-        .create_with_context(GroupContext::new(route.name(), route.input_topic(), stats.clone()))?;
+    let mut consumer = group_consumer(cfg, route.name(), route.input_topic(), &stats)?;
     if let Some(changelog) = route.changelog() {
         let count = |t: &str| partition_ids(&consumer, t).map(|ids| ids.len());
-        let (input, log) = with_retries("reading topic metadata", &shutdown, &|| unfixable_of(&consumer), || {
-            Ok((count(route.input_topic())?, count(changelog)?))
-        })?;
+        let (input, log) =
+            with_retries("reading topic metadata", &shutdown, &stats, &|| unfixable_of(&consumer), || {
+                Ok((count(route.input_topic())?, count(changelog)?))
+            })?;
         anyhow::ensure!(
             log >= input && input > 0,
             "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",
@@ -705,6 +755,7 @@ pub fn run<R: Route>(
         codec,
         producer,
         transactional_id,
+        shutdown: shutdown.clone(),
         rt,
         limits,
         registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
@@ -715,24 +766,110 @@ pub fn run<R: Route>(
         stats: stats.clone(),
     };
     stats.ready.store(true, Ordering::SeqCst);
-    let result = pipe.run_loop(&consumer, &shutdown, &mut backoff);
+    let session = cfg.session_timeout();
+    let mut rejoined: Option<Instant> = None;
+    let result = loop {
+        match pipe.run_loop(&consumer, &shutdown, &mut backoff) {
+            Ok(Exit::Shutdown) => break Ok(()),
+            Err(e) => break Err(e),
+            Ok(Exit::Fenced(reason)) => {
+                // Fenced again soon after rejoining, the broker up all along: another live
+                // process joins with our group.instance.id. Anything else is our own session that
+                // ran out while the broker was away (KIP-345): rejoin.
+                let again = rejoined.is_some_and(|at| at.elapsed() < session * 2);
+                if again && !consumer.context().broker_was_down.load(Ordering::Relaxed) {
+                    break Err(anyhow::anyhow!(
+                        "{reason} — {}",
+                        unfixable(RDKafkaErrorCode::FencedInstanceId).unwrap_or_default()
+                    ));
+                }
+                warn!(
+                    route = pipe.route.name(),
+                    reason, "static member fenced (its session ran out); rejoining the group"
+                );
+            }
+            Ok(Exit::Stale(topics)) => {
+                // A static member that rejoined within its session with other topics is handed
+                // its old assignment without a rebalance. Leaving the group (unsubscribe sends
+                // LeaveGroup) removes the member, and the next join is assigned afresh.
+                warn!(route = pipe.route.name(), assigned = ?topics, input = pipe.route.input_topic(),
+                    "assigned partitions of topics this route does not read (a stale static assignment); leaving and joining again");
+                pipe.stats.retrying(&format!("stale assignment of {topics:?}; rejoining"));
+                let _ = consumer.unsubscribe();
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until && consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                backoff.wait(&shutdown);
+            }
+        }
+        if let Err(e) = pipe.membership_lost(&shutdown, &mut backoff) {
+            break Err(anyhow::anyhow!("{e}"));
+        }
+        let new = match group_consumer(cfg, pipe.route.name(), pipe.route.input_topic(), &stats) {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        // The old member is closed before the new one joins under the same group.instance.id.
+        close_within(std::mem::replace(&mut consumer, new), cfg.pipeline.shutdown_timeout / 2, pipe.route.name());
+        if let Err(e) = consumer.subscribe(&[pipe.route.input_topic()]) {
+            break Err(e.into());
+        }
+        rejoined = Some(Instant::now());
+    };
     if let Err(e) = &result {
         stats.problem(&format!("{e:#}"));
     }
     let name = pipe.route.name();
     info!(route = name, "route stopped");
-    // Closing the consumer waits for a group join still in flight (a stop during start-up),
-    // which can take longer than the shutdown bound: the close gets half of it, then the route
-    // reports stopped anyway (its transaction is already committed or aborted).
-    let closing = std::thread::spawn(move || drop((consumer, pipe)));
-    let deadline = Instant::now() + cfg.pipeline.shutdown_timeout / 2;
+    close_within((consumer, pipe), cfg.pipeline.shutdown_timeout / 2, name);
+    result
+}
+
+/// How one run of the group loop ended.
+enum Exit {
+    Shutdown,
+    /// The static member was fenced: rejoin with a new consumer, or stop when it shows a second
+    /// instance with our `instance_id`.
+    Fenced(String),
+    /// The group assigned partitions of other topics than the input: leave and join again.
+    Stale(Vec<String>),
+}
+
+/// The route's consumer in its group `<group_id>.<route>` (not yet subscribed).
+fn group_consumer(
+    cfg: &Config,
+    route: &'static str,
+    input: &str,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<BaseConsumer<GroupContext>> {
+    Ok(cfg
+        .consumer_config()
+        .set("group.id", cfg.route_group(route))
+        // Static membership: a restarted instance gets its partitions back at once instead of
+        // waiting for its old session to time out.
+        .set("group.instance.id", format!("{}.{}", cfg.instance_id, route))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(GroupContext::new(route, input, stats.clone()))?)
+}
+
+/// Drop Kafka clients on a thread of their own and wait at most `bound`: closing a consumer waits
+/// for a group join still in flight (a stop during start-up), and a client stuck in a call that
+/// librdkafka never times out would hold the route forever. Past the bound the route goes on
+/// (its transaction is already committed or aborted) and the clients are left to finish alone.
+fn close_within<T: Send + 'static>(clients: T, bound: Duration, route: &str) {
+    let closing = std::thread::spawn(move || drop(clients));
+    let deadline = Instant::now() + bound;
     while !closing.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !closing.is_finished() {
-        warn!(route = name, "closing the Kafka clients takes long; not waiting for it");
+        warn!(route, "closing the Kafka clients takes long; not waiting for it");
     }
-    result
 }
 
 /// How often librdkafka reports lag and broker state (for health and metrics).
@@ -744,7 +881,7 @@ impl<R: Route> Pipeline<R> {
         consumer: &BaseConsumer<GroupContext>,
         shutdown: &AtomicBool,
         backoff: &mut Backoff,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Exit> {
         let batch_max = self.cfg.pipeline.batch_max_records;
         let interval = self.cfg.pipeline.batch_max_interval;
         let tick_every = self.cfg.pipeline.tick_interval;
@@ -756,15 +893,28 @@ impl<R: Route> Pipeline<R> {
                     warn!(route = self.route.name(), error = %e, "last transaction could not commit at shutdown; aborted");
                     let _ = self.abort_and_rewind(consumer);
                 }
-                return Ok(());
+                return Ok(Exit::Shutdown);
             }
             let wait = match &self.open {
                 Some(o) => interval.saturating_sub(o.started.elapsed()),
                 None => Duration::from_millis(100),
             };
             let polled = consumer.poll(wait);
-            if let Some(reason) = consumer.context().take_fatal() {
+            let ctx = consumer.context();
+            if let Some(reason) = lock(&ctx.fenced).take() {
+                return Ok(Exit::Fenced(reason));
+            }
+            match consumer.client().fatal_error() {
+                Some((RDKafkaErrorCode::FencedInstanceId, reason)) => return Ok(Exit::Fenced(reason)),
+                Some((code, reason)) => anyhow::bail!("{}: fatal consumer error {code:?}: {reason}", ctx.name),
+                None => {}
+            }
+            if let Some(reason) = ctx.take_fatal() {
                 anyhow::bail!("{reason}");
+            }
+            let foreign = std::mem::take(&mut *lock(&ctx.foreign));
+            if !foreign.is_empty() {
+                return Ok(Exit::Stale(foreign));
             }
             let step = self.after_rebalance(consumer, shutdown, backoff).and_then(|kept_going| {
                 if !kept_going {
@@ -786,6 +936,8 @@ impl<R: Route> Pipeline<R> {
                             Ok(())
                         }
                     },
+                    // Left over from a stale assignment that is being given back: never ours.
+                    Some(Ok(msg)) if msg.topic() != self.route.input_topic() => Ok(()),
                     Some(Ok(msg)) => {
                         // A record fetched is a broker reached, also before librdkafka's first
                         // statistics (every 2 s) say so: readiness then names the real problem.
@@ -812,6 +964,30 @@ impl<R: Route> Pipeline<R> {
                 }
             }
         }
+    }
+
+    /// The group membership is gone (fenced, or left to be assigned afresh): abort what is open,
+    /// by a new producer when the abort fails, and forget every partition's state — the next
+    /// assignment restores what it brings.
+    fn membership_lost(&mut self, shutdown: &AtomicBool, backoff: &mut Backoff) -> Result<(), StepError> {
+        if self.open.is_some() {
+            self.await_deliveries(Duration::from_secs(5).min(self.cfg.pipeline.transaction_timeout));
+            let abort = self.producer.call("abort_transaction", ATTEMPT, shutdown, |p, t| p.abort_transaction(t));
+            if !matches!(abort, Ok(Ok(()))) {
+                // The new producer's init_transactions aborts what the old one left open.
+                if let Some(p) =
+                    new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff)?
+                {
+                    self.producer = p;
+                }
+            }
+            self.open = None;
+            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.rolled_back();
+        self.store.forget_all();
+        self.refused.clear();
+        Ok(())
     }
 
     /// After a failed step, get back to a clean place: aborted and rewound, or a new producer with
@@ -865,7 +1041,9 @@ impl<R: Route> Pipeline<R> {
         backoff: &mut Backoff,
     ) -> Result<(), StepError> {
         self.replaced += 1;
-        if self.replaced > 5 {
+        // Replaced again and again with the broker up all along: another process uses our
+        // transactional id. During an outage replacing is what gets the route back: never stop.
+        if self.replaced > 5 && !consumer.context().broker_was_down.load(Ordering::Relaxed) {
             return Err(StepError::Stop(format!(
                 "the producer with transactional id {} was replaced {} times without a commit in between: \
                  another process probably uses the same instance_id; give every instance its own",
@@ -951,11 +1129,27 @@ impl<R: Route> Pipeline<R> {
         info!(route = self.route.name(), partitions = ?partitions, entries = self.store.len(), "state restored");
     }
 
+    /// A blocking transactional call under the watchdog. Hung, the producer is given up at once
+    /// (a new one fences it) and health says so.
+    fn guarded(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        op: impl FnOnce(&ThreadedProducer<Deliveries>, Duration) -> KafkaResult<()> + Send + 'static,
+    ) -> Result<KafkaResult<()>, StepError> {
+        self.producer.call(what, timeout, &self.shutdown, op).map_err(|hung: Hung| {
+            let m = format!("{hung}; giving the producer up");
+            error!(route = self.route.name(), transactional_id = self.transactional_id.as_str(), "{m}");
+            self.stats.hung(&m);
+            StepError::Fatal(m)
+        })
+    }
+
     fn begin(&mut self) -> Result<(), StepError> {
         if self.open.is_none() {
             // begin_transaction is local: it fails only when the producer is in a state we did not
             // expect, which a new producer clears.
-            self.producer.begin_transaction().map_err(|e| StepError::Fatal(format!("begin_transaction: {e}")))?;
+            self.producer.get().begin_transaction().map_err(|e| StepError::Fatal(format!("begin_transaction: {e}")))?;
             self.open = Some(Open {
                 started: Instant::now(),
                 offsets: BTreeMap::new(),
@@ -1156,7 +1350,7 @@ impl<R: Route> Pipeline<R> {
         mut rec: BaseRecord<'_, K, P, Box<Origin>>,
     ) -> Result<(), StepError> {
         loop {
-            match self.producer.send(rec) {
+            match self.producer.get().send(rec) {
                 Ok(()) => return Ok(()),
                 // A full local queue is back-pressure: wait for deliveries, then send again.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -1185,18 +1379,24 @@ impl<R: Route> Pipeline<R> {
                 tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
                     .map_err(|e| StepError::Transient(e.to_string()))?;
             }
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
-            retry_retriable(left, || self.producer.send_offsets_to_transaction(&tpl, &group, left()))
-                .map_err(|e| classify("send_offsets_to_transaction", &e))?;
+            let tpl = Arc::new(tpl);
+            retry_retriable(left, |t| {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| StepError::Transient("no consumer group metadata yet".into()))?;
+                let tpl = tpl.clone();
+                self.guarded("send_offsets_to_transaction", t, move |p, t| {
+                    p.send_offsets_to_transaction(&tpl, &group, t)
+                })
+            })?
+            .map_err(|e| classify("send_offsets_to_transaction", &e))?;
         }
         let t1 = Instant::now();
         // Wait for the deliveries here: rust-rdkafka's commit flushes by polling in 100 ms slices,
         // which with the producer's own polling thread costs 100 ms a transaction.
         self.await_deliveries(left());
         self.check_deliveries()?;
-        match retry_retriable(left, || self.producer.commit_transaction(left())) {
+        match retry_retriable(left, |t| self.guarded("commit_transaction", t, |p, t| p.commit_transaction(t)))? {
             Ok(()) => {}
             Err(KafkaError::Transaction(re)) if re.txn_requires_abort() => {
                 self.check_deliveries()?;
@@ -1242,7 +1442,7 @@ impl<R: Route> Pipeline<R> {
     /// Outputs the broker refused for good make their inputs dead letters on the next read; an
     /// ACL the producer lacks stops the route.
     fn check_deliveries(&mut self) -> Result<(), StepError> {
-        let ctx = self.producer.context();
+        let ctx = self.producer.get().context();
         if let Some(m) = lock(&ctx.unauthorised).take() {
             return Err(StepError::Stop(m));
         }
@@ -1270,7 +1470,7 @@ impl<R: Route> Pipeline<R> {
     /// Wait (at most `bound`) until every record sent has been acknowledged or failed.
     fn await_deliveries(&self, bound: Duration) {
         let deadline = Instant::now() + bound;
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+        while self.producer.get().in_flight_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -1284,7 +1484,7 @@ impl<R: Route> Pipeline<R> {
             // Let in-flight records land first: an abort sent while librdkafka is still adding
             // the transaction's partitions has been answered INVALID_TXN_STATE (a fatal error).
             self.await_deliveries(Duration::from_secs(5).min(timeout));
-            match self.producer.abort_transaction(timeout) {
+            match self.guarded("abort_transaction", ATTEMPT.min(timeout), |p, t| p.abort_transaction(t))? {
                 Ok(()) => {}
                 Err(KafkaError::Transaction(re)) if re.is_retriable() => {
                     return Err(StepError::Transient(format!("abort_transaction: {re}")))
@@ -1323,15 +1523,19 @@ struct Encoded {
     headers: OwnedHeaders,
 }
 
-/// Call `op` again while it fails with a retriable error and time is left.
-fn retry_retriable(left: impl Fn() -> Duration, mut op: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+/// Call `op` (with at most `ATTEMPT` to take) again while it fails with a retriable error and
+/// time is left.
+fn retry_retriable(
+    left: impl Fn() -> Duration,
+    mut op: impl FnMut(Duration) -> Result<KafkaResult<()>, StepError>,
+) -> Result<KafkaResult<()>, StepError> {
     loop {
-        match op() {
+        match op(left().min(ATTEMPT))? {
             Err(KafkaError::Transaction(re)) if re.is_retriable() && !left().is_zero() => {
                 debug!(error = %re, "retriable transaction error, calling again");
                 std::thread::sleep(Duration::from_millis(100).min(left()));
             }
-            other => return other,
+            other => return Ok(other),
         }
     }
 }

@@ -116,6 +116,11 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         }
     }
 
+    /// Drop the state of every partition (the group membership itself was lost).
+    pub(crate) fn forget_all(&mut self) {
+        self.parts.clear();
+    }
+
     pub(crate) fn take_pending(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.pending)
     }

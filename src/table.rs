@@ -117,7 +117,7 @@ fn follow<T: DeserializeOwned>(
 ) -> anyhow::Result<()> {
     // Where the topic ends now: the table is ready once it has read that far.
     let (tpl, mut ends) =
-        with_retries(&format!("reading the metadata of {topic}"), stop, &|| unfixable_of(consumer), || {
+        with_retries(&format!("reading the metadata of {topic}"), stop, stats, &|| unfixable_of(consumer), || {
             let partitions = crate::pipeline::partition_ids(consumer, topic)?;
             let mut tpl = TopicPartitionList::new();
             for p in &partitions {

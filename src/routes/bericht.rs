@@ -17,7 +17,7 @@ use crate::config::{BerichtEscalatie, BerichtenConfig, Config};
 use crate::events::Link;
 use crate::model::common::{Kanaal, NietBereikt, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Datum, Timestamp};
-use crate::pipeline::{Ctx, Output, Route};
+use crate::pipeline::{Ctx, Output, Route, Stats};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -320,8 +320,8 @@ impl Route for BerichtRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        self.notifier.prepare("bericht", shutdown)
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+        self.notifier.prepare("bericht", shutdown, stats)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
         super::decode_either(

@@ -10,7 +10,7 @@ use super::{derived_id, event, partij_key};
 use crate::config::{Config, NotificatieConfig, Standaard};
 use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::{portaal, Datum, Timestamp};
-use crate::pipeline::{Output, Payload};
+use crate::pipeline::{Output, Payload, Stats};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use std::collections::HashMap;
@@ -105,9 +105,9 @@ impl Notifier {
     }
 
     /// Wait for the klantvoorkeuren table and learn the internal topic's partition count.
-    pub fn prepare(&mut self, route: &'static str, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    pub fn prepare(&mut self, route: &'static str, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
         self.voorkeuren.wait_ready(shutdown)?;
-        self.partitions = crate::pipeline::partition_count(&self.client, route, &self.topic, shutdown)?;
+        self.partitions = crate::pipeline::partition_count(&self.client, route, &self.topic, shutdown, stats)?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{decode_avro, Ctx, Output, Payload, Route};
+use crate::pipeline::{decode_avro, Ctx, Output, Payload, Route, Stats};
 use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::AtomicBool;
@@ -52,8 +52,8 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![]
     }
-    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        self.partitions = crate::pipeline::partition_count(&self.client, self.name, &self.output, shutdown)?;
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+        self.partitions = crate::pipeline::partition_count(&self.client, self.name, &self.output, shutdown, stats)?;
         Ok(())
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {

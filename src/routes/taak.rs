@@ -10,7 +10,7 @@ use crate::codec::{Codec, CodecError};
 use crate::config::{Config, TaakEscalatie, TakenConfig};
 use crate::model::common::{Kanaal, NietBereikt, Soort, Terugmelding, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{Ctx, Output, Route};
+use crate::pipeline::{Ctx, Output, Route, Stats};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -408,8 +408,8 @@ impl Route for TaakRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
-        self.notifier.prepare("taak", shutdown)
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+        self.notifier.prepare("taak", shutdown, stats)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
         super::decode_either(

@@ -8,7 +8,7 @@ use crate::config::{Config, VerzoekConfig};
 use crate::events::Event;
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal};
-use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::pipeline::{decode_avro, Ctx, Output, Route, Stats};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use std::sync::atomic::AtomicBool;
@@ -111,7 +111,7 @@ impl Route for ZaakVerzoekRoute {
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
         ]
     }
-    fn prepare(&mut self, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool, _stats: &Stats) -> anyhow::Result<()> {
         self.zaken.wait_ready(shutdown)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::ZaakVerzoek, CodecError> {
