@@ -17,7 +17,7 @@ use schema_registry_converter::async_impl::schema_registry::{
     get_schema_by_id, get_schema_by_subject_and_version, post_schema, SrSettings,
 };
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SuppliedSchema};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,14 +40,26 @@ impl CodecError {
     }
 }
 
+/// The registry's answer to a failed request: its Confluent `error_code` (`40403`: schema not
+/// found) and the HTTP status that code carries (its first three digits; a three-digit code is
+/// the status itself). `None` when no registry answered (a connection failure, a timeout) or its
+/// answer was no Confluent error document.
+fn registry_error(e: &SRCError) -> Option<(u32, u16)> {
+    let raw = std::error::Error::source(e)?.downcast_ref::<RawError>()?;
+    let code = raw.error_code;
+    let status = if code >= 10_000 { code / 100 } else { code };
+    (100..600).contains(&status).then_some((code, status as u16))
+}
+
 /// A registry error is bad data only when the registry answered that the schema does not exist
 /// (Confluent error code 40403); any other 404 is a wrong URL or a registry still starting, and
-/// refused credentials stop the bridge.
+/// refused credentials stop the bridge. Classified by the registry's error code, never by text.
 fn classify(e: &SRCError) -> CodecError {
     let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-    if text.contains("40403") {
+    let answer = registry_error(e);
+    if answer.is_some_and(|(code, _)| code == 40403) {
         CodecError::bad("unknown-schema-id", text)
-    } else if text.contains("status 401") || text.contains("status 403") {
+    } else if answer.is_some_and(|(_, status)| status == 401 || status == 403) {
         CodecError::Stop(format!(
             "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
         ))
@@ -98,13 +110,14 @@ impl Codec {
             Ok(reg) => reg.id,
             Err(e) => {
                 let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-                if text.contains("409") || text.contains("422") {
+                let status = registry_error(&e).map(|(_, status)| status);
+                if matches!(status, Some(409 | 422)) {
                     return Err(CodecError::bad("schema-incompatible", format!("{topic}: {text}")));
-                } else if text.contains("status 401") {
+                } else if status == Some(401) {
                     return Err(CodecError::Stop(format!(
                         "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
                     )));
-                } else if text.contains("status 403") {
+                } else if status == Some(403) {
                     // Read-only rights: the schema must have been registered in advance.
                     self.registered(&subject, &schema).await?
                 } else {
@@ -125,7 +138,7 @@ impl Codec {
         let hint = "register the bridge's schemas in advance with `schemas register` (as a user that may write)";
         let latest = get_schema_by_subject_and_version(&self.sr, subject, None).await.map_err(|e| {
             let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
-            if text.contains("status 40") {
+            if registry_error(&e).is_some_and(|(_, status)| (400..500).contains(&status)) {
                 CodecError::Stop(format!("the bridge may not register {subject} and finds none ({text}): {hint}"))
             } else {
                 CodecError::Transient(text)
@@ -326,6 +339,28 @@ pub fn encode_with_id(id: u32, schema: &Schema, value: Value) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_errors_are_classified_by_their_code_not_their_text() {
+        let answered = |code: u32, url: &str| {
+            let raw: RawError =
+                serde_json::from_value(serde_json::json!({"error_code": code, "message": "x"})).unwrap();
+            SRCError::non_retryable_with_cause(raw, &format!("HTTP request to {url} failed"))
+        };
+        let class = |e: &SRCError| match classify(e) {
+            CodecError::BadData { class, .. } => class,
+            CodecError::Transient(_) => "transient",
+            CodecError::Stop(_) => "stop",
+        };
+        assert_eq!(class(&answered(40403, "/schemas/ids/7")), "unknown-schema-id");
+        // A failed request for schema id 140403 during an outage is no missing schema.
+        let outage = SRCError::retryable_with_cause(std::io::Error::other("refused"), "GET /schemas/ids/140403 failed");
+        assert_eq!(class(&outage), "transient");
+        assert_eq!(class(&answered(50001, "/schemas/ids/140403")), "transient");
+        assert_eq!(class(&answered(40401, "/schemas/ids/40403")), "transient");
+        assert_eq!(class(&answered(40101, "/")), "stop");
+        assert_eq!(class(&answered(403, "/")), "stop");
+    }
 
     #[test]
     fn frame_checks_length_and_magic_byte() {

@@ -39,6 +39,20 @@ impl<T> Drop for GlobalTable<T> {
     }
 }
 
+impl<T> GlobalTable<T> {
+    /// A table that follows no topic: these rows, by lookup key (unit tests of routes).
+    pub fn fixed(rows: Vec<(String, T)>) -> Self {
+        let by_lookup = rows.iter().map(|(k, _)| (k.clone(), k.clone())).collect();
+        let by_key = rows.into_iter().map(|(k, v)| (k.clone(), (k, v))).collect();
+        GlobalTable {
+            topic: String::new(),
+            rows: Arc::new(RwLock::new(Rows { by_key, by_lookup })),
+            stats: Arc::default(),
+            stop: Arc::default(),
+        }
+    }
+}
+
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
     /// Start following `topic`. `lookup` gives the key a route looks rows up by (e.g. the party).
     /// The table reader follows its topic through broker outages (librdkafka reconnects; errors

@@ -58,6 +58,24 @@ pub struct TaakState {
     /// Escalated (reminded on another channel, or GZAC told the klant was not reached).
     #[serde(default)]
     pub geescaleerd: bool,
+    /// SHA-256 of the last GZAC records received for this taak, as they came in (the bridge
+    /// changes `taak` when it is answered or expires): one of them again is a redelivery.
+    #[serde(default)]
+    pub ontvangen: Vec<String>,
+    /// The antwoorden answered (id, SHA-256 as received, the terugmelding given): one sent
+    /// again gets its first answer repeated.
+    #[serde(default)]
+    pub antwoorden: Vec<(String, String, Terugmelding)>,
+}
+
+/// How many GZAC records and antwoorden per taak are remembered to recognise a redelivery.
+const ONTHOUDEN: usize = 16;
+
+fn onthoud<T>(list: &mut Vec<T>, item: T) {
+    list.push(item);
+    if list.len() > ONTHOUDEN {
+        list.remove(0);
+    }
 }
 
 /// The two kinds of record on the repartition topic.
@@ -310,8 +328,21 @@ impl TaakRoute {
     fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         super::required("uuid", &t.uuid)?;
         let previous = ctx.get(&t.uuid).cloned();
-        if previous.as_ref().is_some_and(|p| p.taak == t) {
-            return Ok(vec![]); // nothing new (a replay)
+        let sha256 = super::digest(&t)?;
+        if let Some(p) = &previous {
+            if p.taak == t || p.ontvangen.contains(&sha256) {
+                return Ok(vec![]); // nothing new (a redelivery, or a replay)
+            }
+            // Open VTB's lifecycle never goes back to `open` (open → uitgevoerd → verwerkt,
+            // open → afgebroken / niet_uitgevoerd): an `open` taak for one that is done here is an
+            // earlier record sent again, and a finished taak is not reopened.
+            if p.taak.status != gzac::TaakStatus::Open && t.status == gzac::TaakStatus::Open {
+                tracing::info!(taak = %t.uuid, "an open taak for one already finished: not reopened");
+                let mut kept = p.clone();
+                onthoud(&mut kept.ontvangen, sha256);
+                ctx.put(&t.uuid, Some(kept));
+                return Ok(vec![]);
+            }
         }
         let kind = if previous.is_some() { TYPE_GEWIJZIGD } else { TYPE_AANGEMAAKT };
         let verzonden_data = previous.as_ref().and_then(|p| p.verzonden_data.clone());
@@ -323,7 +354,11 @@ impl TaakRoute {
                 return Ok(vec![super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r)?]);
             }
         };
+        let mut ontvangen = previous.as_ref().map(|p| p.ontvangen.clone()).unwrap_or_default();
+        onthoud(&mut ontvangen, sha256);
         let mut state = TaakState {
+            ontvangen,
+            antwoorden: previous.as_ref().map(|p| p.antwoorden.clone()).unwrap_or_default(),
             kanalen: previous.as_ref().map(|p| p.kanalen.clone()).unwrap_or_default(),
             geescaleerd: previous.as_ref().is_some_and(|p| p.geescaleerd),
             herinnerd: previous
@@ -337,7 +372,9 @@ impl TaakRoute {
         };
         // The portal's update goes first, then the notificaties of a new open taak.
         let mut out = vec![self.portal_output(&state.taak.uuid, p, kind)?];
-        if previous.is_none() && state.taak.status == gzac::TaakStatus::Open {
+        // A taak already past its last day is not announced: the next tick closes it.
+        let verlopen = state.taak.einddatum_handelings_termijn.einde() <= ctx.now;
+        if previous.is_none() && state.taak.status == gzac::TaakStatus::Open && !verlopen {
             let (notificaties, kanalen) = self.notify(&state, "taak-aangemaakt", Kanalen::Gekozen)?;
             out.extend(notificaties);
             state.kanalen = kanalen;
@@ -350,6 +387,14 @@ impl TaakRoute {
         super::required("id", &a.id)?;
         super::required("taak_id", &a.taak_id)?;
         let state = ctx.get(&a.taak_id).cloned();
+        let sha256 = super::digest(&a)?;
+        if let Some(t) = state.as_ref().and_then(|s| s.antwoorden.iter().find(|(id, d, _)| *id == a.id && *d == sha256))
+        {
+            // Sent again: the portal hears its first answer again; nothing reaches GZAC twice.
+            return Ok(vec![terugmelding_output(&self.terugmeldingen, &t.2)?]);
+        }
+        let answered =
+            |s: &mut TaakState, t: &Terugmelding| onthoud(&mut s.antwoorden, (a.id.clone(), sha256.clone(), t.clone()));
         match check(state.as_ref(), &a) {
             Ok(g) => {
                 tracing::info!(taak = %a.taak_id, antwoord = %a.id, "taakantwoord doorgestuurd");
@@ -364,24 +409,26 @@ impl TaakRoute {
                     // The payment result has no field in Open VTB's BetaalTaak: a CloudEvents extension.
                     ev.extensions.push(("betaalreferentie", r.clone()));
                 }
+                let t = terugmelding(Soort::Taakantwoord, &a.id, Ok(&g.uuid));
+                answered(&mut s, &t);
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, ev)?,
                     self.portal_update(&s, TYPE_GEWIJZIGD)?,
-                    self.terugmelding(&a, Ok(&g.uuid))?,
+                    terugmelding_output(&self.terugmeldingen, &t)?,
                 ];
                 ctx.put(&a.taak_id, Some(s));
                 Ok(out)
             }
             Err(r) => {
                 tracing::info!(taak = %a.taak_id, antwoord = %a.id, reden = r.code, "taakantwoord afgewezen");
-                Ok(vec![self.terugmelding(&a, Err(&r))?])
+                let t = terugmelding(Soort::Taakantwoord, &a.id, Err(&r));
+                if let Some(mut s) = state {
+                    answered(&mut s, &t);
+                    ctx.put(&a.taak_id, Some(s));
+                }
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
             }
         }
-    }
-
-    fn terugmelding(&self, a: &portaal::TaakAntwoord, outcome: Result<&str, &Afwijzing>) -> anyhow::Result<Output> {
-        let t: Terugmelding = terugmelding(Soort::Taakantwoord, &a.id, outcome);
-        terugmelding_output(&self.terugmeldingen, &t)
     }
 }
 
@@ -509,6 +556,8 @@ mod tests {
             herinnerd: false,
             kanalen: vec![],
             geescaleerd: false,
+            ontvangen: vec![],
+            antwoorden: vec![],
         }
     }
 
@@ -618,6 +667,62 @@ mod tests {
         let rsin =
             gzac::ExterneTaak { is_toegewezen_aan: "urn:nld:rsin:111222333".into(), ..taak(T, BSN, Datum(20_000)) };
         assert_eq!(translate(&rsin, &cfg(), None).unwrap().identificatie.soort, portaal::PartijType::Rsin);
+    }
+
+    /// Each GZAC record and antwoord sent again, after the bridge acted on it: nothing a first
+    /// copy would not have produced, and the portal hears its first answer again.
+    #[test]
+    fn redelivered_records_reopen_nothing_and_repeat_the_first_answer() {
+        let mut route = TaakRoute::new(&Config::defaults(), Arc::new(GlobalTable::fixed(vec![])));
+        let mut store = crate::state::Store::default();
+        let dag = Datum(20_000);
+        let now = Timestamp(dag.einde().0 - 86_400_000); // the day before the last day
+        let mut ctx = Ctx { now, partition: 0, state: &mut store, link: None };
+        let topics = |o: &[Output]| o.iter().map(|o| o.topic.clone()).collect::<Vec<_>>();
+        let open = taak(T, BSN, dag);
+        assert!(!route.handle(TaakInput::Taak(open.clone()), &mut ctx).unwrap().is_empty());
+        let a = antwoord("a", T, BSN);
+        let first = route.handle(TaakInput::Antwoord(a.clone()), &mut ctx).unwrap();
+        assert_eq!(topics(&first), [GZAC_ANTWOORDEN, PORTAAL_TAKEN, TERUGMELDINGEN]);
+
+        // GZAC's outbox sends the open taak again: the answered taak stays answered.
+        assert!(route.handle(TaakInput::Taak(open.clone()), &mut ctx).unwrap().is_empty());
+        assert_eq!(ctx.get(T).unwrap().taak.status, gzac::TaakStatus::Uitgevoerd);
+        // The portal sends the antwoord again: the same terugmelding, nothing to GZAC.
+        let again = route.handle(TaakInput::Antwoord(a), &mut ctx).unwrap();
+        assert_eq!(topics(&again), [TERUGMELDINGEN]);
+        assert_eq!(again[0].event.id, first[2].event.id);
+        // A second, different antwoord is still refused.
+        let second = antwoord("b", T, BSN);
+        let refused = route.handle(TaakInput::Antwoord(second), &mut ctx).unwrap();
+        assert_ne!(refused[0].event.id, first[2].event.id);
+
+        // Past its last day the answered taak is not expired.
+        ctx.now = Timestamp(dag.einde().0 + 1);
+        assert!(route.tick(&mut ctx).unwrap().is_empty());
+
+        // An open taak that expired, then sent again: not reopened, not expired a second time.
+        let other = "9a6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e22";
+        ctx.now = now;
+        route.handle(TaakInput::Taak(taak(other, BSN, dag)), &mut ctx).unwrap();
+        ctx.now = Timestamp(dag.einde().0 + 1);
+        let expired = route.tick(&mut ctx).unwrap();
+        assert_eq!(topics(&expired), [PORTAAL_TAKEN, GZAC_ANTWOORDEN]);
+        assert!(route.handle(TaakInput::Taak(taak(other, BSN, dag)), &mut ctx).unwrap().is_empty());
+        assert!(route.tick(&mut ctx).unwrap().is_empty(), "expired once");
+        // GZAC's own later change (afgebroken) still reaches the portal.
+        let afgebroken = gzac::ExterneTaak { status: gzac::TaakStatus::Afgebroken, ..taak(other, BSN, dag) };
+        assert_eq!(topics(&route.handle(TaakInput::Taak(afgebroken), &mut ctx).unwrap()), [PORTAAL_TAKEN]);
+    }
+
+    #[test]
+    fn a_taak_past_its_last_day_is_not_announced() {
+        let mut route = TaakRoute::new(&Config::defaults(), Arc::new(GlobalTable::fixed(vec![])));
+        let mut store = crate::state::Store::default();
+        let dag = Datum(20_000);
+        let mut ctx = Ctx { now: Timestamp(dag.einde().0 + 1), partition: 0, state: &mut store, link: None };
+        let out = route.handle(TaakInput::Taak(taak(T, BSN, dag)), &mut ctx).unwrap();
+        assert!(out.iter().all(|o| o.topic == PORTAAL_TAKEN), "no notificatie: {out:?}");
     }
 
     #[test]

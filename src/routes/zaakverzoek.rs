@@ -1,16 +1,21 @@
 //! ZaakVerzoek (portal → GZAC): a request about an existing zaak is forwarded only when the zaak
 //! is known (from the compacted `gzac.zaken.v1`, read whole by every instance) and the indiener is
-//! one of its betrokkenen; otherwise the portal gets `afgewezen` and GZAC nothing.
+//! one of its betrokkenen; otherwise the portal gets `afgewezen` and GZAC nothing. The first
+//! answer to a submission is kept: the same zaakverzoek sent again gets that answer repeated and
+//! is never forwarded twice, also when the zaken table changed in between.
 
-use super::{afwijzing, derived_id, event, formulierdata, gzac_urn, terugmelding, terugmelding_output, Afwijzing};
+use super::{
+    afwijzing, derived_id, digest, event, formulierdata, gzac_urn, terugmelding, terugmelding_output, Afwijzing,
+};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, VerzoekConfig};
 use crate::events::Event;
 use crate::model::common::{Soort, Terugmelding};
-use crate::model::{gzac, portaal};
+use crate::model::{gzac, portaal, Timestamp};
 use crate::pipeline::{decode_avro, Ctx, Output, Route, Stats};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -20,6 +25,15 @@ pub const OUTPUT: &str = "gzac.zaakverzoeken.v1";
 pub const ZAKEN: &str = "gzac.zaken.v1";
 pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.zaken.zaakverzoek-doorgestuurd";
+pub const CHANGELOG: &str = "gzac-portal-bridge.zaakverzoeken-state.v1";
+
+/// The first answer to a submission: what came in (SHA-256) and the terugmelding it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Beantwoord {
+    pub sha256: String,
+    pub op: Timestamp,
+    pub terugmelding: Terugmelding,
+}
 
 pub struct ZaakVerzoekRoute {
     input: String,
@@ -28,6 +42,8 @@ pub struct ZaakVerzoekRoute {
     cfg: VerzoekConfig,
     zaken: Arc<GlobalTable<gzac::Zaak>>,
     reader: Schema,
+    changelog: String,
+    retention: std::time::Duration,
 }
 
 /// The rules of SPEC §4.4 against a zaak snapshot; `Ok` is the GZAC side: an Open VTB `Verzoek`
@@ -91,13 +107,15 @@ impl ZaakVerzoekRoute {
             cfg: cfg.verzoek.clone(),
             zaken,
             reader: portaal::ZaakVerzoek::get_schema(),
+            changelog: cfg.topic(CHANGELOG),
+            retention: cfg.pipeline.state_retention,
         }
     }
 }
 
 impl Route for ZaakVerzoekRoute {
     type Input = portaal::ZaakVerzoek;
-    type State = ();
+    type State = Beantwoord;
 
     fn name(&self) -> &'static str {
         "zaakverzoek"
@@ -111,6 +129,9 @@ impl Route for ZaakVerzoekRoute {
             (self.terugmeldingen.clone(), Terugmelding::get_schema()),
         ]
     }
+    fn changelog(&self) -> Option<&str> {
+        Some(&self.changelog)
+    }
     fn prepare(&mut self, shutdown: &AtomicBool, _stats: &Stats) -> anyhow::Result<()> {
         self.zaken.wait_ready(shutdown)
     }
@@ -118,10 +139,25 @@ impl Route for ZaakVerzoekRoute {
         decode_avro(codec, rt, bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: portaal::ZaakVerzoek, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::ZaakVerzoek, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
         let id = super::required("submission_id", &v.submission_id)?.to_string();
-        let zaak = self.zaken.lookup(&v.zaak.uuid);
-        match check(zaak.as_ref(), &v, &self.cfg) {
+        let sha256 = digest(&v)?;
+        let first = match ctx.get(&id) {
+            // Sent again: the first answer, repeated (same terugmelding id); GZAC has it already.
+            Some(b) if b.sha256 == sha256 => {
+                return Ok(vec![terugmelding_output(&self.terugmeldingen, &b.terugmelding)?]);
+            }
+            Some(_) => Err(afwijzing(
+                "SUBMISSION_ID_AL_GEBRUIKT",
+                "Onder dit kenmerk is al een ander verzoek ingediend; dien het opnieuw in met een nieuw kenmerk.",
+            )),
+            None => check(self.zaken.lookup(&v.zaak.uuid).as_ref(), &v, &self.cfg),
+        };
+        let remember = |ctx: &mut Ctx<'_, Beantwoord>, terugmelding: &Terugmelding| {
+            let b = Beantwoord { sha256: sha256.clone(), op: ctx.now, terugmelding: terugmelding.clone() };
+            ctx.put(&id, Some(b));
+        };
+        match first {
             Ok(g) => {
                 let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid));
                 let rol = match v.rol {
@@ -130,6 +166,7 @@ impl Route for ZaakVerzoekRoute {
                 };
                 let ev =
                     Event { extensions: vec![(ROL_EXTENSION, rol.to_string())], ..event(TYPE_DOORGESTUURD, &g.uuid) };
+                remember(ctx, &t);
                 Ok(vec![
                     // Keyed by the zaak's uuid: a zaak's verzoeken stay in order.
                     Output::new(&self.output, v.zaak.uuid.clone(), &g, ev)?,
@@ -138,10 +175,24 @@ impl Route for ZaakVerzoekRoute {
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "zaakverzoek afgewezen");
+                // A different submission under a used id is refused but not remembered: the first
+                // answer stays the one to repeat.
                 let t = terugmelding(Soort::Zaakverzoek, &id, Err(&a));
+                if a.code != "SUBMISSION_ID_AL_GEBRUIKT" {
+                    remember(ctx, &t);
+                }
                 Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
             }
         }
+    }
+
+    /// Forget answers older than `state_retention`.
+    fn tick(&mut self, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
+        let forget_before = Timestamp(ctx.now.0 - self.retention.as_millis() as i64);
+        for (partition, key, _) in ctx.state.select(|b| b.op < forget_before) {
+            ctx.state.put(partition, &key, None);
+        }
+        Ok(vec![])
     }
 }
 
@@ -164,6 +215,30 @@ mod tests {
             vec![gzac::IsGerelateerdAan { urn: "urn:nld:gemeente:zaak:zaaknummer:ZAAK-z".into() }]
         );
         assert_eq!(g.uuid, derived_id(&["zaakverzoek", "v"]));
+    }
+
+    #[test]
+    fn the_same_zaakverzoek_again_is_answered_as_the_first_time_and_forwarded_once() {
+        let cfg = Config::defaults();
+        let zaken = Arc::new(GlobalTable::fixed(vec![(zaak("z", BSN).uuid.clone(), zaak("z", BSN))]));
+        let mut route = ZaakVerzoekRoute::new(&cfg, zaken);
+        let mut store = crate::state::Store::default();
+        let mut ctx = Ctx { now: Timestamp(0), partition: 0, state: &mut store, link: None };
+        let v = zaakverzoek("v", "z", BSN);
+        let first = route.handle(v.clone(), &mut ctx).unwrap();
+        assert_eq!(first.iter().map(|o| o.topic.as_str()).collect::<Vec<_>>(), [OUTPUT, TERUGMELDINGEN]);
+        let again = route.handle(v.clone(), &mut ctx).unwrap();
+        assert_eq!(again.len(), 1, "only the terugmelding, repeated");
+        assert_eq!(format!("{:?}", again[0].event.id), format!("{:?}", first[1].event.id));
+        // A rejection is kept too: the zaak's rollen changing later does not change the answer.
+        let w = zaakverzoek("w", "z", OTHER_BSN);
+        let no = route.handle(w.clone(), &mut ctx).unwrap();
+        let no_again = route.handle(w, &mut ctx).unwrap();
+        assert_eq!(format!("{:?}", no[0].event.id), format!("{:?}", no_again[0].event.id));
+        // Another submission under a used id is refused, and the first answer stays.
+        let other = portaal::ZaakVerzoek { data: "{\"x\":1}".into(), ..v.clone() };
+        assert_eq!(route.handle(other, &mut ctx).unwrap().len(), 1);
+        assert_eq!(route.handle(v, &mut ctx).unwrap()[0].event.id, first[1].event.id);
     }
 
     #[test]
