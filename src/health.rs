@@ -42,6 +42,9 @@ pub struct Stats {
     retrying_since_ms: AtomicU64,
     /// A call into librdkafka did not return within its deadline (the watchdog gave it up).
     hung: AtomicBool,
+    /// Partitions of its input the group assigned it, and since when (ms; 0: none assigned).
+    assigned: AtomicI64,
+    assigned_since_ms: AtomicU64,
     progress_ms: AtomicU64,
     /// Records in its partitions not yet processed; -1 while unknown.
     lag: AtomicI64,
@@ -76,6 +79,8 @@ impl Default for Stats {
             bad_state_rows: AtomicU64::new(0),
             retrying_since_ms: AtomicU64::new(0),
             hung: AtomicBool::new(false),
+            assigned: AtomicI64::new(0),
+            assigned_since_ms: AtomicU64::new(0),
             progress_ms: AtomicU64::new(now_ms()),
             lag: AtomicI64::new(-1),
             problem: Mutex::new(String::new()),
@@ -119,6 +124,12 @@ impl Stats {
         self.progressed();
         self.recovered();
     }
+    /// The group assigned `n` partitions of the input (0: revoked).
+    pub fn assigned(&self, n: usize) {
+        self.assigned.store(n as i64, Ordering::SeqCst);
+        self.assigned_since_ms.store(if n > 0 { now_ms() } else { 0 }, Ordering::SeqCst);
+        self.lag.store(-1, Ordering::Relaxed);
+    }
     /// From librdkafka's statistics; caught up counts as progress.
     pub fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
@@ -149,6 +160,13 @@ impl Stats {
         let retrying = self.retrying_seconds();
         if retrying > bound.as_secs_f64() {
             return Some(format!("retrying for {retrying:.0} s: {problem}"));
+        }
+        // Assigned partitions whose position librdkafka never reports: not consuming them.
+        let since = self.assigned_since_ms.load(Ordering::SeqCst);
+        let assigned_for = now_ms().saturating_sub(since) as f64 / 1000.0;
+        if since != 0 && self.lag() < 0 && assigned_for > bound.as_secs_f64() {
+            let n = self.assigned.load(Ordering::SeqCst);
+            return Some(format!("{n} partitions assigned for {assigned_for:.0} s and not one of them read"));
         }
         let idle = now_ms().saturating_sub(self.progress_ms.load(Ordering::Relaxed)) as f64 / 1000.0;
         if self.lag() > 0 && idle > bound.as_secs_f64() {
@@ -308,6 +326,19 @@ mod tests {
         s.committed(1, 0);
         assert_eq!(s.unhealthy(Duration::from_secs(60)), None);
         assert_eq!(s.not_ready(), None);
+    }
+
+    #[test]
+    fn assigned_partitions_never_read_are_unhealthy() {
+        let s = Stats::default();
+        s.assigned(3);
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None, "just assigned");
+        s.assigned_since_ms.store(now_ms() - 61_000, Ordering::SeqCst);
+        assert!(s.unhealthy(Duration::from_secs(60)).unwrap().contains("3 partitions assigned"));
+        s.set_lag(0);
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None, "read: lag known");
+        s.assigned(0);
+        assert_eq!(s.unhealthy(Duration::from_secs(60)), None, "nothing assigned");
     }
 
     #[test]

@@ -345,8 +345,11 @@ impl ClientContext for GroupContext {
         for gone in last.iter().filter(|p| !seen.contains(p)) {
             self.stats.partition_lag.remove(&label(*gone));
         }
+        // No assigned partition with a known position: the lag stays unknown (health watches that).
+        if !seen.is_empty() {
+            self.stats.set_lag(lag);
+        }
         *last = seen;
-        self.stats.set_lag(lag);
     }
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
@@ -372,6 +375,7 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             info!(route = self.name, partitions = ?partitions_of(tpl), "partitions revoked");
+            self.stats.assigned(0);
             lock(&self.revoked).extend(partitions_of(tpl));
         }
     }
@@ -382,6 +386,7 @@ impl ConsumerContext for GroupContext {
                 let (ours, theirs): (Vec<_>, Vec<_>) =
                     tpl.elements().into_iter().partition(|e| e.topic() == self.topic);
                 lock(&self.assigned).extend(ours.iter().map(|e| e.partition()));
+                self.stats.assigned(ours.len());
                 let mut foreign = lock(&self.foreign);
                 foreign.extend(theirs.iter().map(|e| e.topic().to_string()));
                 foreign.dedup();

@@ -1,7 +1,8 @@
 //! A real broker killed (SIGKILL) and restarted on its own data, twice, while 10,000 verzoeken
-//! stream in, each time down longer than the bridge's transaction timeout and the group's session
-//! timeout. The bridge must resume by itself within 30 s of the broker answering, produce every
-//! effect exactly once, keep its reference tables following, and say so on /ready and /health.
+//! stream in: down 60 s and then 150 s, far longer than the bridge's transaction timeout and the
+//! group's session timeout (its static members are fenced when they come back). The process must
+//! stay up, resume by itself within 30 s of the broker answering, produce every effect exactly
+//! once, keep its reference tables following, and say so on /ready and /health.
 //!
 //! This file starts its own broker (ports 19192/19193, data in target/kafka-faults) with the
 //! project's script, so killing it leaves the other tests' broker alone.
@@ -88,7 +89,8 @@ async fn two_broker_restarts_mid_stream_resume_by_themselves_exactly_once() {
     let w = World::on("bounce", format!("127.0.0.1:{PORT}")).await;
     w.send(zaakverzoek::ZAKEN, "z-voor", &samples::zaak("z-voor", samples::BSN)).await;
 
-    // Down for 15 s each time: longer than the transaction timeout (10 s) and the session timeout (6 s).
+    // Down 60 s and 150 s: longer than the transaction timeout (10 s), the session timeout (6 s)
+    // and Kafka's default session timeout (45 s).
     let config = w.config_file("pipeline:\n  transaction_timeout: 10s\n  stall_timeout: 2m\n");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let health = format!("127.0.0.1:{port}");
@@ -132,11 +134,11 @@ async fn two_broker_restarts_mid_stream_resume_by_themselves_exactly_once() {
     });
 
     let mut saw_not_ready = false;
-    for (round, before) in [(1, 1_500), (2, 5_000)] {
+    for (round, before, outage) in [(1, 1_500, 60), (2, 5_000, 150)] {
         wait_for("output before the restart", Duration::from_secs(180), || out.lock().unwrap().total >= before).await;
         kafka("kill");
         let down = Instant::now();
-        while down.elapsed() < Duration::from_secs(15) {
+        while down.elapsed() < Duration::from_secs(outage) {
             saw_not_ready |= status(&ready).await == 503;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -146,7 +148,8 @@ async fn two_broker_restarts_mid_stream_resume_by_themselves_exactly_once() {
             out.lock().unwrap().total > at_restart
         })
         .await;
-        eprintln!("restart {round}: output resumed {resumed:?} after the broker answered");
+        eprintln!("restart {round} after {outage} s down: output resumed {resumed:?} after the broker answered");
+        assert!(bridge.try_wait().unwrap().is_none(), "the bridge process outlived a {outage} s outage");
     }
     assert!(saw_not_ready, "/ready said 503 while the broker was down");
 
