@@ -39,6 +39,8 @@ pub struct Stats {
     pub aborts: AtomicU64,
     /// Table rows or changelog entries that could not be decoded (skipped, previous value kept).
     pub bad_state_rows: AtomicU64,
+    /// Held items whose timer work failed (left as they are; the others still fired).
+    pub timer_refusals: AtomicU64,
     retrying_since_ms: AtomicU64,
     /// A call into librdkafka did not return within its deadline (the watchdog gave it up).
     hung: AtomicBool,
@@ -77,6 +79,7 @@ impl Default for Stats {
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
             bad_state_rows: AtomicU64::new(0),
+            timer_refusals: AtomicU64::new(0),
             retrying_since_ms: AtomicU64::new(0),
             hung: AtomicBool::new(false),
             assigned: AtomicI64::new(0),
@@ -226,6 +229,11 @@ pub fn metrics(components: &Components, bound: Duration) -> String {
             "bad_state_rows",
             "Table rows or changelog entries that could not be decoded",
             count(&st.bad_state_rows),
+        );
+        r.register(
+            "timer_refusals",
+            "Held items whose timer work failed: left as they are, the others still fire",
+            count(&st.timer_refusals),
         );
         r.register_with_unit(
             "transaction_commit",

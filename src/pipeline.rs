@@ -57,6 +57,11 @@ pub trait Route: Send + 'static {
     /// the dead-letter topic and its state changes are undone. Business rejections are outputs
     /// (terugmeldingen), not errors.
     fn handle(&mut self, input: Self::Input, ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>>;
+    /// When a state entry next needs `tick` (a deadline, a reminder, the moment it is forgotten):
+    /// the store keeps a time index of it, and `tick` gets only what is due (`ctx.state.due`).
+    fn schedule(&self) -> Option<crate::state::Schedule<Self::State>> {
+        None
+    }
     /// Time-driven work (scheduled publication, expiry), called every `tick_interval`.
     fn tick(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>> {
         Ok(vec![])
@@ -535,8 +540,11 @@ struct Pipeline<R: Route> {
     rt: Handle,
     source: String,
     dlq: String,
-    /// The largest record each output topic (and the dead-letter topic) takes.
+    /// The largest record each output topic (the dead-letter topic and the changelog) takes,
+    /// when that was read, and the topics it covers.
     limits: Limits,
+    limits_read: Instant,
+    written: Vec<String>,
     /// Base of the `ce_dataschema` URLs.
     registry_url: String,
     store: Store<R::State>,
@@ -616,11 +624,16 @@ fn new_producer(
 /// Size limits: the largest input the route takes, and the largest record (key, value and
 /// headers) each written topic takes — the producer's `message.max.bytes` and the topic's
 /// `max.message.bytes`, whichever is smaller.
+#[derive(PartialEq)]
 struct Limits {
     input: usize,
     producer: usize,
     topics: HashMap<String, usize>,
 }
+
+/// How old the limits may be before a record about to be dead-lettered as too large makes the
+/// route read them again (an operator who raised `max.message.bytes` needs no restart).
+const LIMITS_FRESH: Duration = Duration::from_secs(30);
 
 /// Room for the record batch and record framing around key, value and headers.
 const RECORD_OVERHEAD: usize = 512;
@@ -734,6 +747,7 @@ pub fn run<R: Route>(
     let dlq = dlq_topic(route.input_topic());
     let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
     written.push(dlq.clone());
+    written.extend(route.changelog().map(str::to_string));
     let limits = Limits::read(cfg, route.input_topic(), &written, &rt);
     let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
     let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff) {
@@ -752,6 +766,10 @@ pub fn run<R: Route>(
         "route started"
     );
 
+    let mut store = Store::sealed(crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new));
+    if let Some(schedule) = route.schedule() {
+        store = store.scheduled(schedule);
+    }
     let mut pipe = Pipeline {
         dlq,
         source: cfg.ce_source(),
@@ -763,8 +781,10 @@ pub fn run<R: Route>(
         shutdown: shutdown.clone(),
         rt,
         limits,
+        limits_read: Instant::now(),
+        written,
         registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
-        store: Store::sealed(crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new)),
+        store,
         open: None,
         refused: BTreeMap::new(),
         replaced: 0,
@@ -1184,10 +1204,18 @@ impl<R: Route> Pipeline<R> {
             traceparent: find(msg.headers(), "traceparent").filter(|tp| valid_traceparent(tp)),
         };
         let mark = self.store.mark();
-        let result = match self.refused.get(&origin) {
+        let mut result = match self.refused.get(&origin) {
             Some(reason) => Err(CodecError::BadData { class: "output-refused", message: reason.clone() }),
             None => self.translate(msg.partition(), msg.payload(), &cause.link()),
         };
+        if result.is_ok() {
+            if let Some(e) = self.state_too_large(mark) {
+                result = Err(e);
+            }
+        }
+        if matches!(result, Err(CodecError::BadData { class: "output-too-large", .. })) {
+            self.limits_changed(mark)?;
+        }
         match result {
             Ok(records) => self.send_all(records, origin)?,
             Err(CodecError::Transient(e)) => return Err(StepError::Transient(e)),
@@ -1213,6 +1241,41 @@ impl<R: Route> Pipeline<R> {
         open.records += 1;
         open.inputs += 1;
         Ok(())
+    }
+
+    /// A state entry the record made that its changelog would refuse: the record is a dead letter
+    /// like one whose output is too large (checked before anything is sent).
+    fn state_too_large(&self, mark: (usize, usize)) -> Option<CodecError> {
+        let changelog = self.route.changelog()?;
+        let limit = self.limits.of(changelog);
+        let size = self.store.pending_since(mark).map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).max()?;
+        (size > limit).then(|| CodecError::BadData {
+            class: "output-too-large",
+            message: format!("its state entry would be {size} bytes; {changelog} takes {limit}"),
+        })
+    }
+
+    /// Before a record is dead-lettered as too large: read the topics' limits again (at most
+    /// every `LIMITS_FRESH`). Raised since, the batch is read again with them — by a new producer
+    /// when the producer's own limit must grow.
+    fn limits_changed(&mut self, mark: (usize, usize)) -> Result<(), StepError> {
+        if self.limits_read.elapsed() < LIMITS_FRESH {
+            return Ok(());
+        }
+        let fresh = Limits::read(&self.cfg, self.route.input_topic(), &self.written, &self.rt);
+        self.limits_read = Instant::now();
+        if fresh == self.limits {
+            return Ok(());
+        }
+        self.store.rollback_to(mark);
+        let grew = fresh.producer > self.limits.producer;
+        self.limits = fresh;
+        info!(route = self.route.name(), "the topics' max.message.bytes changed; reading the batch again");
+        Err(if grew {
+            StepError::Fatal("the producer's message.max.bytes must grow with the topics'".into())
+        } else {
+            StepError::Transient("the topics' max.message.bytes changed".into())
+        })
     }
 
     /// The original key, value, timestamp and headers plus `__connect.errors.*`; a value too large
@@ -1263,6 +1326,7 @@ impl<R: Route> Pipeline<R> {
                 return Err(StepError::Stop(format!("route {}: timer work panicked", self.route.name())));
             }
         };
+        self.stats.timer_refusals.store(self.store.parked(), Ordering::Relaxed);
         let timer = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None }.link();
         let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o, &timer)).collect();
         let records = match records {

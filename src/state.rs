@@ -5,14 +5,18 @@
 //! and an undo log puts it back if the transaction aborts. When the group assigns partitions the
 //! state of exactly those partitions is rebuilt from the changelog (read_committed, up to its end)
 //! before any record of theirs is processed.
+//!
+//! Beside the entries, a time index (`Schedule`): when each entry next needs the route's timer.
+//! A tick asks for what is due (`due`) and so costs what is due, not what is held.
 
 use crate::encryption::{open_with, StateCipher};
+use crate::model::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,10 @@ const STALLED: Duration = Duration::from_secs(60);
 /// A change waiting to be written to the changelog: partition, key, new value (None deletes).
 pub type Change = (i32, String, Option<Vec<u8>>);
 
+/// When an entry next needs the route's timer (a deadline, a reminder, the moment it is
+/// forgotten); `None`: never, until it changes.
+pub type Schedule<S> = Arc<dyn Fn(&S) -> Option<Timestamp> + Send + Sync>;
+
 pub struct Store<S> {
     /// Seals changelog entries, when state encryption is configured.
     cipher: Option<Arc<StateCipher>>,
@@ -30,11 +38,26 @@ pub struct Store<S> {
     undo: Vec<(i32, String, Option<S>)>,
     /// Changelog records not yet handed to the producer.
     pending: Vec<Change>,
+    schedule: Option<Schedule<S>>,
+    /// (due ms, partition, key) of every entry the schedule gives a moment, and the way back.
+    timers: BTreeSet<(i64, i32, String)>,
+    due_of: HashMap<(i32, String), i64>,
+    /// Entries taken out of the time index by `park` since the store was made.
+    parked: u64,
 }
 
 impl<S> Default for Store<S> {
     fn default() -> Self {
-        Store { cipher: None, parts: HashMap::new(), undo: Vec::new(), pending: Vec::new() }
+        Store {
+            cipher: None,
+            parts: HashMap::new(),
+            undo: Vec::new(),
+            pending: Vec::new(),
+            schedule: None,
+            timers: BTreeSet::new(),
+            due_of: HashMap::new(),
+            parked: 0,
+        }
     }
 }
 
@@ -42,6 +65,49 @@ impl<S> Store<S> {
     /// A store whose changelog entries are sealed with `cipher`.
     pub fn sealed(cipher: Option<Arc<StateCipher>>) -> Self {
         Store { cipher, ..Store::default() }
+    }
+
+    /// The same store, its entries indexed by `schedule` (a route's `Route::schedule`).
+    pub fn scheduled(self, schedule: Schedule<S>) -> Self {
+        Store { schedule: Some(schedule), ..self }
+    }
+
+    /// Keep the time index in step with the entry `key` of `partition` now being `value`.
+    fn index(&mut self, partition: i32, key: &str, value: Option<&S>) {
+        let Some(schedule) = &self.schedule else { return };
+        let due = value.and_then(|v| schedule(v)).map(|t| t.0);
+        let id = (partition, key.to_string());
+        let old = self.due_of.get(&id).copied();
+        if old == due {
+            return;
+        }
+        if let Some(t) = old {
+            self.timers.remove(&(t, partition, id.1.clone()));
+            self.due_of.remove(&id);
+        }
+        if let Some(t) = due {
+            self.timers.insert((t, partition, id.1.clone()));
+            self.due_of.insert(id, t);
+        }
+    }
+
+    /// Drop the time index of `partitions` (their entries are gone).
+    fn unindex(&mut self, partitions: &[i32]) {
+        self.due_of.retain(|(p, _), _| !partitions.contains(p));
+        self.timers.retain(|(_, p, _)| !partitions.contains(p));
+    }
+
+    /// Take an entry out of the time index until it changes: one the route's timer could not
+    /// handle, so that it does not come back every tick while the others go on.
+    pub fn park(&mut self, partition: i32, key: &str) {
+        if let Some(t) = self.due_of.remove(&(partition, key.to_string())) {
+            self.timers.remove(&(t, partition, key.to_string()));
+        }
+        self.parked += 1;
+    }
+
+    pub fn parked(&self) -> u64 {
+        self.parked
     }
 }
 
@@ -59,6 +125,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                 None => json,
             }
         });
+        self.index(partition, key, value.as_ref());
         let part = self.parts.entry(partition).or_default();
         let old = match value {
             Some(v) => part.insert(key.to_string(), v),
@@ -68,16 +135,14 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         self.pending.push((partition, key.to_string(), bytes));
     }
 
-    /// The entries of every assigned partition that `pick` selects (for timers); only those are
-    /// copied.
-    pub fn select(&self, pick: impl Fn(&S) -> bool) -> Vec<(i32, String, S)> {
-        let mut out: Vec<(i32, String, S)> = self
-            .parts
+    /// The entries whose moment (by the store's schedule) has come by `now`, earliest first;
+    /// only those are looked at and copied.
+    pub fn due(&self, now: Timestamp) -> Vec<(i32, String, S)> {
+        self.timers
             .iter()
-            .flat_map(|(p, m)| m.iter().filter(|(_, v)| pick(v)).map(move |(k, v)| (*p, k.clone(), v.clone())))
-            .collect();
-        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        out
+            .take_while(|(t, _, _)| *t <= now.0)
+            .filter_map(|(_, p, k)| Some((*p, k.clone(), self.get(*p, k)?.clone())))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -97,12 +162,18 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         self.pending.truncate(mark.1);
         while self.undo.len() > mark.0 {
             let (p, k, old) = self.undo.pop().expect("undo entry");
+            self.index(p, &k, old.as_ref());
             let part = self.parts.entry(p).or_default();
             match old {
                 Some(v) => part.insert(k, v),
                 None => part.remove(&k),
             };
         }
+    }
+
+    /// The changelog records made since `mark`.
+    pub(crate) fn pending_since(&self, mark: (usize, usize)) -> impl Iterator<Item = &Change> {
+        self.pending.iter().skip(mark.1)
     }
 
     pub(crate) fn pending_len(&self) -> usize {
@@ -114,11 +185,14 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         for p in partitions {
             self.parts.remove(p);
         }
+        self.unindex(partitions);
     }
 
     /// Drop the state of every partition (the group membership itself was lost).
     pub(crate) fn forget_all(&mut self) {
         self.parts.clear();
+        self.timers.clear();
+        self.due_of.clear();
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<Change> {
@@ -178,13 +252,13 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                 let m = m.as_ref().map_err(|e| e.clone())?;
                 last_progress = Instant::now();
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-                let part = self.parts.entry(m.partition()).or_default();
                 match m.payload() {
                     Some(v) => match open_with(self.cipher.as_deref(), &key, v)
                         .and_then(|plain| Ok(serde_json::from_slice::<S>(&plain)?))
                     {
                         Ok(value) => {
-                            part.insert(key, value);
+                            self.index(m.partition(), &key, Some(&value));
+                            self.parts.entry(m.partition()).or_default().insert(key, value);
                         }
                         Err(e) => {
                             tracing::error!(changelog, partition = m.partition(), offset = m.offset(), error = %e, "changelog entry does not parse; skipped");
@@ -192,7 +266,8 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
                         }
                     },
                     None => {
-                        part.remove(&key);
+                        self.index(m.partition(), &key, None);
+                        self.parts.entry(m.partition()).or_default().remove(&key);
                     }
                 }
             }
@@ -243,6 +318,30 @@ pub(crate) fn drop_reached<X: ConsumerContext, C: Consumer<X>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tick_sees_what_is_due_and_the_index_follows_puts_rollbacks_and_forgets() {
+        // An entry is due at its value (ms); odd values never.
+        let mut s: Store<i64> = Store::default().scheduled(Arc::new(|v: &i64| (v % 2 == 0).then_some(Timestamp(*v))));
+        for (k, v) in [("a", 10), ("b", 20), ("c", 31), ("d", 40)] {
+            s.put(0, k, Some(v));
+        }
+        s.put(1, "e", Some(16));
+        s.committed();
+        let keys = |s: &Store<i64>, now| s.due(Timestamp(now)).into_iter().map(|(_, k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(&s, 20), ["a", "e", "b"], "earliest first, odd never");
+        s.put(0, "a", Some(50));
+        assert_eq!(keys(&s, 20), ["e", "b"]);
+        s.rolled_back();
+        assert_eq!(keys(&s, 20), ["a", "e", "b"], "a rollback restores the index too");
+        s.park(0, "a");
+        assert_eq!(keys(&s, 20), ["e", "b"], "parked until it changes");
+        assert_eq!(s.parked(), 1);
+        s.forget(&[1]);
+        assert_eq!(keys(&s, 100), ["b", "d"]);
+        s.put(0, "b", None);
+        assert_eq!(keys(&s, 100), ["d"]);
+    }
 
     #[test]
     fn rollback_restores_the_values_before_the_transaction() {

@@ -90,7 +90,11 @@ struct Tally {
 /// Feed `inputs` (each also mutated `rounds` times) through `route`'s decode and handle.
 fn feed<R: Route>(mut route: R, codec: &Codec, rt: &Handle, inputs: &[Vec<u8>], rounds: usize, seed: u64) -> Tally {
     let mut rng = Rng(seed);
+    // Scheduled like the pipeline's: the time index sees every hostile value handle stores.
     let mut store: Store<R::State> = Store::default();
+    if let Some(schedule) = route.schedule() {
+        store = store.scheduled(schedule);
+    }
     let mut tally = Tally::default();
     for valid in inputs {
         for round in 0..=rounds {

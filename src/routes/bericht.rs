@@ -344,36 +344,50 @@ impl Route for BerichtRoute {
 
     /// Publish what has come due; escalate what stayed unopened; forget a published bericht
     /// `state_retention` after publication (unless its escalation is still to come).
+    /// A scheduled bericht at its publicatiedatum; a published one at its escalation moment while
+    /// that is still to come, else when it is forgotten.
+    fn schedule(&self) -> Option<crate::state::Schedule<BerichtState>> {
+        let retention = self.retention;
+        Some(std::sync::Arc::new(move |s: &BerichtState| match s {
+            BerichtState::Gepland { bericht, .. } => Some(Self::due(bericht)),
+            BerichtState::Gepubliceerd(p) if escalation_pending(p) => p.escalatie_op,
+            BerichtState::Gepubliceerd(p) => Some(p.op.plus(retention)),
+        }))
+    }
+
     fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
-        let forget_before = now.minus(self.retention);
-        let escalate =
-            |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some_and(|t| t <= now);
-        // Kept while an escalation is still to come.
-        let pending = |p: &Publicatie| p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some();
-        let forget = |p: &Publicatie| p.op < forget_before && !pending(p);
         let mut out = Vec::new();
-        let selected = ctx.state.select(|s| match s {
-            BerichtState::Gepland { bericht, .. } => Self::due(bericht) <= now,
-            BerichtState::Gepubliceerd(p) => escalate(p) || forget(p),
-        });
-        for (partition, key, state) in selected {
-            match state {
-                BerichtState::Gepland { bericht, link } => {
-                    let (o, p) = self.publish(&bericht, now, link.clone())?;
-                    out.extend(o.into_iter().map(|o| o.caused_by(link.as_ref())));
-                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd(p)));
-                }
-                BerichtState::Gepubliceerd(mut p) if escalate(&p) => {
-                    out.extend(self.escalate(&key, &p)?);
+        for (partition, key, state) in ctx.state.due(now) {
+            let fired = match state {
+                BerichtState::Gepland { bericht, link } => self.publish(&bericht, now, link.clone()).map(|(o, p)| {
+                    (o.into_iter().map(|o| o.caused_by(link.as_ref())).collect(), Some(BerichtState::Gepubliceerd(p)))
+                }),
+                BerichtState::Gepubliceerd(mut p) if escalation_pending(&p) => self.escalate(&key, &p).map(|o| {
                     p.geescaleerd = true;
-                    ctx.state.put(partition, &key, Some(BerichtState::Gepubliceerd(p)));
+                    (o, Some(BerichtState::Gepubliceerd(p)))
+                }),
+                BerichtState::Gepubliceerd(_) => Ok((vec![], None)),
+            };
+            match fired {
+                Ok((o, next)) => {
+                    out.extend(o);
+                    ctx.state.put(partition, &key, next);
                 }
-                BerichtState::Gepubliceerd(_) => ctx.state.put(partition, &key, None),
+                // One bericht that cannot be handled does not hold up the others.
+                Err(e) => {
+                    tracing::error!(bericht = %key, error = %format!("{e:#}"), "timer work refused; the bericht is left as it is");
+                    ctx.state.park(partition, &key);
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// An unopened bericht that asks to act, not yet escalated: kept until its escalation moment.
+fn escalation_pending(p: &Publicatie) -> bool {
+    p.geopend_op.is_none() && !p.geescaleerd && p.escalatie_op.is_some()
 }
 
 /// When a bericht published at `op` is escalated if still unopened: for one whose

@@ -214,17 +214,31 @@ impl Route for BezorgingRoute {
 
     /// Send what has come due (windows closed, quiet hours over); forget sent ids after
     /// `state_retention`, and a postvak with nothing left.
+    /// The first of: a held notificatie's moment, the digest window's end, the oldest id sent
+    /// being forgotten.
+    fn schedule(&self) -> Option<crate::state::Schedule<Postvak>> {
+        let retention = self.retention;
+        Some(std::sync::Arc::new(move |p: &Postvak| {
+            let held = p.wachtend.iter().map(|w| w.uit_op).min();
+            let forget = p.verzonden.iter().map(|(_, t)| t.plus(retention)).min();
+            [held, p.venster_tot, forget].into_iter().flatten().min()
+        }))
+    }
+
     fn tick(&mut self, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
         let forget_before = now.minus(self.retention);
-        let selected = ctx.state.select(|p| {
-            p.wachtend.iter().any(|w| w.uit_op <= now)
-                || p.venster_tot.is_some_and(|t| t <= now)
-                || p.verzonden.first().is_some_and(|(_, t)| *t < forget_before)
-        });
         let mut out = Vec::new();
-        for (partition, key, mut p) in selected {
-            out.extend(self.release(&key, &mut p, now)?);
+        for (partition, key, mut p) in ctx.state.due(now) {
+            match self.release(&key, &mut p, now) {
+                Ok(o) => out.extend(o),
+                // One postvak that cannot be handled does not hold up the others.
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "timer work refused; the postvak is left as it is");
+                    ctx.state.park(partition, &key);
+                    continue;
+                }
+            }
             p.verzonden.retain(|(_, t)| *t >= forget_before);
             let empty = p.wachtend.is_empty() && p.venster_tot.is_none() && p.verzonden.is_empty();
             ctx.state.put(partition, &key, (!empty).then_some(p));
@@ -315,7 +329,7 @@ mod tests {
     fn held_notificaties_go_out_once_when_their_time_comes() {
         let mut r = route(true, 60);
         r.cfg.bundel.kanalen = vec![Kanaal::Email];
-        let mut store = crate::state::Store::default();
+        let mut store = crate::state::Store::default().scheduled(r.schedule().unwrap());
         // Three emails in one window: nothing until it closes, then one digest, then nothing.
         for id in ["e1", "e2", "e3"] {
             assert!(

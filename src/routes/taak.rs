@@ -325,6 +325,46 @@ impl TaakRoute {
         Ok(out.into_iter().map(|o| o.caused_by(s.link.as_ref())).collect())
     }
 
+    /// The timer work of one due taak: its outputs and its next state (`None`: forgotten).
+    fn fire(&self, mut s: TaakState, now: Timestamp) -> anyhow::Result<(Vec<Output>, Option<TaakState>)> {
+        let open = s.taak.status == gzac::TaakStatus::Open;
+        let einde = s.taak.einddatum_handelings_termijn.einde();
+        let mut out = Vec::new();
+        if open && einde <= now {
+            tracing::info!(taak = %s.taak.uuid, "taak verlopen");
+            s.taak.status = gzac::TaakStatus::NietUitgevoerd;
+            s.gewijzigd = now;
+            // A stored taak that no longer translates (the configuration changed) is still
+            // closed for GZAC; the portal's side becomes a weigering GZAC sees.
+            match translate(&s.taak, &self.taken, s.verzonden_data.as_deref()) {
+                Ok(p) => out.push(self.portal_output(&s.taak.uuid, p, TYPE_VERLOPEN)?.caused_by(s.link.as_ref())),
+                Err(r) => out.push(super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &s.taak.uuid, &r)?),
+            }
+            out.push(self.gzac_event(&s.taak, TYPE_GZAC_VERLOPEN, s.link.as_ref())?);
+            return Ok((out, Some(s)));
+        }
+        let uur = self.taken.herinnering_uur;
+        if open && !s.herinnerd && s.taak.datum_herinnering.is_some_and(|d| d.om(uur) <= now) {
+            tracing::info!(taak = %s.taak.uuid, "taak herinnerd");
+            s.herinnerd = true;
+            let (reminders, _) = self.notify(&s, notificatie::HERINNERING, Kanalen::Gekozen)?;
+            out.extend(reminders.into_iter().map(|o| o.caused_by(s.link.as_ref())));
+            out.push(self.gzac_event(&s.taak, TYPE_GZAC_HERINNERD, s.link.as_ref())?);
+            return Ok((out, Some(s)));
+        }
+        let voor = self.escalatie.voor_einddatum;
+        if open && !s.beantwoord && !s.geescaleerd && voor.is_some_and(|d| einde.minus(d) <= now) {
+            s.geescaleerd = true;
+            out.extend(self.escalate(&s)?);
+            return Ok((out, Some(s)));
+        }
+        if !open && s.gewijzigd.plus(self.retention) <= now {
+            return Ok((out, None));
+        }
+        // Due by the schedule, yet nothing to do: a disagreement between the two, never a loop.
+        anyhow::bail!("due, but no timer work applies")
+    }
+
     fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         super::required("uuid", &t.uuid)?;
         let previous = ctx.get(&t.uuid).cloned();
@@ -477,48 +517,39 @@ impl Route for TaakRoute {
         }
     }
 
+    /// An open taak at the first of its expiry, its reminder and its escalation still to come; a
+    /// taak no longer open when it is forgotten.
+    fn schedule(&self) -> Option<crate::state::Schedule<TaakState>> {
+        let (uur, voor, retention) = (self.taken.herinnering_uur, self.escalatie.voor_einddatum, self.retention);
+        Some(Arc::new(move |s: &TaakState| {
+            if s.taak.status != gzac::TaakStatus::Open {
+                return Some(s.gewijzigd.plus(retention));
+            }
+            let einde = s.taak.einddatum_handelings_termijn.einde();
+            let herinnering = s.taak.datum_herinnering.filter(|_| !s.herinnerd).map(|d| d.om(uur));
+            let escalatie = voor.filter(|_| !s.beantwoord && !s.geescaleerd).map(|d| einde.minus(d));
+            [Some(einde), herinnering, escalatie].into_iter().flatten().min()
+        }))
+    }
+
     /// At its `datumHerinnering` an open taak's assignee is reminded (and GZAC told); past its
     /// `einddatumHandelingsTermijn` an open taak is closed in the portal and `niet_uitgevoerd` in
     /// GZAC. Both happen once: the state records them. Taken no longer open are forgotten
-    /// `state_retention` after their last change.
+    /// `state_retention` after their last change. A taak whose timer work fails is left as it is
+    /// (logged, out of the time index until it changes); the others still fire.
     fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
         let now = ctx.now;
-        let forget_before = Timestamp(now.0 - self.retention.as_millis() as i64);
-        let uur = self.taken.herinnering_uur;
-        let open = |s: &TaakState| s.taak.status == gzac::TaakStatus::Open;
-        let expired = |s: &TaakState| open(s) && s.taak.einddatum_handelings_termijn.einde() <= now;
-        let due = |s: &TaakState| open(s) && !s.herinnerd && s.taak.datum_herinnering.is_some_and(|d| d.om(uur) <= now);
-        let voor = self.escalatie.voor_einddatum;
-        let escalate = |s: &TaakState| {
-            open(s)
-                && !s.beantwoord
-                && !s.geescaleerd
-                && voor.is_some_and(|d| s.taak.einddatum_handelings_termijn.einde().minus(d) <= now)
-        };
         let mut out = Vec::new();
-        let selected =
-            ctx.state.select(|s| expired(s) || due(s) || escalate(s) || (!open(s) && s.gewijzigd < forget_before));
-        for (partition, key, mut s) in selected {
-            if expired(&s) {
-                tracing::info!(taak = %key, "taak verlopen");
-                s.taak.status = gzac::TaakStatus::NietUitgevoerd;
-                s.gewijzigd = now;
-                out.push(self.portal_update(&s, TYPE_VERLOPEN)?.caused_by(s.link.as_ref()));
-                out.push(self.gzac_event(&s.taak, TYPE_GZAC_VERLOPEN, s.link.as_ref())?);
-                ctx.state.put(partition, &key, Some(s));
-            } else if due(&s) {
-                tracing::info!(taak = %key, "taak herinnerd");
-                s.herinnerd = true;
-                let (reminders, _) = self.notify(&s, notificatie::HERINNERING, Kanalen::Gekozen)?;
-                out.extend(reminders.into_iter().map(|o| o.caused_by(s.link.as_ref())));
-                out.push(self.gzac_event(&s.taak, TYPE_GZAC_HERINNERD, s.link.as_ref())?);
-                ctx.state.put(partition, &key, Some(s));
-            } else if escalate(&s) {
-                s.geescaleerd = true;
-                out.extend(self.escalate(&s)?);
-                ctx.state.put(partition, &key, Some(s));
-            } else {
-                ctx.state.put(partition, &key, None);
+        for (partition, key, s) in ctx.state.due(now) {
+            match self.fire(s, now) {
+                Ok((o, next)) => {
+                    out.extend(o);
+                    ctx.state.put(partition, &key, next);
+                }
+                Err(e) => {
+                    tracing::error!(taak = %key, error = %format!("{e:#}"), "timer work refused; the taak is left as it is");
+                    ctx.state.park(partition, &key);
+                }
             }
         }
         Ok(out)
@@ -674,7 +705,7 @@ mod tests {
     #[test]
     fn redelivered_records_reopen_nothing_and_repeat_the_first_answer() {
         let mut route = TaakRoute::new(&Config::defaults(), Arc::new(GlobalTable::fixed(vec![])));
-        let mut store = crate::state::Store::default();
+        let mut store = crate::state::Store::default().scheduled(route.schedule().unwrap());
         let dag = Datum(20_000);
         let now = Timestamp(dag.einde().0 - 86_400_000); // the day before the last day
         let mut ctx = Ctx { now, partition: 0, state: &mut store, link: None };
@@ -715,10 +746,34 @@ mod tests {
         assert_eq!(topics(&route.handle(TaakInput::Taak(afgebroken), &mut ctx).unwrap()), [PORTAAL_TAKEN]);
     }
 
+    /// 1,000 taken due at once, one of them no longer translatable for the portal: every one is
+    /// closed for GZAC, 999 in the portal, and the one the portal cannot take is a weigering.
+    #[test]
+    fn one_poisoned_taak_among_a_thousand_due_does_not_hold_up_the_others() {
+        let mut route = TaakRoute::new(&Config::defaults(), Arc::new(GlobalTable::fixed(vec![])));
+        let mut store = crate::state::Store::default().scheduled(route.schedule().unwrap());
+        let dag = Datum(20_000);
+        for i in 0..1000 {
+            let mut t = taak(&format!("t-{i}"), BSN, dag);
+            if i == 500 {
+                t.is_toegewezen_aan = "urn:nld:klant:klantnummer:1".into(); // the portal cannot address it
+            }
+            store.put(i % 3, &t.uuid.clone(), Some(state(t, false)));
+        }
+        store.committed();
+        let mut ctx = Ctx { now: Timestamp(dag.einde().0 + 1), partition: -1, state: &mut store, link: None };
+        let out = route.tick(&mut ctx).unwrap();
+        let count = |topic: &str| out.iter().filter(|o| o.topic == topic).count();
+        assert_eq!(count(GZAC_ANTWOORDEN), 1000);
+        assert_eq!(count(PORTAAL_TAKEN), 999);
+        assert_eq!(count(super::super::WEIGERINGEN), 1);
+        assert!(route.tick(&mut ctx).unwrap().is_empty(), "each once");
+    }
+
     #[test]
     fn a_taak_past_its_last_day_is_not_announced() {
         let mut route = TaakRoute::new(&Config::defaults(), Arc::new(GlobalTable::fixed(vec![])));
-        let mut store = crate::state::Store::default();
+        let mut store = crate::state::Store::default().scheduled(route.schedule().unwrap());
         let dag = Datum(20_000);
         let mut ctx = Ctx { now: Timestamp(dag.einde().0 + 1), partition: 0, state: &mut store, link: None };
         let out = route.handle(TaakInput::Taak(taak(T, BSN, dag)), &mut ctx).unwrap();

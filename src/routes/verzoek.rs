@@ -179,10 +179,14 @@ impl Route for VerzoekRoute {
         }
     }
 
+    fn schedule(&self) -> Option<crate::state::Schedule<Doorgestuurd>> {
+        let retention = self.retention;
+        Some(std::sync::Arc::new(move |d: &Doorgestuurd| Some(d.op.plus(retention))))
+    }
+
     /// Forget submissions forwarded longer than `state_retention` ago.
     fn tick(&mut self, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
-        let forget_before = Timestamp(ctx.now.0 - self.retention.as_millis() as i64);
-        for (partition, key, _) in ctx.state.select(|d| d.op < forget_before) {
+        for (partition, key, _) in ctx.state.due(ctx.now) {
             ctx.state.put(partition, &key, None);
         }
         Ok(vec![])

@@ -186,10 +186,14 @@ impl Route for ZaakVerzoekRoute {
         }
     }
 
+    fn schedule(&self) -> Option<crate::state::Schedule<Beantwoord>> {
+        let retention = self.retention;
+        Some(Arc::new(move |b: &Beantwoord| Some(b.op.plus(retention))))
+    }
+
     /// Forget answers older than `state_retention`.
     fn tick(&mut self, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
-        let forget_before = Timestamp(ctx.now.0 - self.retention.as_millis() as i64);
-        for (partition, key, _) in ctx.state.select(|b| b.op < forget_before) {
+        for (partition, key, _) in ctx.state.due(ctx.now) {
             ctx.state.put(partition, &key, None);
         }
         Ok(vec![])
@@ -222,7 +226,7 @@ mod tests {
         let cfg = Config::defaults();
         let zaken = Arc::new(GlobalTable::fixed(vec![(zaak("z", BSN).uuid.clone(), zaak("z", BSN))]));
         let mut route = ZaakVerzoekRoute::new(&cfg, zaken);
-        let mut store = crate::state::Store::default();
+        let mut store = crate::state::Store::default().scheduled(route.schedule().unwrap());
         let mut ctx = Ctx { now: Timestamp(0), partition: 0, state: &mut store, link: None };
         let v = zaakverzoek("v", "z", BSN);
         let first = route.handle(v.clone(), &mut ctx).unwrap();
