@@ -12,6 +12,15 @@
 #   scripts/kafka.sh kill     SIGKILL it, as a crash would (its data stays)
 #   scripts/kafka.sh resume   start it again on its own data (after kill or stop), wait until it answers
 #   scripts/kafka.sh status   exit 0 when the broker answers
+#   scripts/kafka.sh start-cluster
+#                             three KRaft nodes (each broker and controller, a static quorum of 3) on
+#                             client ports KAFKA_PORT, +2, +4 (controllers +1, +3, +5), data in
+#                             $KAFKA_STATE/node-N; internal topics replicated 3 times,
+#                             min.insync.replicas 2: the production topology
+#   scripts/kafka.sh stop-node N | kill-node N | resume-node N
+#                             SIGTERM (a rolling restart's step) or SIGKILL node N of the cluster, or
+#                             start it again on its own data and wait until it answers
+#   (stop, with a cluster started, stops every node)
 #
 # Needs: java (17+) and mvn on PATH. Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093),
 # KAFKA_CACHE (~/.cache/gzac-portal-bridge), KAFKA_STATE (target/kafka).
@@ -151,6 +160,12 @@ PROPS
 
 # Run the broker on the formatted log dir in $state and wait until it answers.
 launch() {
+  spawn
+  await
+}
+
+# Start the broker of $state in the background.
+spawn() {
   local cp="$libs/*"
   local heap=${KAFKA_HEAP:--Xmx1g -Xms256m}
   : > "$state/broker.log"
@@ -158,6 +173,10 @@ launch() {
   setsid java $heap -Dlog4j2.level=WARN -cp "$cp" kafka.Kafka "$state/server.properties" \
     > "$state/broker.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
+}
+
+# Wait until the broker of $state answers (60 s at most).
+await() {
   for _ in $(seq 1 120); do
     if ! running; then tail -50 "$state/broker.log" >&2; die "broker exited during start-up"; fi
     if answers && grep -q "Kafka Server started" "$state/broker.log"; then
@@ -194,13 +213,72 @@ stop() {
   echo "kafka.sh: broker stopped" >&2
 }
 
+# The cluster: node N's ports and data. Point the single-broker variables at node $1.
+base_port=$port
+cluster_state=$state
+node() {
+  [[ "${1:-}" =~ ^[123]$ ]] || die "name a node of the cluster: 1, 2 or 3"
+  port=$((base_port + 2 * ($1 - 1)))
+  cport=$((port + 1))
+  state="$cluster_state/node-$1"
+  pidfile="$state/broker.pid"
+}
+is_cluster() { [ -d "$cluster_state/node-1" ]; }
+
+start_cluster() {
+  is_cluster && [ -f "$cluster_state/node-1/broker.pid" ] && kill -0 "$(cat "$cluster_state/node-1/broker.pid")" 2>/dev/null \
+    && { echo "kafka.sh: cluster already running" >&2; return 0; }
+  fetch
+  local cp="$libs/*" id voters=""
+  rm -rf "$cluster_state"
+  id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid)
+  for n in 1 2 3; do voters+="${voters:+,}$n@127.0.0.1:$((base_port + 2 * n - 1))"; done
+  for n in 1 2 3; do
+    node $n
+    answers && die "port $port is taken by another process; set KAFKA_PORT"
+    mkdir -p "$state/data"
+    listener_properties PLAINTEXT PLAINTEXT | grep -v '^controller.quorum.bootstrap.servers' > "$state/server.properties"
+    cat >> "$state/server.properties" <<PROPS
+controller.quorum.voters=$voters
+process.roles=broker,controller
+node.id=$n
+log.dirs=$state/data
+num.partitions=3
+default.replication.factor=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=8
+min.insync.replicas=2
+group.initial.rebalance.delay.ms=0
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+PROPS
+    java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" > "$state/format.log" 2>&1 \
+      || { cat "$state/format.log" >&2; die "formatting node $n's KRaft log dir failed"; }
+  done
+  # A node finishes starting only once the quorum has formed: start all three, then wait.
+  for n in 1 2 3; do node $n; KAFKA_HEAP=${KAFKA_HEAP:--Xmx512m -Xms128m} spawn; done
+  for n in 1 2 3; do node $n; await; done
+}
+
+stop_cluster() {
+  for n in 1 2 3; do node $n; stop; done
+}
+
 case "${1:-}" in
   start) start ;;
   start-secure) start secure ;;
-  stop) stop ;;
+  start-cluster) start_cluster ;;
+  stop) if is_cluster; then stop_cluster; else stop; fi ;;
   kill) crash ;;
   resume) resume ;;
+  stop-node) node "${2:-}"; stop ;;
+  kill-node) node "${2:-}"; crash ;;
+  resume-node) node "${2:-}"; resume ;;
   fetch) fetch ;;
   status) answers ;;
-  *) echo "usage: $0 start|start-secure|stop|kill|resume|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-secure|start-cluster|stop|kill|resume|stop-node N|kill-node N|resume-node N|status|fetch" >&2; exit 2 ;;
 esac

@@ -73,8 +73,9 @@ fn classify(e: &SRCError) -> CodecError {
 enum Decoder {
     /// The writer's schema is the reader's: serde straight from the bytes.
     Same(GenericDatumReader<'static>),
-    /// Resolve to the reader's schema first.
-    Resolve(GenericDatumReader<'static>),
+    /// Resolve to the reader's schema first; and the writer's schema alone, to tell bytes that
+    /// do not decode from a value that does not resolve (a symbol the reader lacks).
+    Resolve(GenericDatumReader<'static>, GenericDatumReader<'static>),
     /// The reader cannot read what this writer wrote.
     Incompatible,
 }
@@ -206,9 +207,9 @@ impl Codec {
         } else if matches!(SchemaCompatibility::can_read(writer, reader), Ok(Compatibility::Full))
             || same_unqualified_name(writer, reader)
         {
-            match build(Some(leak(reader.clone()))) {
-                Ok(d) => Decoder::Resolve(d),
-                Err(_) => Decoder::Incompatible,
+            match (build(Some(leak(reader.clone()))), build(None)) {
+                (Ok(d), Ok(plain)) => Decoder::Resolve(d, plain),
+                _ => Decoder::Incompatible,
             }
         } else {
             Decoder::Incompatible
@@ -216,6 +217,22 @@ impl Codec {
         let decoder = Arc::new(decoder);
         self.decoders.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default().push((name, decoder.clone()));
         Ok(decoder)
+    }
+
+    /// A value read with resolution to the reader's schema. When that fails but the writer's schema
+    /// alone reads the same bytes, the bytes are sound and the value does not resolve (an enum symbol,
+    /// also inside a union, that the reader lacks): `schema-mismatch`, not `undecodable`.
+    fn resolve(
+        id: u32,
+        r: &GenericDatumReader<'static>,
+        plain: &GenericDatumReader<'static>,
+        body: &mut &[u8],
+    ) -> Result<apache_avro::types::Value, CodecError> {
+        let start = *body;
+        r.read_value(body).map_err(|e| {
+            let class = if plain.read_value(&mut &start[..]).is_ok() { "schema-mismatch" } else { "undecodable" };
+            CodecError::bad(class, format!("schema id {id}: {e}"))
+        })
     }
 
     /// Decode a framed value into `T`, resolving the writer's schema to `reader` when they differ.
@@ -244,7 +261,8 @@ impl Codec {
         let (id, mut body) = self.body(bytes).await?;
         let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
         let value = match &*self.decoder(id, reader).await? {
-            Decoder::Same(r) | Decoder::Resolve(r) => r.read_value(&mut body).map_err(undecodable)?,
+            Decoder::Same(r) => r.read_value(&mut body).map_err(undecodable)?,
+            Decoder::Resolve(r, plain) => Self::resolve(id, r, plain, &mut body)?,
             Decoder::Incompatible => {
                 return Err(CodecError::bad(
                     "schema-mismatch",
@@ -260,8 +278,8 @@ impl Codec {
         let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
         let value: T = match &*self.decoder(id, reader).await? {
             Decoder::Same(r) => r.read_deser(&mut body).map_err(undecodable)?,
-            Decoder::Resolve(r) => {
-                let v = r.read_value(&mut body).map_err(undecodable)?;
+            Decoder::Resolve(r, plain) => {
+                let v = Self::resolve(id, r, plain, &mut body)?;
                 from_value::<T>(&v).map_err(|e| CodecError::bad("schema-mismatch", e))?
             }
             Decoder::Incompatible => {

@@ -9,13 +9,12 @@
 
 mod common;
 
-use common::{sigterm, spawn_bridge_with, World};
-use gzac_portal_bridge::client::{self, Received};
+use common::{follow, sigterm, spawn_bridge_with, status, wait_for, World};
+use gzac_portal_bridge::client;
 use gzac_portal_bridge::routes::{derived_id, verzoek, zaakverzoek};
 use gzac_portal_bridge::samples;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PORT: &str = "19192";
@@ -35,51 +34,6 @@ impl FaultBroker {
 impl Drop for FaultBroker {
     fn drop(&mut self) {
         kafka("stop");
-    }
-}
-
-/// What a read_committed follower of some topics has seen so far: records per key, and when the
-/// last record arrived. It follows through the broker's restarts.
-#[derive(Default)]
-struct Seen {
-    per_key: HashMap<String, usize>,
-    total: usize,
-    last: Option<Instant>,
-}
-
-fn follow(w: &World, topics: &[&str], stop: Arc<AtomicBool>) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (cfg, s) = (w.cfg.clone(), seen.clone());
-    let topics: Vec<String> = topics.iter().map(|t| w.topic(t)).collect();
-    let task = tokio::task::spawn_blocking(move || {
-        let mut done = 0;
-        let _ = client::read_until(&cfg, &topics, Duration::from_secs(900), |recs: &[Received]| {
-            let mut s = s.lock().unwrap();
-            for r in &recs[done..] {
-                *s.per_key.entry(r.key_str().to_string()).or_default() += 1;
-                s.total += 1;
-                s.last = Some(Instant::now());
-            }
-            done = recs.len();
-            stop.load(Ordering::SeqCst)
-        });
-    });
-    (seen, task)
-}
-
-async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    t0.elapsed()
-}
-
-async fn status(url: &str) -> u16 {
-    match reqwest::get(url).await {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
     }
 }
 

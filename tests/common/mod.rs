@@ -6,7 +6,10 @@ use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::verzoek;
 use gzac_portal_bridge::{schemas, topology};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The real broker's address. Tests never skip: without a broker they fail and say what to do.
 pub fn bootstrap() -> String {
@@ -41,6 +44,11 @@ impl World {
     /// A world on another broker whose clients need `kafka` settings (e.g. SASL/TLS as a super
     /// user: the world sets topics up and reads outputs).
     pub async fn on_with(name: &str, bootstrap: String, kafka: &[(&str, String)]) -> World {
+        Self::replicated(name, bootstrap, kafka, 1).await
+    }
+
+    /// A world whose topics have `replication` replicas (a cluster of the project's script).
+    pub async fn replicated(name: &str, bootstrap: String, kafka: &[(&str, String)], replication: i32) -> World {
         let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let mut cfg = Config::defaults();
         cfg.bootstrap_servers = bootstrap;
@@ -61,7 +69,9 @@ impl World {
         let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
         // Fewer partitions keep the broker light; several keep rebalances meaningful.
         let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
-        topology::apply(&cfg.client_config(), &wanted, 1, false).await.expect("topics apply on the test broker");
+        topology::apply(&cfg.client_config(), &wanted, replication, false)
+            .await
+            .expect("topics apply on the test broker");
         let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
         let producer = client::producer(&cfg).unwrap();
         World { cfg, registry, registry_server: Some(server), ids, producer }
@@ -343,4 +353,49 @@ pub fn openapi_schema(file: &str, name: &str) -> jsonschema::Validator {
     writer_view(&mut schemas);
     let root = serde_json::json!({"$ref": format!("#/components/schemas/{name}"), "components": {"schemas": schemas}});
     jsonschema::options().should_validate_formats(true).build(&root).unwrap_or_else(|e| panic!("{path} {name}: {e}"))
+}
+
+/// What a read_committed follower of some topics has seen so far: records per key, and when the
+/// last record arrived. It follows through the broker's restarts.
+#[derive(Default)]
+pub struct Seen {
+    pub per_key: HashMap<String, usize>,
+    pub total: usize,
+    pub last: Option<Instant>,
+}
+
+pub fn follow(w: &World, topics: &[&str], stop: Arc<AtomicBool>) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (cfg, s) = (w.cfg.clone(), seen.clone());
+    let topics: Vec<String> = topics.iter().map(|t| w.topic(t)).collect();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut done = 0;
+        let _ = client::read_until(&cfg, &topics, Duration::from_secs(900), |recs: &[Received]| {
+            let mut s = s.lock().unwrap();
+            for r in &recs[done..] {
+                *s.per_key.entry(r.key_str().to_string()).or_default() += 1;
+                s.total += 1;
+                s.last = Some(Instant::now());
+            }
+            done = recs.len();
+            stop.load(Ordering::SeqCst)
+        });
+    });
+    (seen, task)
+}
+
+pub async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t0.elapsed()
+}
+
+pub async fn status(url: &str) -> u16 {
+    match reqwest::get(url).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
 }
