@@ -6,7 +6,7 @@
 //! What waits lives in the changelog with the moment it goes out; `tick` sends it then, in the
 //! same transaction that removes it, so it goes out once through crashes and rebalances.
 
-use super::notificatie::{INTERN, TOPIC, TYPE};
+use super::notificatie::{ESCALATIE_BERICHT, ESCALATIE_TAAK, INTERN, TOPIC, TYPE};
 use super::{derived_id, event};
 use crate::codec::{Codec, CodecError};
 use crate::config::{Config, NotificatieConfig};
@@ -81,6 +81,21 @@ impl BezorgingRoute {
         } else {
             t
         }
+    }
+
+    /// An escalation never goes out before the first notice of the same item: when the klant's
+    /// other channel still holds one about it (in a digest window, in quiet hours), not before
+    /// that goes out. Both postvakken are the klant's, so in the same partition.
+    fn eerste_bericht_uit(&self, ctx: &Ctx<'_, Postvak>, v: &NotificatieVerzoek) -> Timestamp {
+        [Kanaal::Email, Kanaal::Sms]
+            .into_iter()
+            .filter(|k| *k != v.opdracht.kanaal)
+            .filter_map(|k| ctx.get(&format!("{}/{k:?}", v.klant).to_lowercase()))
+            .flat_map(|p| &p.wachtend)
+            .filter(|w| w.verzoek.opdracht.referentie == v.opdracht.referentie)
+            .map(|w| w.uit_op)
+            .max()
+            .unwrap_or(Timestamp(0))
     }
 
     fn bundelt(&self, o: &Notificatieopdracht) -> bool {
@@ -199,6 +214,9 @@ impl Route for BezorgingRoute {
         let mut uit_op = now;
         if bundel {
             uit_op = *p.venster_tot.get_or_insert(now.plus(self.cfg.bundel.venster));
+        }
+        if [ESCALATIE_BERICHT, ESCALATIE_TAAK].contains(&v.opdracht.gebeurtenis.as_str()) {
+            uit_op = uit_op.max(self.eerste_bericht_uit(ctx, &v));
         }
         let uit_op = self.na_stilte(&v.opdracht, uit_op);
         if uit_op <= now {
@@ -352,6 +370,31 @@ mod tests {
         assert!(at_time(&mut r, &mut store, "2027-03-02T08:00:01+01:00", None).is_empty());
         // By day an SMS goes at once.
         assert_eq!(at_time(&mut r, &mut store, "2027-03-02T12:00:00+01:00", Some(verzoek("s2", Kanaal::Sms))), ["s2"]);
+    }
+
+    #[test]
+    fn an_escalation_never_goes_out_before_the_first_notice_of_its_bericht() {
+        let mut r = route(false, 60);
+        r.cfg.bundel.kanalen = vec![Kanaal::Email];
+        let mut store = crate::state::Store::default().scheduled(r.schedule().unwrap());
+        // The first email waits in its digest window; the escalation by SMS for the same bericht
+        // (its moment already passed) waits with it, then both go.
+        let mut first = verzoek("e1", Kanaal::Email);
+        first.opdracht.referentie = "b-1".into();
+        let mut escalatie = verzoek("s-esc", Kanaal::Sms);
+        escalatie.opdracht.gebeurtenis = ESCALATIE_BERICHT.into();
+        escalatie.opdracht.referentie = "b-1".into();
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:00:00+01:00", Some(first)).is_empty());
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:00:01+01:00", Some(escalatie)).is_empty());
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:00:30+01:00", None).is_empty());
+        let mut both = at_time(&mut r, &mut store, "2027-03-01T10:01:00+01:00", None);
+        both.sort();
+        assert_eq!(both, ["e1", "s-esc"]);
+        // An escalation about another bericht does not wait.
+        let mut other = verzoek("s-2", Kanaal::Sms);
+        other.opdracht.gebeurtenis = ESCALATIE_BERICHT.into();
+        other.opdracht.referentie = "b-2".into();
+        assert_eq!(at_time(&mut r, &mut store, "2027-03-01T10:02:00+01:00", Some(other)), ["s-2"]);
     }
 
     #[test]
