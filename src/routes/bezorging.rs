@@ -39,7 +39,8 @@ pub struct Postvak {
     pub wachtend: Vec<Wachtend>,
     /// When the digest window now open closes.
     pub venster_tot: Option<Timestamp>,
-    /// Ids sent, with when: a replay of one sends nothing (kept `state_retention`).
+    /// Ids sent, with when: a replay of one sends nothing. Kept as long as the internal topic keeps
+    /// the records they could be read again from (at most `state_retention`).
     pub verzonden: Vec<(String, Timestamp)>,
 }
 
@@ -50,8 +51,21 @@ pub struct BezorgingRoute {
     cfg: NotificatieConfig,
     /// Quiet hours as minutes after local midnight.
     stil: Option<(i32, i32)>,
+    /// How long ids sent are kept: see `Postvak::verzonden`.
     retention: std::time::Duration,
     reader: Schema,
+}
+
+/// The internal topic's retention in the topic contract: a notificatie can only be read again
+/// (a rebalance, a restore) while the topic keeps it, so that is how long its id must be known.
+fn intern_retention() -> std::time::Duration {
+    let wanted = crate::topology::Topology::load().and_then(|t| t.wanted(""));
+    let ms = wanted.ok().and_then(|w| w.into_iter().find(|w| w.name == INTERN)).map_or(-1, |w| w.retention_ms);
+    if ms > 0 {
+        std::time::Duration::from_millis(ms as u64)
+    } else {
+        std::time::Duration::MAX
+    }
 }
 
 impl BezorgingRoute {
@@ -62,7 +76,7 @@ impl BezorgingRoute {
             changelog: cfg.topic(CHANGELOG),
             stil: cfg.notificaties.stille_uren.as_ref().and_then(|s| s.minuten().ok()),
             cfg: cfg.notificaties.clone(),
-            retention: cfg.pipeline.state_retention,
+            retention: cfg.pipeline.state_retention.min(intern_retention()),
             reader: NotificatieVerzoek::get_schema(),
         }
     }
