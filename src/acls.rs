@@ -50,12 +50,50 @@ pub fn principal(cfg: &Config, role: &str) -> String {
     cfg.acls.principals.get(role).cloned().unwrap_or_else(|| format!("User:{role}"))
 }
 
-/// Every ACL the roles need, sorted and without duplicates. The bridge: read and write its
-/// topics, look up their limits (DescribeConfigs), its consumer groups (`<group_id>.<route>`,
-/// `<group_id>-table`) and transactional ids (`<group_id>-<route>-<instance>`) by prefix. Other
-/// roles: their topics, and consumer groups starting with `acls.group_prefixes.<role>` (default:
-/// the role's name). Every writer may write idempotently.
-pub fn plan(cfg: &Config, topology: &Topology) -> Vec<Acl> {
+/// Every ACL the roles need, sorted and without duplicates, refused when two roles' prefixes
+/// overlap (one's groups or transactional ids would fall under the other's ACLs). The bridge:
+/// read and write its topics, look up their limits (DescribeConfigs), its consumer groups
+/// (`<group_id>.<route>`, `<group_id>.table`, …) and transactional ids
+/// (`<group_id>.<route>.<instance>`) by the prefix `<group_id>.`. Other roles: their topics, and
+/// consumer groups starting with their prefix (`acls.group_prefixes.<role>`, default `<role>.`);
+/// the operator also transactional ids under it (`dlq replay`). Every writer may write
+/// idempotently.
+pub fn plan(cfg: &Config, topology: &Topology) -> anyhow::Result<Vec<Acl>> {
+    let acls = unchecked_plan(cfg, topology);
+    let overlaps = overlaps(&acls);
+    anyhow::ensure!(
+        overlaps.is_empty(),
+        "prefixes of different roles overlap, so one could join, describe or fence what is the other's: {}; \
+         give each role a prefix of its own (`group_id`, `acls.group_prefixes`)",
+        overlaps.join("; ")
+    );
+    Ok(acls)
+}
+
+/// Pairs of prefixed group or transactional-id ACLs of different roles where one prefix starts
+/// with the other.
+pub fn overlaps(acls: &[Acl]) -> Vec<String> {
+    let prefixed: Vec<&Acl> = acls
+        .iter()
+        .filter(|a| a.prefixed && matches!(a.resource, Resource::Group | Resource::TransactionalId))
+        .collect();
+    let mut found = Vec::new();
+    for a in &prefixed {
+        for b in &prefixed {
+            if a.role < b.role
+                && a.resource == b.resource
+                && (a.name.starts_with(&b.name) || b.name.starts_with(&a.name))
+            {
+                found.push(format!("{:?} prefix {:?} ({}) and {:?} ({})", a.resource, a.name, a.role, b.name, b.role));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn unchecked_plan(cfg: &Config, topology: &Topology) -> Vec<Acl> {
     let mut acls = Vec::new();
     let mut add = |role: &str, resource, name: String, prefixed, operation| {
         acls.push(Acl { role: role.to_string(), principal: principal(cfg, role), resource, name, prefixed, operation })
@@ -71,19 +109,50 @@ pub fn plan(cfg: &Config, topology: &Topology) -> Vec<Acl> {
         }
         for role in &t.read {
             add(role, Resource::Topic, name.clone(), false, Operation::Read);
-            let group = if role == "bridge" {
-                cfg.group_id.clone()
-            } else {
-                cfg.acls.group_prefixes.get(role).cloned().unwrap_or_else(|| role.clone())
-            };
-            add(role, Resource::Group, group, true, Operation::Read);
+            add(role, Resource::Group, cfg.role_prefix(role), true, Operation::Read);
         }
     }
-    add("bridge", Resource::TransactionalId, cfg.group_id.clone(), true, Operation::Write);
-    add("bridge", Resource::TransactionalId, cfg.group_id.clone(), true, Operation::Describe);
+    // The bridge's transactions, and the operator's `dlq replay`.
+    for role in ["bridge", "operator"] {
+        add(role, Resource::TransactionalId, cfg.role_prefix(role), true, Operation::Write);
+        add(role, Resource::TransactionalId, cfg.role_prefix(role), true, Operation::Describe);
+    }
     acls.sort();
     acls.dedup();
     acls
+}
+
+/// The README's table of who may write and read which topics, made from topics.yaml (a test
+/// holds the README to it). Dead letters and internal topics are summed up, not listed.
+pub fn role_table(topology: &Topology) -> String {
+    let mut out = String::from("| role | writes | reads |\n|---|---|---|\n");
+    for role in ROLES {
+        let list = |pick: &dyn Fn(&crate::topology::TopicSpec) -> bool| {
+            let mut names: Vec<String> = topology
+                .topics
+                .iter()
+                .filter(|t| pick(t) && t.pattern != "dead-letter" && t.pattern != "internal")
+                .map(|t| format!("`{}`", t.name))
+                .collect();
+            let internal = topology.topics.iter().filter(|t| pick(t) && t.pattern == "internal").count();
+            let dead = topology.topics.iter().filter(|t| pick(t) && t.pattern == "dead-letter").count();
+            if internal > 0 {
+                names.push(format!("the {internal} internal topics"));
+            }
+            if dead > 0 {
+                names.push(format!("the {dead} dead-letter topics"));
+            }
+            if names.is_empty() {
+                "—".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        let writes = list(&|t| t.write.iter().any(|r| r == role));
+        let reads = list(&|t| t.read.iter().any(|r| r == role));
+        out.push_str(&format!("| `{role}` | {writes} | {reads} |\n"));
+    }
+    out
 }
 
 impl fmt::Display for Acl {
@@ -120,7 +189,8 @@ impl Acl {
         )
     }
 
-    fn binding(&self) -> anyhow::Result<*mut rd::rd_kafka_AclBinding_t> {
+    /// librdkafka's resource type, operation and pattern type of this rule.
+    fn kinds(&self) -> (rd::rd_kafka_ResourceType_t, rd::rd_kafka_AclOperation_t, rd::rd_kafka_ResourcePatternType_t) {
         use rd::rd_kafka_AclOperation_t as O;
         use rd::rd_kafka_ResourceType_t as R;
         let resource = match self.resource {
@@ -141,6 +211,11 @@ impl Acl {
         } else {
             rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_LITERAL
         };
+        (resource, operation, pattern)
+    }
+
+    fn binding(&self) -> anyhow::Result<*mut rd::rd_kafka_AclBinding_t> {
+        let (resource, operation, pattern) = self.kinds();
         let (name, principal, host) = (CString::new(self.name.as_str())?, CString::new(self.principal.as_str())?, c"*");
         let mut err = [0 as std::ffi::c_char; 512];
         // SAFETY: every pointer is a valid C string for the call; librdkafka copies them.
@@ -198,7 +273,7 @@ pub fn apply(client: &ClientConfig, acls: &[Acl], timeout: Duration) -> anyhow::
                 }
             }
             if failures.is_empty() {
-                Ok(())
+                wait_until_visible(rk, queue, acls, timeout)
             } else {
                 Err(anyhow::anyhow!("{} ACLs were refused: {}", failures.len(), failures.join("; ")))
             }
@@ -214,6 +289,90 @@ pub fn apply(client: &ClientConfig, acls: &[Acl], timeout: Duration) -> anyhow::
     }
 }
 
+/// Wait until the broker lists every rule of `acls` (DescribeAcls): a rule created is enforced
+/// only once it reached the authorizer through the metadata log, a moment after CreateAcls.
+///
+/// # Safety
+/// `rk` and `queue` are a live client's handle and a queue of it.
+unsafe fn wait_until_visible(
+    rk: *mut rd::rd_kafka_t,
+    queue: *mut rd::rd_kafka_queue_t,
+    acls: &[Acl],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rd::rd_kafka_AclOperation_t as O;
+    use rd::rd_kafka_ResourcePatternType_t as P;
+    use rd::rd_kafka_ResourceType_t as R;
+    type Key = (i32, String, i32, String, i32);
+    let wanted: std::collections::BTreeSet<Key> = acls
+        .iter()
+        .map(|a| {
+            let (r, o, p) = a.kinds();
+            (r as i32, a.name.clone(), p as i32, a.principal.clone(), o as i32)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut err = [0 as std::ffi::c_char; 512];
+    let filter = rd::rd_kafka_AclBindingFilter_new(
+        R::RD_KAFKA_RESOURCE_ANY,
+        std::ptr::null(),
+        P::RD_KAFKA_RESOURCE_PATTERN_ANY,
+        std::ptr::null(),
+        std::ptr::null(),
+        O::RD_KAFKA_ACL_OPERATION_ANY,
+        rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
+        err.as_mut_ptr(),
+        err.len(),
+    );
+    anyhow::ensure!(!filter.is_null(), "cannot make an ACL filter");
+    let options = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS);
+    let text = |p: *const std::ffi::c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    let mut seen: usize = 0;
+    let outcome = loop {
+        rd::rd_kafka_DescribeAcls(rk, filter, options, queue);
+        let event = rd::rd_kafka_queue_poll(queue, 10_000);
+        if !event.is_null() {
+            if rd::rd_kafka_event_error(event) == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                let result = rd::rd_kafka_event_DescribeAcls_result(event);
+                let mut n = 0usize;
+                let listed = rd::rd_kafka_DescribeAcls_result_acls(result, &mut n);
+                let mut present = std::collections::BTreeSet::new();
+                for i in 0..n {
+                    let b = *listed.add(i);
+                    present.insert((
+                        rd::rd_kafka_AclBinding_restype(b) as i32,
+                        text(rd::rd_kafka_AclBinding_name(b)),
+                        rd::rd_kafka_AclBinding_resource_pattern_type(b) as i32,
+                        text(rd::rd_kafka_AclBinding_principal(b)),
+                        rd::rd_kafka_AclBinding_operation(b) as i32,
+                    ));
+                }
+                seen = wanted.intersection(&present).count();
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        if seen == wanted.len() {
+            break Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "only {seen} of {} ACLs are listed by the broker after {timeout:?}",
+                wanted.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    rd::rd_kafka_AdminOptions_destroy(options);
+    rd::rd_kafka_AclBinding_destroy(filter);
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +384,7 @@ mod tests {
     #[test]
     fn each_role_gets_only_what_topics_yaml_gives_it() {
         let cfg = Config::defaults();
-        let acls = plan(&cfg, &Topology::load().unwrap());
+        let acls = plan(&cfg, &Topology::load().unwrap()).unwrap();
         assert!(can(&acls, "portal", Operation::Write, "portaal.taakantwoorden.v1"));
         assert!(!acls
             .iter()
@@ -241,11 +400,34 @@ mod tests {
         assert!(acls.iter().any(|a| a.role == "bridge"
             && a.resource == Resource::TransactionalId
             && a.prefixed
-            && a.name == cfg.group_id));
+            && a.name == "gzac-portal-bridge."));
+        // No other role's group or transactional-id prefix reaches the bridge's.
+        for a in acls.iter().filter(|a| a.prefixed && a.role != "bridge") {
+            assert!(!"gzac-portal-bridge.verzoek".starts_with(&a.name), "{a}");
+            assert!(!"gzac-portal-bridge.verzoek.i0".starts_with(&a.name), "{a}");
+        }
         let cmd = acls[0].kafka_acls("k1:9093");
         assert!(
             cmd.starts_with("kafka-acls.sh --bootstrap-server k1:9093") && cmd.contains("--allow-principal"),
             "{cmd}"
         );
+    }
+
+    #[test]
+    fn the_readmes_role_table_is_topics_yaml() {
+        let readme = include_str!("../README.md");
+        let table = role_table(&Topology::load().unwrap());
+        assert!(readme.contains(&table), "README.md's role table differs from topics.yaml; it should read:\n{table}");
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused() {
+        let mut cfg = Config::defaults();
+        cfg.group_id = "gzac".into(); // the bridge's groups would start with the gzac role's `gzac.`
+        let err = plan(&cfg, &Topology::load().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("overlap") && err.contains("\"gzac.\""), "{err}");
+        let mut cfg = Config::defaults();
+        cfg.acls.group_prefixes.insert("integrator".into(), "gzac-portal".into());
+        assert!(plan(&cfg, &Topology::load().unwrap()).is_err());
     }
 }

@@ -88,7 +88,7 @@ async fn drain<R: Route>(route: R, cfg: &Config, output: String, n: usize) -> an
     let (count, first, last) = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, i64, i64)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::Message;
-        let reader: BaseConsumer = c.reader_config(&format!("{}-count", c.group_id)).create()?;
+        let reader: BaseConsumer = c.reader_config(&format!("{}count", c.own_prefix())).create()?;
         let md = reader.fetch_metadata(Some(&output), Duration::from_secs(10))?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
@@ -210,7 +210,7 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
 
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
     let reader: BaseConsumer = cfg
-        .reader_config(&format!("{}-latency", cfg.group_id))
+        .reader_config(&format!("{}latency", cfg.own_prefix()))
         .set("auto.offset.reset", "latest")
         .set("fetch.wait.max.ms", "5")
         .create()?;

@@ -52,9 +52,13 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>)
 pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     // A state key that is missing or malformed stops the start, not a route later.
     if crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.is_none() {
-        tracing::warn!(
-            "state_encryption.key_id is not set: the changelogs hold bericht text and form data unencrypted"
+        anyhow::ensure!(
+            cfg.state_encryption.unsealed,
+            "state_encryption.key_id is not set: the changelogs would hold bericht text and form data in the clear. \
+             Set a key (state_encryption.key_id and keys_file, or GZAC_BRIDGE_STATE_KEY_ID and GZAC_BRIDGE_STATE_KEYS), \
+             or say state_encryption.unsealed: true (GZAC_BRIDGE_STATE_UNSEALED=true) to run without one"
         );
+        tracing::warn!("state_encryption.unsealed: the changelogs hold bericht text and form data unencrypted");
     }
     if let Some(start) = &cfg.pipeline.clock_start {
         let start = crate::model::Timestamp::parse(start)?;
@@ -175,5 +179,19 @@ impl Running {
         while self.healthy() && !self.shutdown.load(Ordering::SeqCst) {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_state_key_it_runs_only_when_told_to() {
+        let err = match start(&Config::defaults()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started without a state key"),
+        };
+        assert!(err.contains("state_encryption.unsealed: true"), "{err}");
     }
 }

@@ -76,7 +76,7 @@ pub fn reader(
     by_time: bool,
 ) -> anyhow::Result<(BaseConsumer, Vec<i32>)> {
     let consumer: BaseConsumer =
-        cfg.reader_config(&format!("{}-{purpose}-{}", cfg.group_id, uuid::Uuid::new_v4())).create()?;
+        cfg.reader_config(&format!("{}{purpose}-{}", cfg.own_prefix(), uuid::Uuid::new_v4())).create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist (or may not be read by this principal)");

@@ -69,6 +69,9 @@ pub struct StateEncryption {
     /// A file of `id=<64 hex digits>` lines: the current key and older ones still to open.
     #[serde(default)]
     pub keys_file: Option<std::path::PathBuf>,
+    /// Run without a key, the changelogs in plain JSON: only when said explicitly.
+    #[serde(default)]
+    pub unsealed: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -77,7 +80,9 @@ pub struct AclsConfig {
     /// Role → principal, e.g. `portal: "User:mijn-gemeente-portaal"`; default `User:<role>`.
     #[serde(default)]
     pub principals: BTreeMap<String, String>,
-    /// Role → prefix of its consumer groups (default: the role's name; the bridge's is `group_id`).
+    /// Role → prefix of its consumer groups and transactional ids (default: `<role>.`; the
+    /// bridge's is `<group_id>.`). Prefixes of different roles may not overlap (`acls plan`
+    /// refuses them).
     #[serde(default)]
     pub group_prefixes: BTreeMap<String, String>,
 }
@@ -158,6 +163,10 @@ pub struct PipelineConfig {
     /// A route or table retrying this long, or with lag and no progress this long, is unhealthy.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// After start, an authorisation refusal is waited for this long (ACLs just created reach the
+    /// brokers a moment later) before the bridge stops on it.
+    #[serde(with = "humantime_serde")]
+    pub authorisation_grace: Duration,
     /// The bridge's clock starts at this RFC 3339 moment and runs on at real speed (demo and
     /// tests of quiet hours and deadlines); none: the system clock. Env GZAC_BRIDGE_CLOCK_START.
     #[serde(default)]
@@ -422,6 +431,7 @@ impl Config {
                 "REGISTRY_PASSWORD" => self.registry.password = Some(value),
                 "STATE_KEY_ID" => self.state_encryption.key_id = Some(value),
                 "STATE_KEYS_FILE" => self.state_encryption.keys_file = Some(value.into()),
+                "STATE_UNSEALED" => self.state_encryption.unsealed = value == "true",
                 "CLOCK_START" => self.pipeline.clock_start = Some(value),
                 other => {
                     let prop = |p: &str| p.to_ascii_lowercase().replace('_', ".");
@@ -534,6 +544,33 @@ impl Config {
     pub fn session_timeout(&self) -> Duration {
         let ms = self.consumer_config().get("session.timeout.ms").and_then(|v| v.parse().ok()).unwrap_or(45_000);
         Duration::from_millis(ms)
+    }
+
+    /// What every consumer group and transactional id of this process starts with:
+    /// `<group_id>.`. The dot keeps `gzac-portal-bridge.` apart from `gzac-portal-bridge-staging.`.
+    pub fn own_prefix(&self) -> String {
+        format!("{}.", self.group_id)
+    }
+
+    /// A route's transactional id: `<group_id>.<route>.<instance_id>`.
+    pub fn transactional_id(&self, route: &str) -> String {
+        format!("{}{route}.{}", self.own_prefix(), self.instance_id)
+    }
+
+    /// The prefix of `role`'s consumer groups and transactional ids.
+    pub fn role_prefix(&self, role: &str) -> String {
+        match role {
+            "bridge" => self.own_prefix(),
+            _ => self.acls.group_prefixes.get(role).cloned().unwrap_or_else(|| format!("{role}.")),
+        }
+    }
+
+    /// This configuration as a tool run by `role` uses it: its groups and transactional ids
+    /// under that role's prefix (e.g. `dlq` as the operator).
+    pub fn as_role(&self, role: &str) -> Config {
+        let mut cfg = self.clone();
+        cfg.group_id = self.role_prefix(role).trim_end_matches('.').to_string();
+        cfg
     }
 
     pub fn route_group(&self, route: &str) -> String {

@@ -158,7 +158,7 @@ pub async fn send(cfg: &Config, topic: &str, input: impl BufRead) -> anyhow::Res
         .collect::<anyhow::Result<Vec<_>>>()?;
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .producer_config()
-        .set("transactional.id", format!("{}-send-{}", cfg.group_id, uuid::Uuid::new_v4()))
+        .set("transactional.id", format!("{}send-{}", cfg.own_prefix(), uuid::Uuid::new_v4()))
         .create()?;
     let n = encoded.len();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

@@ -347,6 +347,8 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     println!("registry : http://{} (embedded, Confluent API)", server.addr);
 
     let mut cfg = Config::defaults();
+    // A demo on an in-memory broker: its state needs no key.
+    cfg.state_encryption.unsealed = true;
     cfg.bootstrap_servers = mock.bootstrap_servers();
     cfg.registry.url = format!("http://{}", server.addr);
     cfg.pipeline.batch_max_interval = Duration::from_millis(50);

@@ -101,7 +101,10 @@ pub fn replay(
     let target = cfg.topic(input);
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .producer_config()
-        .set("transactional.id", format!("{}-dlq-replay-{}", cfg.group_id, uuid::Uuid::new_v4()))
+        .set("transactional.id", format!("{}dlq-replay-{}", cfg.own_prefix(), uuid::Uuid::new_v4()))
+        // The partitioner the bridge uses: a replayed repartition record lands where its key's
+        // state lives (murmur2), and an input where a Java producer would have put it.
+        .set("partitioner", "murmur2_random")
         .create()?;
     let t = Duration::from_secs(30);
     producer.init_transactions(t)?;

@@ -44,6 +44,8 @@ pub struct Stats {
     retrying_since_ms: AtomicU64,
     /// A call into librdkafka did not return within its deadline (the watchdog gave it up).
     hung: AtomicBool,
+    /// Until when (ms) an authorisation refusal is waited out rather than a stop.
+    grace_until_ms: AtomicU64,
     /// Partitions of its input the group assigned it, and since when (ms; 0: none assigned).
     assigned: AtomicI64,
     assigned_since_ms: AtomicU64,
@@ -82,6 +84,7 @@ impl Default for Stats {
             timer_refusals: AtomicU64::new(0),
             retrying_since_ms: AtomicU64::new(0),
             hung: AtomicBool::new(false),
+            grace_until_ms: AtomicU64::new(0),
             assigned: AtomicI64::new(0),
             assigned_since_ms: AtomicU64::new(0),
             progress_ms: AtomicU64::new(now_ms()),
@@ -126,6 +129,19 @@ impl Stats {
         self.dead_letters.fetch_add(dead_letters, Ordering::Relaxed);
         self.progressed();
         self.recovered();
+    }
+    /// From now on, authorisation refusals are waited out for `grace` (set once, at start).
+    pub fn grant_grace(&self, grace: Duration) {
+        let _ = self.grace_until_ms.compare_exchange(
+            0,
+            now_ms() + grace.as_millis() as u64,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+    /// Still in the grace period after start.
+    pub fn in_grace(&self) -> bool {
+        now_ms() < self.grace_until_ms.load(Ordering::SeqCst)
     }
     /// The group assigned `n` partitions of the input (0: revoked).
     pub fn assigned(&self, n: usize) {

@@ -71,6 +71,10 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+        /// Whose consumer groups and transactional ids to use: the operator's (`operator.`) by
+        /// default; `bridge` to replay the dead letters of the bridge's internal topics.
+        #[arg(long, default_value = "operator")]
+        role: String,
     },
     /// Print the AsyncAPI 3.0 document of the topic contract (committed as asyncapi.yaml).
     Asyncapi,
@@ -223,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Acls { action } => {
             let cfg = cfg()?;
-            let mut acls = gzac_portal_bridge::acls::plan(&cfg, &topology::Topology::load()?);
+            let mut acls = gzac_portal_bridge::acls::plan(&cfg, &topology::Topology::load()?)?;
             match action {
                 AclsAction::Plan { kafka_acls, role } => {
                     acls.retain(|a| role.as_ref().is_none_or(|r| &a.role == r));
@@ -246,8 +250,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dlq { action } => {
-            let cfg = cfg()?;
+        Command::Dlq { action, role } => {
+            let cfg = cfg()?.as_role(&role);
             match action {
                 DlqAction::List { topic } => {
                     let rows =

@@ -48,7 +48,7 @@ pub trait Route: Send + 'static {
         None
     }
     /// Runs before the route joins its group: e.g. wait until its global tables are read.
-    fn prepare(&mut self, _shutdown: &AtomicBool, _stats: &Stats) -> anyhow::Result<()> {
+    fn prepare(&mut self, _shutdown: &AtomicBool, _stats: &Arc<Stats>) -> anyhow::Result<()> {
         Ok(())
     }
     /// Turn the framed input bytes into the input type; usually `decode_avro`.
@@ -181,10 +181,9 @@ pub fn partition_count(
     route: &'static str,
     topic: &str,
     shutdown: &AtomicBool,
-    stats: &Stats,
+    stats: &Arc<Stats>,
 ) -> anyhow::Result<i32> {
-    let c: BaseConsumer<GroupContext> =
-        client.create_with_context(GroupContext::new(route, topic, Default::default()))?;
+    let c: BaseConsumer<GroupContext> = client.create_with_context(GroupContext::new(route, topic, stats.clone()))?;
     with_retries(&format!("reading the metadata of {topic}"), shutdown, stats, &|| unfixable_of(&c), || {
         Ok(partition_ids(&c, topic)?.len() as i32)
     })
@@ -214,8 +213,14 @@ pub fn with_retries<T>(
                 stats.recovered();
                 return Ok(v);
             }
-            // Refused credentials or a missing ACL: no retry helps, say what to do at once.
-            Err(e) if e.is::<Unfixable>() => return Err(e),
+            // Refused credentials or a missing ACL: no retry helps, say what to do at once —
+            // except a missing ACL in the first minute, which may be one just created.
+            Err(e)
+                if e.is::<Unfixable>()
+                    && !authorisation_may_lag(stats, Some(RDKafkaErrorCode::TopicAuthorizationFailed)) =>
+            {
+                return Err(e)
+            }
             Err(e) if let Some(why) = unfixable() => return Err(e.context(why)),
             Err(_) if shutdown.load(Ordering::SeqCst) => anyhow::bail!("{what}: stopped while retrying"),
             Err(e) => {
@@ -242,6 +247,10 @@ pub(crate) fn unfixable_of(consumer: &BaseConsumer<GroupContext>) -> Option<Stri
     // A consumer returns error events from poll (nothing is assigned yet: no records come).
     while let Some(polled) = consumer.poll(Duration::ZERO) {
         if let Err(e) = polled {
+            if authorisation_may_lag(&consumer.context().stats, e.rdkafka_error_code()) {
+                consumer.context().stats.retrying(&format!("{e}: waiting for ACLs just created to arrive"));
+                continue;
+            }
             if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
                 return Some(format!("{}: {e} — {hint}", consumer.context().name));
             }
@@ -364,6 +373,10 @@ impl ClientContext for GroupContext {
             _ if code == Some(RDKafkaErrorCode::FencedInstanceId) => {
                 *lock(&self.fenced) = Some(format!("{}: {reason}", self.name))
             }
+            Some(hint) if authorisation_may_lag(&self.stats, code) => {
+                warn!(component = self.name, reason, "refused by an ACL; waiting for ACLs just created to arrive");
+                self.stats.retrying(&format!("{reason} — {hint}"));
+            }
             Some(hint) => *lock(&self.fatal) = Some(format!("{}: {reason} — {hint}", self.name)),
             // A fatal consumer error wraps its cause, which the client names by code
             // (`fatal_error`): the group loop reads it there; a table reader stops on it.
@@ -408,6 +421,19 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// A refusal by an ACL within `pipeline.authorisation_grace` of start, while ACLs just created
+/// (a deploy job's `acls apply`, then the pods) may still be on their way: retried, not a stop.
+fn authorisation_may_lag(stats: &Stats, code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    let authz = [
+        C::TopicAuthorizationFailed,
+        C::GroupAuthorizationFailed,
+        C::TransactionalIdAuthorizationFailed,
+        C::ClusterAuthorizationFailed,
+    ];
+    code.is_some_and(|c| authz.contains(&c)) && stats.in_grace()
+}
+
 /// Kafka errors that no retry can fix, with what the operator has to do.
 fn unfixable(code: RDKafkaErrorCode) -> Option<&'static str> {
     use RDKafkaErrorCode as C;
@@ -416,7 +442,7 @@ fn unfixable(code: RDKafkaErrorCode) -> Option<&'static str> {
             "the broker refused the bridge's credentials: check sasl.username / sasl.password"
         }
         C::TransactionalIdAuthorizationFailed => {
-            "grant the bridge's principal Write and Describe on its transactional-id prefix (`<group_id>-`)"
+            "grant the principal Write and Describe on its transactional-id prefix (`<group_id>.`; `acls plan`)"
         }
         C::TopicAuthorizationFailed => "grant the bridge's principal Read/Write on the route's topics",
         C::GroupAuthorizationFailed => "grant the bridge's principal Read on its consumer groups (`<group_id>.`)",
@@ -566,6 +592,7 @@ fn new_producer(
     message_max_bytes: usize,
     shutdown: &AtomicBool,
     backoff: &mut Backoff,
+    stats: &Stats,
 ) -> Result<Option<TxProducer>, StepError> {
     let mut config = cfg.producer_config();
     if !cfg.kafka.contains_key("retry.backoff.ms") && !cfg.kafka_producer.contains_key("retry.backoff.ms") {
@@ -609,7 +636,9 @@ fn new_producer(
             Ok(Err(e)) => {
                 let what = format!("init_transactions for transactional id {transactional_id}");
                 if let StepError::Stop(m) = classify(&what, &e) {
-                    return Err(StepError::Stop(m));
+                    if !authorisation_may_lag(stats, e.rdkafka_error_code()) {
+                        return Err(StepError::Stop(m));
+                    }
                 }
                 warn!(transactional_id, error = %e, "init_transactions failed, retrying");
                 backoff.wait(shutdown);
@@ -708,6 +737,7 @@ pub fn run<R: Route>(
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
+    stats.grant_grace(p.authorisation_grace);
     // No length prefix may make the decoder allocate more than a fetch can hold (process-wide; first call wins).
     apache_avro::util::max_allocation_bytes(64 << 20);
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
@@ -749,8 +779,8 @@ pub fn run<R: Route>(
     written.push(dlq.clone());
     written.extend(route.changelog().map(str::to_string));
     let limits = Limits::read(cfg, route.input_topic(), &written, &rt);
-    let transactional_id = format!("{}-{}-{}", cfg.group_id, route.name(), cfg.instance_id);
-    let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff) {
+    let transactional_id = cfg.transactional_id(route.name());
+    let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff, &stats) {
         Ok(Some(p)) => p,
         Ok(None) => return Ok(()),
         Err(e) => anyhow::bail!("{e}"),
@@ -954,7 +984,9 @@ impl<R: Route> Pipeline<R> {
                         Ok(())
                     }
                     Some(Err(e)) => match classify("consuming", &e) {
-                        StepError::Stop(m) => Err(StepError::Stop(m)),
+                        StepError::Stop(m) if !authorisation_may_lag(&self.stats, e.rdkafka_error_code()) => {
+                            Err(StepError::Stop(m))
+                        }
                         _ => {
                             self.stats.retrying(&format!("consumer: {e}"));
                             debug!(route = self.route.name(), error = %e, "consumer error");
@@ -1000,9 +1032,14 @@ impl<R: Route> Pipeline<R> {
             let abort = self.producer.call("abort_transaction", ATTEMPT, shutdown, |p, t| p.abort_transaction(t));
             if !matches!(abort, Ok(Ok(()))) {
                 // The new producer's init_transactions aborts what the old one left open.
-                if let Some(p) =
-                    new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff)?
-                {
+                if let Some(p) = new_producer(
+                    &self.cfg,
+                    &self.transactional_id,
+                    self.limits.producer,
+                    shutdown,
+                    backoff,
+                    &self.stats,
+                )? {
                     self.producer = p;
                 }
             }
@@ -1080,7 +1117,7 @@ impl<R: Route> Pipeline<R> {
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
         self.store.rolled_back();
-        match new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff)? {
+        match new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff, &self.stats)? {
             Some(p) => self.producer = p,
             None => return Ok(()),
         }
@@ -1126,7 +1163,7 @@ impl<R: Route> Pipeline<R> {
             return;
         }
         self.stats.restoring.store(true, Ordering::SeqCst);
-        let client = self.cfg.reader_config(&format!("{}-restore", self.cfg.group_id));
+        let client = self.cfg.reader_config(&format!("{}restore", self.cfg.own_prefix()));
         loop {
             match self.store.restore(&client, &changelog, partitions) {
                 Ok(skipped) => {

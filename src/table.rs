@@ -66,9 +66,10 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
     ) -> anyhow::Result<Self> {
         let rows = Arc::new(RwLock::new(Rows { by_key: HashMap::new(), by_lookup: HashMap::new() }));
         let stats = Arc::new(Stats::default());
+        stats.grant_grace(cfg.pipeline.authorisation_grace);
         let stop = Arc::new(AtomicBool::new(false));
         let consumer: BaseConsumer<GroupContext> = cfg
-            .reader_config(&format!("{}-table", cfg.group_id))
+            .reader_config(&format!("{}table", cfg.own_prefix()))
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
             .create_with_context(GroupContext::new("table", &topic, stats.clone()))?;
         let codec = Codec::new(cfg.sr_settings()?);

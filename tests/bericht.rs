@@ -298,8 +298,11 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
     let keys = std::env::temp_dir().join(format!("{}-state-keys", w.cfg.group_id));
     std::fs::write(&keys, "# test keys\nk-2026=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n")
         .unwrap();
-    w.cfg.state_encryption =
-        gzac_portal_bridge::config::StateEncryption { key_id: Some("k-2026".into()), keys_file: Some(keys) };
+    w.cfg.state_encryption = gzac_portal_bridge::config::StateEncryption {
+        key_id: Some("k-2026".into()),
+        keys_file: Some(keys),
+        unsealed: false,
+    };
     let m = |f: &str| format!("MARKER-{f}-51c9");
     // A bericht scheduled for later (its whole text waits in the changelog), a taak with prefill
     // data and its answer (kept in the taak's state).

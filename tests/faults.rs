@@ -214,7 +214,8 @@ async fn an_output_the_broker_refuses_for_good_dead_letters_its_input_instead_of
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_transactional_id_acl_stops_the_route_with_a_message_that_names_it() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let (mock, _server, cfg, id) = mock_world().await;
+    let (mock, _server, mut cfg, id) = mock_world().await;
+    cfg.pipeline.authorisation_grace = Duration::ZERO; // no ACLs just created to wait for here
     let denied = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 50];
     let (_stats, _shutdown, route) =
         route_on_ten(&cfg, id, "a", || mock.request_errors(RDKafkaApiKey::InitProducerId, &denied)).await;

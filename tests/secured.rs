@@ -13,6 +13,7 @@ use common::{spawn_bridge_with, World};
 use gzac_portal_bridge::acls;
 use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client;
+use gzac_portal_bridge::dlq;
 use gzac_portal_bridge::model::common::Kanaal;
 use gzac_portal_bridge::model::Datum;
 use gzac_portal_bridge::samples::{self, BSN};
@@ -62,6 +63,37 @@ fn client_of(w: &World, user: &str) -> ClientConfig {
 }
 
 /// Write one record as `user`: Ok, or the broker's refusal.
+fn topic_of(role: &str) -> &'static str {
+    match role {
+        "gzac" => "gzac.verzoeken.v1",
+        "portal" => "portaal.taken.v1",
+        "operator" => "portaal.verzoeken.v1.dlq",
+        "integrator" => "portaal.terugmeldingen.v1",
+        _ => "notificaties.opdrachten.v1",
+    }
+}
+
+/// Join `group` subscribed to `topic` with `cfg`'s principal and ask for the group's committed
+/// offsets: `Ok` once assigned, or the refusal.
+fn join_as(cfg: &gzac_portal_bridge::config::Config, group: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
+    let c: BaseConsumer = cfg.consumer_config().set("group.id", group).create().unwrap();
+    let code = |e: rdkafka::error::KafkaError| e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+    c.subscribe(&[topic]).map_err(code)?;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if let Some(Err(e)) = c.poll(Duration::from_millis(200)) {
+            let e = code(e);
+            if e == RDKafkaErrorCode::GroupAuthorizationFailed {
+                return Err(e);
+            }
+        }
+        if c.assignment().is_ok_and(|a| a.count() > 0) {
+            return Ok(());
+        }
+    }
+    Err(RDKafkaErrorCode::RequestTimedOut)
+}
+
 async fn write_as(w: &World, user: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
     let p: FutureProducer = client_of(w, user).set("message.timeout.ms", "10000").create().unwrap();
     let topic = w.topic(topic);
@@ -109,15 +141,12 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
     let bootstrap = format!("127.0.0.1:{PORT}");
     // The world sets up topics and schemas and reads outputs as the super user.
     let w = World::on_with("secured", bootstrap, &sasl("admin", "admin-secret")).await;
-    let plan = acls::plan(&w.cfg, &Topology::load().unwrap());
+    let plan = acls::plan(&w.cfg, &Topology::load().unwrap()).unwrap();
     let admin = w.cfg.client_config();
     tokio::task::spawn_blocking(move || acls::apply(&admin, &plan, Duration::from_secs(30))).await.unwrap().unwrap();
-    // ACLs reach the broker's authorizer through the metadata log, a moment after CreateAcls.
-    let t0 = Instant::now();
-    while write_as(&w, "portal", "portaal.klantvoorkeuren.v1").await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the portal's ACLs never took effect");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // ACLs reach the broker's authorizer through the metadata log, a moment after CreateAcls:
+    // `acls apply` returns once the broker lists them all, so they are in force now.
+    assert!(write_as(&w, "portal", "portaal.klantvoorkeuren.v1").await.is_ok(), "in force once apply returned");
 
     // Portal and GZAC write their inputs with their own principals.
     let as_user = |user: &str| {
@@ -149,6 +178,8 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
         client::frame(id("portaal.verzoeken.v1"), &samples::verzoek("v-1")).unwrap(),
     )
     .await;
+    // Garbage from the portal: a dead letter, for the operator to find and replay.
+    send(&portal, "portaal.verzoeken.v1", "v-bad", b"not avro".to_vec()).await;
     send(
         &portal,
         "portaal.zaakverzoeken.v1",
@@ -192,7 +223,37 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
     ];
     // verzoek, zaakverzoek, bericht, taak (open, afgerond), uitgevoerd, 2 notificaties, 3 terugmeldingen
     let recs = w.read(&outputs, 1 + 1 + 1 + 2 + 1 + 2 + 3, Duration::from_secs(2)).await;
+    w.read(&["portaal.verzoeken.v1.dlq"], 1, Duration::ZERO).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
+
+    // The operator's job under the operator's own ACLs (its groups and transactional ids under
+    // `operator.`, as `dlq` uses them by default): list the dead letters, replay them.
+    let operator = as_user("operator").as_role("operator");
+    let o = operator.clone();
+    let rows = tokio::task::spawn_blocking(move || dlq::list(&o, Some("portaal.verzoeken.v1"))).await.unwrap().unwrap();
+    assert_eq!(rows.iter().map(|(_, _, t)| t.count).sum::<usize>(), 1, "{rows:?}");
+    let replayed =
+        tokio::task::spawn_blocking(move || dlq::replay(&operator, "portaal.verzoeken.v1", None, None, false))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(replayed.replayed, 1);
+    // …and cannot join, describe or fence the bridge's groups, nor use its transactional ids.
+    for (role, topic) in [
+        ("gzac", "gzac.verzoeken.v1"),
+        ("portal", "portaal.taken.v1"),
+        ("operator", "portaal.verzoeken.v1.dlq"),
+        ("integrator", "portaal.terugmeldingen.v1"),
+        ("notifier", "notificaties.opdrachten.v1"),
+    ] {
+        let (c, group, topic) = (as_user(role), w.cfg.route_group("verzoek"), w.topic(topic));
+        let joined = tokio::task::spawn_blocking(move || join_as(&c, &group, &topic)).await.unwrap();
+        assert_eq!(joined, Err(RDKafkaErrorCode::GroupAuthorizationFailed), "{role} and the bridge's group");
+        // Its own group, on a topic it reads, it may join.
+        let (c, topic2) = (as_user(role), w.topic(topic_of(role)));
+        let own = format!("{}x", w.cfg.role_prefix(role));
+        assert_eq!(tokio::task::spawn_blocking(move || join_as(&c, &own, &topic2)).await.unwrap(), Ok(()), "{role}");
+    }
     for t in outputs {
         assert!(recs.iter().any(|r| r.topic == w.topic(t)), "nothing on {t}: {recs:#?}");
     }
@@ -240,15 +301,18 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
 
     // A wrong password, or a principal without the bridge's ACLs: the bridge stops within
     // seconds and says what to fix — it does not retry forever.
-    for (user, password, says) in [
-        ("bridge", "wrong", "sasl.username / sasl.password"),
-        ("integrator", "integrator-secret", "acls plan --role bridge"),
+    // A refusal by an ACL is waited out for `authorisation_grace` after start (ACLs just created
+    // may still be on their way), then it stops.
+    let grace = w.config_file("pipeline:\n  authorisation_grace: 5s\n");
+    for (user, password, says, waits) in [
+        ("bridge", "wrong", "sasl.username / sasl.password", Duration::ZERO),
+        ("integrator", "integrator-secret", "acls plan --role bridge", Duration::from_secs(5)),
     ] {
         let started = Instant::now();
         let mut child = spawn_bridge_with(
             &w,
             user,
-            &[],
+            &["--config", grace.to_str().unwrap()],
             &[("GZAC_BRIDGE_KAFKA__SASL_USERNAME", user), ("GZAC_BRIDGE_KAFKA__SASL_PASSWORD", password)],
         );
         let status = loop {
@@ -259,6 +323,7 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert!(!status.success(), "{user}: the bridge must fail");
+        assert!(started.elapsed() >= waits, "{user}: stopped after {:?}, before the grace", started.elapsed());
         let log = std::fs::read_to_string(common::bridge_log(&w, user)).unwrap();
         assert!(log.contains(says), "{user}: the message names what to fix: {log}");
     }

@@ -320,7 +320,7 @@ impl Route for BerichtRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Arc<Stats>) -> anyhow::Result<()> {
         self.notifier.prepare("bericht", shutdown, stats)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<BerichtInput, CodecError> {

@@ -105,7 +105,12 @@ impl Notifier {
     }
 
     /// Wait for the klantvoorkeuren table and learn the internal topic's partition count.
-    pub fn prepare(&mut self, route: &'static str, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+    pub fn prepare(
+        &mut self,
+        route: &'static str,
+        shutdown: &AtomicBool,
+        stats: &std::sync::Arc<Stats>,
+    ) -> anyhow::Result<()> {
         self.voorkeuren.wait_ready(shutdown)?;
         self.partitions = crate::pipeline::partition_count(&self.client, route, &self.topic, shutdown, stats)?;
         Ok(())

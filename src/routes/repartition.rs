@@ -52,7 +52,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![]
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &std::sync::Arc<Stats>) -> anyhow::Result<()> {
         self.partitions = crate::pipeline::partition_count(&self.client, self.name, &self.output, shutdown, stats)?;
         Ok(())
     }

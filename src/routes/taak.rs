@@ -495,7 +495,7 @@ impl Route for TaakRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Stats) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Arc<Stats>) -> anyhow::Result<()> {
         self.notifier.prepare("taak", shutdown, stats)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {

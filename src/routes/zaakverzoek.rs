@@ -132,7 +132,7 @@ impl Route for ZaakVerzoekRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, _stats: &Stats) -> anyhow::Result<()> {
+    fn prepare(&mut self, shutdown: &AtomicBool, _stats: &Arc<Stats>) -> anyhow::Result<()> {
         self.zaken.wait_ready(shutdown)
     }
     fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::ZaakVerzoek, CodecError> {

@@ -58,6 +58,8 @@ impl World {
         cfg.topic_prefix = format!("t-{name}-{run}.");
         cfg.group_id = format!("g-{name}-{run}");
         cfg.instance_id = "i0".into();
+        // Tests that are not about sealing run without a state key, knowingly.
+        cfg.state_encryption.unsealed = true;
         cfg.pipeline.batch_max_interval = Duration::from_millis(50);
         cfg.pipeline.retry_backoff_max = Duration::from_secs(1);
         cfg.kafka_consumer.insert("session.timeout.ms".into(), "6000".into());
@@ -108,6 +110,7 @@ impl World {
             ("GZAC_BRIDGE_TOPIC_PREFIX".to_string(), self.cfg.topic_prefix.clone()),
             ("GZAC_BRIDGE_GROUP_ID".to_string(), self.cfg.group_id.clone()),
             ("GZAC_BRIDGE_REGISTRY_URL".to_string(), self.cfg.registry.url.clone()),
+            ("GZAC_BRIDGE_STATE_UNSEALED".to_string(), self.cfg.state_encryption.unsealed.to_string()),
         ];
         let maps = [
             ("KAFKA", &self.cfg.kafka),
