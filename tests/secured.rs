@@ -94,6 +94,14 @@ fn join_as(cfg: &gzac_portal_bridge::config::Config, group: &str, topic: &str) -
     Err(RDKafkaErrorCode::RequestTimedOut)
 }
 
+/// `init_transactions` under `id` with `cfg`'s principal.
+fn init_as(cfg: &gzac_portal_bridge::config::Config, id: &str) -> Result<(), RDKafkaErrorCode> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let p: BaseProducer = cfg.producer_config().set("transactional.id", id).create().unwrap();
+    p.init_transactions(Duration::from_secs(20))
+        .map_err(|e| e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown))
+}
+
 async fn write_as(w: &World, user: &str, topic: &str) -> Result<(), RDKafkaErrorCode> {
     let p: FutureProducer = client_of(w, user).set("message.timeout.ms", "10000").create().unwrap();
     let topic = w.topic(topic);
@@ -253,7 +261,14 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
         let (c, topic2) = (as_user(role), w.topic(topic_of(role)));
         let own = format!("{}x", w.cfg.role_prefix(role));
         assert_eq!(tokio::task::spawn_blocking(move || join_as(&c, &own, &topic2)).await.unwrap(), Ok(()), "{role}");
+        // Nor can it take the bridge's transactional id (and so fence its producer).
+        let (c, id) = (as_user(role), w.cfg.transactional_id("verzoek"));
+        let fenced = tokio::task::spawn_blocking(move || init_as(&c, &id)).await.unwrap();
+        assert_eq!(fenced, Err(RDKafkaErrorCode::TransactionalIdAuthorizationFailed), "{role} and the bridge's id");
     }
+    // The operator's own transactional ids it may use (`dlq replay`).
+    let (c, id) = (as_user("operator"), format!("{}probe", w.cfg.role_prefix("operator")));
+    assert_eq!(tokio::task::spawn_blocking(move || init_as(&c, &id)).await.unwrap(), Ok(()));
     for t in outputs {
         assert!(recs.iter().any(|r| r.topic == w.topic(t)), "nothing on {t}: {recs:#?}");
     }
