@@ -850,7 +850,7 @@ pub fn run<R: Route>(
                 warn!(route = pipe.route.name(), assigned = ?topics, input = pipe.route.input_topic(),
                     "assigned partitions of topics this route does not read (a stale static assignment); leaving and joining again");
                 pipe.stats.retrying(&format!("stale assignment of {topics:?}; rejoining"));
-                let _ = consumer.unsubscribe();
+                consumer.unsubscribe();
                 let until = Instant::now() + Duration::from_secs(5);
                 while Instant::now() < until && consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
                     let _ = consumer.poll(Duration::from_millis(100));

@@ -150,14 +150,17 @@ async fn a_rolling_restart_and_the_coordinator_killed_pause_output_briefly_and_l
     for t in [out_task, answers_task, dead_task] {
         t.await.unwrap();
     }
-    let out = out.lock().unwrap();
-    let missing = (0..n).filter(|i| !out.per_key.contains_key(&derived_id(&["verzoek", &format!("c-{i}")]))).count();
-    let twice: Vec<_> = out.per_key.iter().filter(|(_, k)| **k > 1).take(5).collect();
-    assert_eq!(missing, 0, "verzoeken lost");
-    assert!(twice.is_empty(), "verzoeken forwarded twice: {twice:?}");
-    assert_eq!(out.total, n);
-    assert_eq!(answers.lock().unwrap().total, n, "one terugmelding per verzoek");
-    assert_eq!(dead.lock().unwrap().total, 0, "a broker fault is not bad data");
+    {
+        let out = out.lock().unwrap();
+        let missing =
+            (0..n).filter(|i| !out.per_key.contains_key(&derived_id(&["verzoek", &format!("c-{i}")]))).count();
+        let twice: Vec<_> = out.per_key.iter().filter(|(_, k)| **k > 1).take(5).collect();
+        assert_eq!(missing, 0, "verzoeken lost");
+        assert!(twice.is_empty(), "verzoeken forwarded twice: {twice:?}");
+        assert_eq!(out.total, n);
+        assert_eq!(answers.lock().unwrap().total, n, "one terugmelding per verzoek");
+        assert_eq!(dead.lock().unwrap().total, 0, "a broker fault is not bad data");
+    }
     assert_eq!(status(&format!("http://{health}/health")).await, 200, "healthy");
     assert!(sigterm(&mut bridge).success());
 }
