@@ -18,6 +18,9 @@ const MANAGED: &[&str] = &[
     "auto.offset.reset",
 ];
 
+/// `GZAC_BRIDGE_*` variables read by the command line or the key store, not by the configuration.
+const READ_ELSEWHERE: [&str; 4] = ["CONFIG", "HEALTH", "LOG_FORMAT", "STATE_KEYS"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
@@ -403,7 +406,7 @@ impl Config {
             merge(&mut value, over);
         }
         let mut cfg: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        cfg.apply_env(env);
+        cfg.apply_env(env)?;
         if cfg.instance_id.is_empty() {
             cfg.instance_id = host_name().unwrap_or_default();
         }
@@ -414,7 +417,9 @@ impl Config {
         Ok(cfg)
     }
 
-    fn apply_env(&mut self, env: &[(String, String)]) {
+    /// The environment over the file. An unknown `GZAC_BRIDGE_*` variable is refused like an
+    /// unknown key (a typo would otherwise be ignored silently).
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
         for (key, value) in env {
             let Some(name) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -441,10 +446,15 @@ impl Config {
                         self.kafka_producer.insert(prop(p), value);
                     } else if let Some(p) = other.strip_prefix("KAFKA__") {
                         self.kafka.insert(prop(p), value);
+                    } else if !READ_ELSEWHERE.contains(&other) {
+                        return Err(ConfigError::Invalid(format!(
+                            "unknown environment variable {key} (known: the settings in the README's Configuration table)"
+                        )));
                     }
                 }
             }
         }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -655,6 +665,15 @@ mod tests {
         assert_eq!(c.kafka_consumer["session.timeout.ms"], "6000");
         assert!(!c.kafka.contains_key("session.timeout.ms") && c.kafka_producer.is_empty());
         assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn an_unknown_environment_variable_is_refused() {
+        let env = vec![("GZAC_BRIDGE_BOOTSTRAP_SERVER".to_string(), "k1:9093".to_string())];
+        let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+        assert!(err.contains("GZAC_BRIDGE_BOOTSTRAP_SERVER"), "{err}");
+        let known = vec![("GZAC_BRIDGE_LOG_FORMAT".to_string(), "json".to_string())];
+        assert!(Config::load_with_env(None, &known).is_ok());
     }
 
     #[test]

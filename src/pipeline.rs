@@ -606,11 +606,15 @@ fn new_producer(
         // consumer finds a key in the partition its own producers would put it in.
         config.set("partitioner", "murmur2_random");
     }
+    if config.get("linger.ms").is_none() {
+        // A transaction is committed every `batch_max_interval`: waiting longer per batch of
+        // records only adds latency (librdkafka's default is 5 ms too; set it to be sure).
+        config.set("linger.ms", "5");
+    }
     let timeout = cfg.pipeline.transaction_timeout;
     let producer: ThreadedProducer<Deliveries> = config
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", timeout.as_millis().to_string())
-        .set("linger.ms", "5")
         .set("message.max.bytes", message_max_bytes.to_string())
         .create_with_context(Deliveries::default())
         .map_err(|e| StepError::Stop(format!("cannot create the producer: {e}")))?;
