@@ -1,0 +1,518 @@
+//! The one generic consume → decode → route → encode → produce loop, exactly once.
+//!
+//! Each route runs on its own thread with its own consumer and transactional producer. A
+//! transaction is opened at the first record of a batch and committed, with the consumer offsets
+//! sent to it (EOS v2), after `batch_max_records` records or `batch_max_interval`. Any failure
+//! aborts it, rolls the route's state back and rewinds the consumer to the committed offsets, so
+//! every input is either fully processed once or not at all. The loop knows no route: routes
+//! only turn a typed input (or the passing of time) into typed outputs and state changes.
+
+use crate::codec::{Codec, CodecError};
+use crate::config::Config;
+use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Event, Link};
+pub use crate::health::Stats;
+use crate::model::Timestamp;
+use crate::state::Store;
+use crate::watchdog::{Guarded, Hung};
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tracing::{debug, error, info, warn};
+
+mod group;
+mod limits;
+mod records;
+mod recovery;
+mod startup;
+mod transaction;
+
+pub(crate) use group::GroupContext;
+use group::*;
+use limits::*;
+pub use startup::dlq_topic;
+pub use startup::{partition_count, with_retries, Unfixable, METADATA_TIMEOUT};
+pub(crate) use startup::{partition_ids, unfixable_of};
+use transaction::*;
+
+/// A translation and rule step between one input topic and its outputs. No Kafka in here.
+pub trait Route: Send + 'static {
+    type Input;
+    /// Per-key state kept in a changelog topic (`()` for stateless routes).
+    type State: Clone + Serialize + DeserializeOwned + Send;
+    /// Short name, used in logs and the transactional id.
+    fn name(&self) -> &'static str;
+    fn input_topic(&self) -> &str;
+    /// Every topic the route writes Avro to, with its record schema (registered at start).
+    fn outputs(&self) -> Vec<(String, Schema)>;
+    /// The compacted changelog topic of the route's state, when it keeps any.
+    fn changelog(&self) -> Option<&str> {
+        None
+    }
+    /// Runs before the route joins its group: e.g. wait until its global tables are read.
+    fn prepare(&mut self, _shutdown: &AtomicBool, _stats: &Arc<Stats>) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Turn the framed input bytes into the input type; usually `decode_avro`.
+    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<Self::Input, CodecError>;
+    /// Turn one input into its outputs. An `Err` is a record that cannot be processed: it goes to
+    /// the dead-letter topic and its state changes are undone. Business rejections are outputs
+    /// (terugmeldingen), not errors.
+    fn handle(&mut self, input: Self::Input, ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>>;
+    /// When a state entry next needs `tick` (a deadline, a reminder, the moment it is forgotten):
+    /// the store keeps a time index of it, and `tick` gets only what is due (`ctx.state.due`).
+    fn schedule(&self) -> Option<crate::state::Schedule<Self::State>> {
+        None
+    }
+    /// Time-driven work (scheduled publication, expiry), called every `tick_interval`.
+    fn tick(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>> {
+        Ok(vec![])
+    }
+}
+
+/// What a route sees besides its input: the time, the input's partition and its state.
+pub struct Ctx<'a, S> {
+    pub now: Timestamp,
+    /// The input record's partition (state of other keys lives in other partitions).
+    pub partition: i32,
+    pub state: &'a mut Store<S>,
+    /// The input being handled (`None` in `tick`): keep it in state for outputs made later.
+    pub link: Option<&'a Link>,
+}
+
+impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
+    pub fn get(&self, key: &str) -> Option<&S> {
+        self.state.get(self.partition, key)
+    }
+    pub fn put(&mut self, key: &str, value: Option<S>) {
+        self.state.put(self.partition, key, value)
+    }
+}
+
+/// Decode an Avro input resolved to the route's reader schema (what most routes' `decode` is).
+pub fn decode_avro<T: DeserializeOwned>(
+    codec: &Codec,
+    rt: &Handle,
+    bytes: &[u8],
+    reader: &Schema,
+) -> Result<T, CodecError> {
+    rt.block_on(codec.decode(bytes, reader))
+}
+
+/// A record a route hands over; the pipeline encodes it with the output topic's writer, by serde
+/// straight into Avro (no intermediate `Value`).
+pub trait Record: Send + std::fmt::Debug {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize>;
+}
+
+impl<T: Serialize + Send + std::fmt::Debug> Record for T {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize> {
+        writer.write_ser(out, self)
+    }
+}
+
+#[derive(Debug)]
+pub enum Payload {
+    /// Encoded with the schema registered for the output topic.
+    Avro(Box<dyn Record>),
+    /// Written as is (repartitioning, the benchmark's passthrough).
+    Raw(Vec<u8>),
+}
+
+/// One record a route wants written.
+#[derive(Debug)]
+pub struct Output {
+    pub topic: String,
+    pub key: String,
+    pub value: Payload,
+    pub event: Event,
+    /// A fixed partition (repartitioning); otherwise the producer's partitioner picks one.
+    pub partition: Option<i32>,
+    /// The input this output answers to, when it is not the record being handled (timer work).
+    pub link: Option<Link>,
+}
+
+impl Output {
+    pub fn new<T: Serialize + Send + Clone + std::fmt::Debug + 'static>(
+        topic: &str,
+        key: String,
+        record: &T,
+        event: Event,
+    ) -> anyhow::Result<Self> {
+        Ok(Output {
+            topic: topic.to_string(),
+            key,
+            value: Payload::Avro(Box::new(record.clone())),
+            event,
+            partition: None,
+            link: None,
+        })
+    }
+
+    /// The same output, linked to the input that caused it (for work done later).
+    pub fn caused_by(self, link: Option<&Link>) -> Self {
+        Output { link: link.cloned(), ..self }
+    }
+}
+
+/// The running state of one route's loop.
+struct Pipeline<R: Route> {
+    route: R,
+    cfg: Config,
+    codec: Codec,
+    producer: TxProducer,
+    transactional_id: String,
+    shutdown: Arc<AtomicBool>,
+    rt: Handle,
+    source: String,
+    dlq: String,
+    /// The largest record each output topic (the dead-letter topic and the changelog) takes,
+    /// when that was read, and the topics it covers.
+    limits: Limits,
+    limits_read: Instant,
+    written: Vec<String>,
+    /// Base of the `ce_dataschema` URLs.
+    registry_url: String,
+    store: Store<R::State>,
+    /// Set from `begin_transaction` until the commit or abort has succeeded.
+    open: Option<Open>,
+    /// Inputs whose output the broker refused for good: dead-lettered when read again.
+    refused: BTreeMap<Origin, String>,
+    /// Producers replaced in a row without a commit in between (a second process with our id).
+    replaced: u32,
+    stats: Arc<Stats>,
+}
+
+/// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
+pub fn run<R: Route>(
+    mut route: R,
+    cfg: &Config,
+    rt: Handle,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    let p = &cfg.pipeline;
+    stats.grant_grace(p.authorisation_grace);
+    // No length prefix may make the decoder allocate more than a fetch can hold (process-wide; first call wins).
+    apache_avro::util::max_allocation_bytes(64 << 20);
+    let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
+    let mut codec = Codec::new(cfg.sr_settings()?);
+    for (topic, schema) in route.outputs() {
+        loop {
+            match rt.block_on(codec.prepare_output(&topic, schema.clone())) {
+                Ok(id) => break debug!(topic, id, "output schema ready"),
+                Err(CodecError::Transient(e)) => {
+                    stats.retrying(&format!("registry unavailable: {e}"));
+                    warn!(topic, error = %e, "registry unavailable, retrying");
+                    backoff.wait(&shutdown);
+                    if shutdown.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => anyhow::bail!("cannot register the schema of {topic}: {e}"),
+            }
+        }
+    }
+    backoff.reset();
+    route.prepare(&shutdown, &stats)?;
+
+    let mut consumer = group_consumer(cfg, route.name(), route.input_topic(), &stats)?;
+    if let Some(changelog) = route.changelog() {
+        let count = |t: &str| partition_ids(&consumer, t).map(|ids| ids.len());
+        let (input, log) =
+            with_retries("reading topic metadata", &shutdown, &stats, &|| unfixable_of(&consumer), || {
+                Ok((count(route.input_topic())?, count(changelog)?))
+            })?;
+        anyhow::ensure!(
+            log >= input && input > 0,
+            "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",
+            route.input_topic()
+        );
+    }
+    let dlq = dlq_topic(route.input_topic());
+    let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
+    written.push(dlq.clone());
+    written.extend(route.changelog().map(str::to_string));
+    let limits = Limits::read(cfg, route.input_topic(), &written, &rt);
+    let transactional_id = cfg.transactional_id(route.name());
+    let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff, &stats) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    if shutdown.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    consumer.subscribe(&[route.input_topic()])?;
+    info!(
+        route = route.name(),
+        input = route.input_topic(),
+        transactional_id = transactional_id.as_str(),
+        "route started"
+    );
+
+    let mut store = Store::sealed(crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new));
+    if let Some(schedule) = route.schedule() {
+        store = store.scheduled(schedule);
+    }
+    let mut pipe = Pipeline {
+        dlq,
+        source: cfg.ce_source(),
+        route,
+        cfg: cfg.clone(),
+        codec,
+        producer,
+        transactional_id,
+        shutdown: shutdown.clone(),
+        rt,
+        limits,
+        limits_read: Instant::now(),
+        written,
+        registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
+        store,
+        open: None,
+        refused: BTreeMap::new(),
+        replaced: 0,
+        stats: stats.clone(),
+    };
+    stats.ready.store(true, Ordering::SeqCst);
+    let session = cfg.session_timeout();
+    let mut rejoined: Option<Instant> = None;
+    let result = loop {
+        match pipe.run_loop(&consumer, &shutdown, &mut backoff) {
+            Ok(Exit::Shutdown) => break Ok(()),
+            Err(e) => break Err(e),
+            Ok(Exit::Fenced(reason)) => {
+                // Fenced again soon after rejoining, the broker up all along: another live
+                // process joins with our group.instance.id. Anything else is our own session that
+                // ran out while the broker was away (KIP-345): rejoin.
+                let again = rejoined.is_some_and(|at| at.elapsed() < session * 2);
+                if again && !consumer.context().broker_was_down.load(Ordering::Relaxed) {
+                    break Err(anyhow::anyhow!(
+                        "{reason} — {}",
+                        unfixable(RDKafkaErrorCode::FencedInstanceId).unwrap_or_default()
+                    ));
+                }
+                warn!(
+                    route = pipe.route.name(),
+                    reason, "static member fenced (its session ran out); rejoining the group"
+                );
+            }
+            Ok(Exit::Stale(topics)) => {
+                // A static member that rejoined within its session with other topics is handed
+                // its old assignment without a rebalance. Leaving the group (unsubscribe sends
+                // LeaveGroup) removes the member, and the next join is assigned afresh.
+                warn!(route = pipe.route.name(), assigned = ?topics, input = pipe.route.input_topic(),
+                    "assigned partitions of topics this route does not read (a stale static assignment); leaving and joining again");
+                pipe.stats.retrying(&format!("stale assignment of {topics:?}; rejoining"));
+                consumer.unsubscribe();
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until && consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                backoff.wait(&shutdown);
+            }
+        }
+        if let Err(e) = pipe.membership_lost(&shutdown, &mut backoff) {
+            break Err(anyhow::anyhow!("{e}"));
+        }
+        let new = match group_consumer(cfg, pipe.route.name(), pipe.route.input_topic(), &stats) {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        // The old member is closed before the new one joins under the same group.instance.id.
+        close_within(std::mem::replace(&mut consumer, new), cfg.pipeline.shutdown_timeout / 2, pipe.route.name());
+        if let Err(e) = consumer.subscribe(&[pipe.route.input_topic()]) {
+            break Err(e.into());
+        }
+        rejoined = Some(Instant::now());
+    };
+    if let Err(e) = &result {
+        stats.problem(&format!("{e:#}"));
+    }
+    let name = pipe.route.name();
+    info!(route = name, "route stopped");
+    close_within((consumer, pipe), cfg.pipeline.shutdown_timeout / 2, name);
+    result
+}
+
+/// How one run of the group loop ended.
+enum Exit {
+    Shutdown,
+    /// The static member was fenced: rejoin with a new consumer, or stop when it shows a second
+    /// instance with our `instance_id`.
+    Fenced(String),
+    /// The group assigned partitions of other topics than the input: leave and join again.
+    Stale(Vec<String>),
+}
+
+/// The route's consumer in its group `<group_id>.<route>` (not yet subscribed).
+fn group_consumer(
+    cfg: &Config,
+    route: &'static str,
+    input: &str,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<BaseConsumer<GroupContext>> {
+    Ok(cfg
+        .consumer_config()
+        .set("group.id", cfg.route_group(route))
+        // Static membership: a restarted instance gets its partitions back at once instead of
+        // waiting for its old session to time out.
+        .set("group.instance.id", format!("{}.{}", cfg.instance_id, route))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(GroupContext::new(route, input, stats.clone()))?)
+}
+
+/// Drop Kafka clients on a thread of their own and wait at most `bound`: closing a consumer waits
+/// for a group join still in flight (a stop during start-up), and a client stuck in a call that
+/// librdkafka never times out would hold the route forever. Past the bound the route goes on
+/// (its transaction is already committed or aborted) and the clients are left to finish alone.
+fn close_within<T: Send + 'static>(clients: T, bound: Duration, route: &str) {
+    let closing = std::thread::spawn(move || drop(clients));
+    let deadline = Instant::now() + bound;
+    while !closing.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !closing.is_finished() {
+        warn!(route, "closing the Kafka clients takes long; not waiting for it");
+    }
+}
+
+/// How often librdkafka reports lag and broker state (for health and metrics).
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "2000";
+
+impl<R: Route> Pipeline<R> {
+    fn run_loop(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        shutdown: &AtomicBool,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<Exit> {
+        let batch_max = self.cfg.pipeline.batch_max_records;
+        let interval = self.cfg.pipeline.batch_max_interval;
+        let tick_every = self.cfg.pipeline.tick_interval;
+        let mut last_tick = Instant::now();
+        loop {
+            if shutdown.load(Ordering::SeqCst) {
+                if let Err(e) = self.commit(consumer) {
+                    // Nothing is lost: aborted, its records are read again by whoever owns them next.
+                    warn!(route = self.route.name(), error = %e, "last transaction could not commit at shutdown; aborted");
+                    let _ = self.abort_and_rewind(consumer);
+                }
+                return Ok(Exit::Shutdown);
+            }
+            let wait = match &self.open {
+                Some(o) => interval.saturating_sub(o.started.elapsed()),
+                None => Duration::from_millis(100),
+            };
+            let polled = consumer.poll(wait);
+            let ctx = consumer.context();
+            if let Some(reason) = lock(&ctx.fenced).take() {
+                return Ok(Exit::Fenced(reason));
+            }
+            match consumer.client().fatal_error() {
+                Some((RDKafkaErrorCode::FencedInstanceId, reason)) => return Ok(Exit::Fenced(reason)),
+                Some((code, reason)) => anyhow::bail!("{}: fatal consumer error {code:?}: {reason}", ctx.name),
+                None => {}
+            }
+            if let Some(reason) = ctx.take_fatal() {
+                anyhow::bail!("{reason}");
+            }
+            let foreign = std::mem::take(&mut *lock(&ctx.foreign));
+            if !foreign.is_empty() {
+                return Ok(Exit::Stale(foreign));
+            }
+            let step = self.after_rebalance(consumer, shutdown, backoff).and_then(|kept_going| {
+                if !kept_going {
+                    // The open transaction was aborted: whatever was polled is read again.
+                    return Ok(());
+                }
+                match polled {
+                    None => {
+                        if self.open.is_none() && self.stats.broker_up.load(Ordering::Relaxed) {
+                            self.stats.recovered();
+                        }
+                        Ok(())
+                    }
+                    Some(Err(e)) => match classify("consuming", &e) {
+                        StepError::Stop(m) if !authorisation_may_lag(&self.stats, e.rdkafka_error_code()) => {
+                            Err(StepError::Stop(m))
+                        }
+                        _ => {
+                            self.stats.retrying(&format!("consumer: {e}"));
+                            debug!(route = self.route.name(), error = %e, "consumer error");
+                            Ok(())
+                        }
+                    },
+                    // Left over from a stale assignment that is being given back: never ours.
+                    Some(Ok(msg)) if msg.topic() != self.route.input_topic() => Ok(()),
+                    Some(Ok(msg)) => {
+                        // A record fetched is a broker reached, also before librdkafka's first
+                        // statistics (every 2 s) say so: readiness then names the real problem.
+                        self.stats.broker_up.store(true, Ordering::Relaxed);
+                        self.process(&msg)
+                    }
+                }
+            });
+            let step = step.and_then(|()| {
+                if last_tick.elapsed() >= tick_every {
+                    last_tick = Instant::now();
+                    self.tick()?;
+                }
+                match &self.open {
+                    Some(o) if o.records >= batch_max || o.started.elapsed() >= interval => self.commit(consumer),
+                    _ => Ok(()),
+                }
+            });
+            match step {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    self.handle_failure(consumer, shutdown, backoff, e)?;
+                    backoff.wait(shutdown);
+                }
+            }
+        }
+    }
+}
+
+/// W3C trace context `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`; anything else is not passed on.
+pub fn valid_traceparent(tp: &[u8]) -> bool {
+    let hex = |b: &[u8]| !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let parts: Vec<&[u8]> = tp.split(|c| *c == b'-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2].iter().zip(&parts).all(|(n, p)| p.len() == *n && hex(p))
+        && parts[0] != b"ff"
+        && parts[1].iter().any(|c| *c != b'0')
+        && parts[2].iter().any(|c| *c != b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_checked() {
+        assert!(valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"));
+        assert!(!valid_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent(&[0xff, 0x00, b'-', 0x12]));
+        assert!(!valid_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+    }
+}

@@ -1,0 +1,261 @@
+//! One record through the route: decode, route, encode, size checks, dead letters, timer work,
+//! and the sends that put its outputs and state changes into the open transaction.
+
+use super::*;
+
+impl<R: Route> Pipeline<R> {
+    /// Decode, route and encode one record, and queue its outputs, state changes (or its dead letter).
+    pub(super) fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), StepError> {
+        self.begin()?;
+        let origin = (msg.partition(), msg.offset());
+        let cause = Cause {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            traceparent: find(msg.headers(), "traceparent").filter(|tp| valid_traceparent(tp)),
+        };
+        let mark = self.store.mark();
+        let mut result = match self.refused.get(&origin) {
+            Some(reason) => Err(CodecError::BadData { class: "output-refused", message: reason.clone() }),
+            None => self.translate(msg.partition(), msg.payload(), &cause.link()),
+        };
+        if result.is_ok() {
+            if let Some(e) = self.state_too_large(mark) {
+                result = Err(e);
+            }
+        }
+        if matches!(result, Err(CodecError::BadData { class: "output-too-large", .. })) {
+            self.limits_changed(mark)?;
+        }
+        match result {
+            Ok(records) => self.send_all(records, origin)?,
+            Err(CodecError::Transient(e)) => return Err(StepError::Transient(e)),
+            Err(CodecError::Stop(e)) => return Err(StepError::Stop(e)),
+            Err(CodecError::BadData { class, message }) => {
+                self.store.rollback_to(mark);
+                warn!(
+                    route = self.route.name(),
+                    topic = cause.topic,
+                    partition = cause.partition,
+                    offset = cause.offset,
+                    class,
+                    "bad record sent to the dead-letter topic"
+                );
+                self.dead_letter(msg, &cause, class, &message)?;
+                self.open_mut().dead_letters += 1;
+                self.open_mut().classes.push(class);
+            }
+        }
+        let open = self.open_mut();
+        open.input_times.extend(msg.timestamp().to_millis());
+        open.offsets.insert(msg.partition(), msg.offset() + 1);
+        open.records += 1;
+        open.inputs += 1;
+        Ok(())
+    }
+
+    /// A state entry the record made that its changelog would refuse: the record is a dead letter
+    /// like one whose output is too large (checked before anything is sent).
+    pub(super) fn state_too_large(&self, mark: (usize, usize)) -> Option<CodecError> {
+        let changelog = self.route.changelog()?;
+        let limit = self.limits.of(changelog);
+        let size = self.store.pending_since(mark).map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).max()?;
+        (size > limit).then(|| CodecError::BadData {
+            class: "output-too-large",
+            message: format!("its state entry would be {size} bytes; {changelog} takes {limit}"),
+        })
+    }
+
+    /// Before a record is dead-lettered as too large: read the topics' limits again (at most
+    /// every `LIMITS_FRESH`). Raised since, the batch is read again with them — by a new producer
+    /// when the producer's own limit must grow.
+    pub(super) fn limits_changed(&mut self, mark: (usize, usize)) -> Result<(), StepError> {
+        if self.limits_read.elapsed() < LIMITS_FRESH {
+            return Ok(());
+        }
+        let fresh = Limits::read(&self.cfg, self.route.input_topic(), &self.written, &self.rt);
+        self.limits_read = Instant::now();
+        if fresh == self.limits {
+            return Ok(());
+        }
+        self.store.rollback_to(mark);
+        let grew = fresh.producer > self.limits.producer;
+        self.limits = fresh;
+        info!(route = self.route.name(), "the topics' max.message.bytes changed; reading the batch again");
+        Err(if grew {
+            StepError::Fatal("the producer's message.max.bytes must grow with the topics'".into())
+        } else {
+            StepError::Transient("the topics' max.message.bytes changed".into())
+        })
+    }
+
+    /// The original key, value, timestamp and headers plus `__connect.errors.*`; a value too large
+    /// for the dead-letter topic is cut to fit, with its full size and SHA-256 in headers.
+    pub(super) fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        cause: &Cause<'_>,
+        class: &str,
+        reason: &str,
+    ) -> Result<(), StepError> {
+        let key = msg.key().unwrap_or_default();
+        let mut value = msg.payload();
+        let mut headers = dlq_headers(msg.headers(), cause, class, reason);
+        let room = self.limits.of(&self.dlq).saturating_sub(record_size(key.len(), 0, &headers) + 200);
+        if let Some(v) = value.filter(|v| v.len() > room) {
+            headers = truncated_headers(headers, v);
+            value = Some(&v[..room]);
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
+            BaseRecord::with_opaque_to(&self.dlq, Box::new((-1, -1))).headers(headers);
+        if msg.key().is_some() {
+            rec = rec.key(key);
+        }
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        if let Some(ts) = msg.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
+        self.send(rec)
+    }
+
+    /// Time-driven work of the route, in the current (or a new) transaction.
+    pub(super) fn tick(&mut self) -> Result<(), StepError> {
+        let mark = self.store.mark();
+        let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store, link: None };
+        let route = &mut self.route;
+        let outputs = match catch_unwind(AssertUnwindSafe(|| route.tick(&mut ctx))) {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                self.store.rollback_to(mark);
+                warn!(route = self.route.name(), error = %format!("{e:#}"), "timer work failed; tried again next tick");
+                return Ok(());
+            }
+            Err(_) => {
+                self.store.rollback_to(mark);
+                return Err(StepError::Stop(format!("route {}: timer work panicked", self.route.name())));
+            }
+        };
+        self.stats.timer_refusals.store(self.store.parked(), Ordering::Relaxed);
+        let timer = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None }.link();
+        let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(o, &timer)).collect();
+        let records = match records {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.rollback_to(mark);
+                warn!(route = self.route.name(), error = %e, "timer output could not be encoded");
+                return Ok(());
+            }
+        };
+        if records.is_empty() && self.store.pending_len() == 0 {
+            return Ok(());
+        }
+        self.begin()?;
+        let n = records.len();
+        self.send_all(records, (-1, -1))?;
+        self.open_mut().records += n.max(1);
+        Ok(())
+    }
+
+    /// An output, encoded, with its headers; refused when no topic would take it. `input` is the
+    /// record being handled, unless the output names the one that caused it.
+    pub(super) fn encode(&self, o: Output, input: &Link) -> Result<Encoded, CodecError> {
+        let bytes = match &o.value {
+            Payload::Avro(r) => self.codec.encode(&o.topic, r.as_ref())?,
+            Payload::Raw(b) => b.clone(),
+        };
+        // The schema the value was written with, as the registry serves it.
+        let dataschema = Codec::frame(&bytes).ok().map(|(id, _)| format!("{}/schemas/ids/{id}", self.registry_url));
+        let headers = ce_headers(&o.event, &self.source, o.link.as_ref().unwrap_or(input), dataschema.as_deref());
+        let size = record_size(o.key.len(), bytes.len(), &headers);
+        let limit = self.limits.of(&o.topic);
+        if size > limit {
+            return Err(CodecError::BadData {
+                class: "output-too-large",
+                message: format!("its record for {} would be {size} bytes; the topic takes {limit}", o.topic),
+            });
+        }
+        Ok(Encoded { output: o, bytes, headers })
+    }
+
+    pub(super) fn translate(
+        &mut self,
+        partition: i32,
+        payload: Option<&[u8]>,
+        link: &Link,
+    ) -> Result<Vec<Encoded>, CodecError> {
+        let bad = |class, message: String| CodecError::BadData { class, message };
+        let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
+        let max = self.limits.input;
+        if bytes.len() > max {
+            return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
+        }
+        // A panic on some input is a bug, but it must cost that record only, not the process.
+        let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
+        let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
+            let input = route.decode(codec, rt, bytes)?;
+            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(link) };
+            route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))
+        }))
+        .map_err(|p| bad("panic", panic_text(&p)))??;
+        outputs.into_iter().map(|o| self.encode(o, link)).collect()
+    }
+
+    /// Send a record's outputs, then the state changes it made (to the changelog).
+    pub(super) fn send_all(&mut self, records: Vec<Encoded>, origin: Origin) -> Result<(), StepError> {
+        self.open_mut().outputs += records.len() as u64;
+        for Encoded { output, bytes, headers } in records {
+            let mut rec = BaseRecord::with_opaque_to(&output.topic, Box::new(origin))
+                .key(output.key.as_bytes())
+                .payload(&bytes)
+                .headers(headers);
+            if let Some(p) = output.partition {
+                rec = rec.partition(p);
+            }
+            self.send(rec)?;
+        }
+        let changes = self.store.take_pending();
+        if let Some(changelog) = self.route.changelog() {
+            let changelog = changelog.to_string();
+            for (partition, key, value) in &changes {
+                let mut rec: BaseRecord<'_, str, [u8], Box<Origin>> =
+                    BaseRecord::with_opaque_to(&changelog, Box::new(origin)).key(key.as_str()).partition(*partition);
+                if let Some(v) = value {
+                    rec = rec.payload(v.as_slice());
+                }
+                self.send(rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        mut rec: BaseRecord<'_, K, P, Box<Origin>>,
+    ) -> Result<(), StepError> {
+        loop {
+            match self.producer.get().send(rec) {
+                Ok(()) => return Ok(()),
+                // A full local queue is back-pressure: wait for deliveries, then send again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(classify("producing", &e)),
+            }
+        }
+    }
+}
+
+/// An encoded output with its headers, checked against the topic's size limit.
+pub(super) struct Encoded {
+    pub(super) output: Output,
+    pub(super) bytes: Vec<u8>,
+    pub(super) headers: OwnedHeaders,
+}
+
+pub(super) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    let text = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+    format!("processing panicked: {}", text.unwrap_or_else(|| "(no message)".into()))
+}
