@@ -22,6 +22,18 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// A record a route hands over; the pipeline encodes it with the output topic's writer, by serde
+/// straight into Avro (no intermediate `Value`).
+pub trait Record: Send + std::fmt::Debug {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize>;
+}
+
+impl<T: serde::Serialize + Send + std::fmt::Debug> Record for T {
+    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize> {
+        writer.write_ser(out, self)
+    }
+}
+
 /// Why a record could not be decoded or encoded. `Transient` is retried; the rest are bad data.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -297,7 +309,7 @@ impl Codec {
     }
 
     /// Encode a record for `topic` in the Confluent wire format.
-    pub fn encode(&self, topic: &str, record: &dyn crate::pipeline::Record) -> Result<Vec<u8>, CodecError> {
+    pub fn encode(&self, topic: &str, record: &dyn Record) -> Result<Vec<u8>, CodecError> {
         let (id, writer) = self
             .outputs
             .get(topic)

@@ -14,7 +14,6 @@ pub use crate::health::Stats;
 use crate::model::Timestamp;
 use crate::state::Store;
 use crate::watchdog::{Guarded, Hung};
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -112,17 +111,7 @@ pub fn decode_avro<T: DeserializeOwned>(
     rt.block_on(codec.decode(bytes, reader))
 }
 
-/// A record a route hands over; the pipeline encodes it with the output topic's writer, by serde
-/// straight into Avro (no intermediate `Value`).
-pub trait Record: Send + std::fmt::Debug {
-    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize>;
-}
-
-impl<T: Serialize + Send + std::fmt::Debug> Record for T {
-    fn write(&self, writer: &GenericDatumWriter<'_>, out: &mut Vec<u8>) -> apache_avro::AvroResult<usize> {
-        writer.write_ser(out, self)
-    }
-}
+pub use crate::codec::Record;
 
 #[derive(Debug)]
 pub enum Payload {
