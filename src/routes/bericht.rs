@@ -205,7 +205,7 @@ impl BerichtRoute {
         };
         let p = match Self::translate(&self.berichten, b, op) {
             Ok(p) => p,
-            Err(r) => return Ok((vec![self.weigering(b, &r)?], publicatie)),
+            Err(r) => return Ok((vec![self.weigering(b, &r, op)?], publicatie)),
         };
         let mut out = vec![Output::new(&self.output, p.id.clone(), &p, event(TYPE_GEPUBLICEERD, &p.id))?];
         let item = Item {
@@ -213,6 +213,7 @@ impl BerichtRoute {
             id: &p.id,
             deadline: Some(p.einddatum_handelingstermijn),
             gebeurtenis: "bericht-gepubliceerd",
+            op,
         };
         let (notificaties, kanalen) = self.notifier.verzoeken(&p.identificatie, &item, Kanalen::Gekozen)?;
         out.extend(notificaties);
@@ -223,9 +224,9 @@ impl BerichtRoute {
         Ok((out, publicatie))
     }
 
-    fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing) -> anyhow::Result<Output> {
+    fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing, now: Timestamp) -> anyhow::Result<Output> {
         tracing::warn!(bericht = %b.uuid, reden = r.code, "bericht not delivered to the portal");
-        super::weigering_output(&self.weigeringen, WeigeringSoort::Bericht, &b.uuid, r)
+        super::weigering_output(&self.weigeringen, WeigeringSoort::Bericht, &b.uuid, r, now)
     }
 
     fn on_bericht(&self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
@@ -236,7 +237,7 @@ impl BerichtRoute {
         }
         // What the portal cannot take is refused now, not at publication time.
         if let Err(r) = Self::translate(&self.berichten, &b, ctx.now) {
-            return Ok(vec![self.weigering(&b, &r)?]);
+            return Ok(vec![self.weigering(&b, &r, ctx.now)?]);
         }
         if Self::due(&b) <= ctx.now {
             let (out, p) = self.publish(&b, ctx.now, ctx.link.cloned())?;
@@ -284,16 +285,17 @@ impl BerichtRoute {
     }
 
     /// Remind on a channel not used before, or tell GZAC the klant was not reached.
-    fn escalate(&self, uuid: &str, p: &Publicatie) -> anyhow::Result<Vec<Output>> {
+    fn escalate(&self, uuid: &str, p: &Publicatie, now: Timestamp) -> anyhow::Result<Vec<Output>> {
         let Some(ontvanger) = &p.ontvanger else { return Ok(vec![]) };
-        let item =
-            Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis: notificatie::ESCALATIE_BERICHT };
+        let gebeurtenis = notificatie::ESCALATIE_BERICHT;
+        let item = Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis, op: now };
         let (out, _) = self.notifier.verzoeken(ontvanger, &item, Kanalen::Behalve(&p.kanalen))?;
         tracing::info!(bericht = %uuid, kanalen = out.len(), "unopened bericht escalated");
         if !out.is_empty() {
             return Ok(out.into_iter().map(|o| o.caused_by(p.link.as_ref())).collect());
         }
-        let o = super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Bericht, uuid, !p.kanalen.is_empty())?;
+        let notified = !p.kanalen.is_empty();
+        let o = super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Bericht, uuid, notified, now)?;
         Ok(vec![o.caused_by(p.link.as_ref())])
     }
 }
@@ -363,7 +365,7 @@ impl Route for BerichtRoute {
                 BerichtState::Gepland { bericht, link } => self.publish(&bericht, now, link.clone()).map(|(o, p)| {
                     (o.into_iter().map(|o| o.caused_by(link.as_ref())).collect(), Some(BerichtState::Gepubliceerd(p)))
                 }),
-                BerichtState::Gepubliceerd(mut p) if escalation_pending(&p) => self.escalate(&key, &p).map(|o| {
+                BerichtState::Gepubliceerd(mut p) if escalation_pending(&p) => self.escalate(&key, &p, now).map(|o| {
                     p.geescaleerd = true;
                     (o, Some(BerichtState::Gepubliceerd(p)))
                 }),

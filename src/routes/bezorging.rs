@@ -125,7 +125,13 @@ impl BezorgingRoute {
 
     /// One notificatie for several: the digest template in the klant's language, the number
     /// and a link to the portal's overview; its id derives from the ids it replaces.
-    fn digest(&self, klant: &str, kanaal: Kanaal, items: &[&NotificatieVerzoek]) -> Notificatieopdracht {
+    fn digest(
+        &self,
+        klant: &str,
+        kanaal: Kanaal,
+        items: &[&NotificatieVerzoek],
+        now: Timestamp,
+    ) -> Notificatieopdracht {
         let mut ids: Vec<&str> = items.iter().map(|v| v.opdracht.id.as_str()).collect();
         ids.sort_unstable();
         let id = derived_id(&["bundel", klant, &format!("{kanaal:?}"), &ids.join(",")]);
@@ -150,7 +156,7 @@ impl BezorgingRoute {
             kanaal,
             referentie: items.iter().map(|v| v.opdracht.referentie.as_str()).collect::<Vec<_>>().join(","),
             gebeurtenis: BUNDEL.into(),
-            tijdstip: Timestamp::now(),
+            tijdstip: now,
             request: NotifyRequest {
                 template_id: self.cfg.templates.bundel.get(kanaal, latest.voorkeurstaal.as_deref()).to_string(),
                 email_address: latest.opdracht.request.email_address.clone(),
@@ -173,7 +179,7 @@ impl BezorgingRoute {
         if bundled.len() > 1 {
             let klant = key.rsplit_once('/').map_or(key, |(k, _)| k);
             let items: Vec<&NotificatieVerzoek> = bundled.iter().map(|w| &w.verzoek).collect();
-            let d = self.digest(klant, bundled[0].verzoek.opdracht.kanaal, &items);
+            let d = self.digest(klant, bundled[0].verzoek.opdracht.kanaal, &items, now);
             tracing::info!(notificatie = %d.id, aantal = items.len(), "digest sent");
             out.push(self.send(&d, now)?.caused_by(link));
         } else {
@@ -423,7 +429,7 @@ mod tests {
             items.push(NotificatieVerzoek { klant: "k".into(), voorkeurstaal: None, opdracht: o });
         }
         let refs: Vec<&NotificatieVerzoek> = items.iter().collect();
-        let d = r.digest("k", Kanaal::Sms, &refs);
+        let d = r.digest("k", Kanaal::Sms, &refs, Timestamp(0));
         let mut keys: Vec<&String> = d.request.personalisation.keys().collect();
         keys.sort();
         assert_eq!(keys, ["aantal", "link", "soort"]);
@@ -434,6 +440,6 @@ mod tests {
         assert_eq!(d.request.template_id, Config::defaults().notificaties.templates.bundel.sms["nld"]);
         // The same items in another order are the same digest.
         let reversed: Vec<&NotificatieVerzoek> = items.iter().rev().collect();
-        assert_eq!(r.digest("k", Kanaal::Sms, &reversed).id, d.id);
+        assert_eq!(r.digest("k", Kanaal::Sms, &reversed, Timestamp(0)).id, d.id);
     }
 }

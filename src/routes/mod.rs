@@ -64,7 +64,7 @@ pub fn formulierdata(data: &str) -> Result<(), Afwijzing> {
 
 /// The terugmelding for portal input `referentie` of kind `soort`: doorgestuurd (with the id
 /// it got on the GZAC side) or afgewezen.
-pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwijzing>) -> Terugmelding {
+pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwijzing>, now: Timestamp) -> Terugmelding {
     let (status, reden_code, toelichting, gzac_id) = match outcome {
         Ok(gzac_id) => (
             TerugmeldingStatus::Doorgestuurd,
@@ -85,7 +85,7 @@ pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwij
         reden_code,
         toelichting,
         gzac_id,
-        tijdstip: Timestamp::now(),
+        tijdstip: now,
     }
 }
 
@@ -130,14 +130,20 @@ pub const TYPE_WEIGERING: &str = "nl.overheid.portaal.weigering-verstuurd";
 
 /// GZAC's bericht or taak `referentie` could not be delivered to the portal, for reason `r`:
 /// keyed and subjected by GZAC's uuid.
-pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r: &Afwijzing) -> anyhow::Result<Output> {
+pub fn weigering_output(
+    topic: &str,
+    soort: WeigeringSoort,
+    referentie: &str,
+    r: &Afwijzing,
+    now: Timestamp,
+) -> anyhow::Result<Output> {
     let w = Weigering {
         id: derived_id(&["weigering", &format!("{soort:?}"), referentie, r.code]),
         referentie: referentie.to_string(),
         soort,
         reden_code: r.code.to_string(),
         toelichting: r.toelichting.clone(),
-        tijdstip: Timestamp::now(),
+        tijdstip: now,
     };
     Output::new(topic, w.referentie.clone(), &w, record_event(TYPE_WEIGERING, &w.id, &w.referentie))
 }
@@ -153,6 +159,7 @@ pub fn niet_bereikt_output(
     soort: WeigeringSoort,
     referentie: &str,
     notified: bool,
+    now: Timestamp,
 ) -> anyhow::Result<Output> {
     let (code, toelichting) = if notified {
         ("GEEN_ANDER_KANAAL", "De klant is op elk bekend kanaal gewaarschuwd en reageert niet; stuur een brief.")
@@ -165,7 +172,7 @@ pub fn niet_bereikt_output(
         soort,
         reden_code: code.to_string(),
         toelichting: toelichting.to_string(),
-        tijdstip: Timestamp::now(),
+        tijdstip: now,
     };
     Output::new(topic, n.referentie.clone(), &n, record_event(TYPE_NIET_BEREIKT, &n.id, &n.referentie))
 }

@@ -40,6 +40,8 @@ pub struct Item<'a> {
     /// The event that caused it, e.g. `bericht-gepubliceerd`; `taak-herinnering` and the
     /// escalations pick their own template.
     pub gebeurtenis: &'static str,
+    /// When (the route's clock): the notificatie's `tijdstip`.
+    pub op: Timestamp,
 }
 
 /// Which channels to notify on.
@@ -167,7 +169,7 @@ impl Notifier {
                 kanaal: *kanaal,
                 referentie: item.id.to_string(),
                 gebeurtenis: item.gebeurtenis.to_string(),
-                tijdstip: Timestamp::now(),
+                tijdstip: item.op,
                 request: NotifyRequest {
                     template_id: templates.get(*kanaal, taal.as_deref()).to_string(),
                     email_address,

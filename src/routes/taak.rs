@@ -300,17 +300,18 @@ impl TaakRoute {
         s: &TaakState,
         gebeurtenis: &'static str,
         kanalen: Kanalen<'_>,
+        now: Timestamp,
     ) -> anyhow::Result<(Vec<Output>, Vec<Kanaal>)> {
         let Ok(ontvanger) = portaal_ontvanger(&s.taak.is_toegewezen_aan) else { return Ok((vec![], vec![])) };
-        let item =
-            Item { soort: "taak", id: &s.taak.uuid, deadline: Some(s.taak.einddatum_handelings_termijn), gebeurtenis };
+        let deadline = Some(s.taak.einddatum_handelings_termijn);
+        let item = Item { soort: "taak", id: &s.taak.uuid, deadline, gebeurtenis, op: now };
         self.notifier.verzoeken(&ontvanger, &item, kanalen)
     }
 
     /// An open taak near its end: remind on a channel not used before, or tell GZAC that the
     /// klant was not reached.
-    fn escalate(&self, s: &TaakState) -> anyhow::Result<Vec<Output>> {
-        let (out, _) = self.notify(s, notificatie::ESCALATIE_TAAK, Kanalen::Behalve(&s.kanalen))?;
+    fn escalate(&self, s: &TaakState, now: Timestamp) -> anyhow::Result<Vec<Output>> {
+        let (out, _) = self.notify(s, notificatie::ESCALATIE_TAAK, Kanalen::Behalve(&s.kanalen), now)?;
         tracing::info!(taak = %s.taak.uuid, kanalen = out.len(), "open taak escalated");
         let out = if out.is_empty() {
             vec![super::niet_bereikt_output(
@@ -318,6 +319,7 @@ impl TaakRoute {
                 WeigeringSoort::Taak,
                 &s.taak.uuid,
                 !s.kanalen.is_empty(),
+                now,
             )?]
         } else {
             out
@@ -338,7 +340,9 @@ impl TaakRoute {
             // closed for GZAC; the portal's side becomes a weigering GZAC sees.
             match translate(&s.taak, &self.taken, s.verzonden_data.as_deref()) {
                 Ok(p) => out.push(self.portal_output(&s.taak.uuid, p, TYPE_VERLOPEN)?.caused_by(s.link.as_ref())),
-                Err(r) => out.push(super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &s.taak.uuid, &r)?),
+                Err(r) => {
+                    out.push(super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &s.taak.uuid, &r, now)?)
+                }
             }
             out.push(self.gzac_event(&s.taak, TYPE_GZAC_VERLOPEN, s.link.as_ref())?);
             return Ok((out, Some(s)));
@@ -347,7 +351,7 @@ impl TaakRoute {
         if open && !s.herinnerd && s.taak.datum_herinnering.is_some_and(|d| d.om(uur) <= now) {
             tracing::info!(taak = %s.taak.uuid, "taak herinnerd");
             s.herinnerd = true;
-            let (reminders, _) = self.notify(&s, notificatie::HERINNERING, Kanalen::Gekozen)?;
+            let (reminders, _) = self.notify(&s, notificatie::HERINNERING, Kanalen::Gekozen, now)?;
             out.extend(reminders.into_iter().map(|o| o.caused_by(s.link.as_ref())));
             out.push(self.gzac_event(&s.taak, TYPE_GZAC_HERINNERD, s.link.as_ref())?);
             return Ok((out, Some(s)));
@@ -355,7 +359,7 @@ impl TaakRoute {
         let voor = self.escalatie.voor_einddatum;
         if open && !s.beantwoord && !s.geescaleerd && voor.is_some_and(|d| einde.minus(d) <= now) {
             s.geescaleerd = true;
-            out.extend(self.escalate(&s)?);
+            out.extend(self.escalate(&s, now)?);
             return Ok((out, Some(s)));
         }
         if !open && s.gewijzigd.plus(self.retention) <= now {
@@ -391,7 +395,8 @@ impl TaakRoute {
             Err(r) => {
                 // GZAC sees it; the portal keeps what it had (nothing, for a new taak).
                 tracing::warn!(taak = %t.uuid, reden = r.code, "taak not delivered to the portal");
-                return Ok(vec![super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r)?]);
+                let w = super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r, ctx.now)?;
+                return Ok(vec![w]);
             }
         };
         let mut ontvangen = previous.as_ref().map(|p| p.ontvangen.clone()).unwrap_or_default();
@@ -415,7 +420,7 @@ impl TaakRoute {
         // A taak already past its last day is not announced: the next tick closes it.
         let verlopen = state.taak.einddatum_handelings_termijn.einde() <= ctx.now;
         if previous.is_none() && state.taak.status == gzac::TaakStatus::Open && !verlopen {
-            let (notificaties, kanalen) = self.notify(&state, "taak-aangemaakt", Kanalen::Gekozen)?;
+            let (notificaties, kanalen) = self.notify(&state, "taak-aangemaakt", Kanalen::Gekozen, ctx.now)?;
             out.extend(notificaties);
             state.kanalen = kanalen;
         }
@@ -449,7 +454,7 @@ impl TaakRoute {
                     // The payment result has no field in Open VTB's BetaalTaak: a CloudEvents extension.
                     ev.extensions.push(("betaalreferentie", r.clone()));
                 }
-                let t = terugmelding(Soort::Taakantwoord, &a.id, Ok(&g.uuid));
+                let t = terugmelding(Soort::Taakantwoord, &a.id, Ok(&g.uuid), ctx.now);
                 answered(&mut s, &t);
                 let out = vec![
                     Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, ev)?,
@@ -461,7 +466,7 @@ impl TaakRoute {
             }
             Err(r) => {
                 tracing::info!(taak = %a.taak_id, antwoord = %a.id, reden = r.code, "taakantwoord afgewezen");
-                let t = terugmelding(Soort::Taakantwoord, &a.id, Err(&r));
+                let t = terugmelding(Soort::Taakantwoord, &a.id, Err(&r), ctx.now);
                 if let Some(mut s) = state {
                     answered(&mut s, &t);
                     ctx.put(&a.taak_id, Some(s));

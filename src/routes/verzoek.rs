@@ -164,7 +164,7 @@ impl Route for VerzoekRoute {
         match translated {
             Ok((g, new)) => {
                 tracing::debug!(submission_id = %id, verzoek = %g.uuid, new, "verzoek doorgestuurd");
-                let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid));
+                let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid), ctx.now);
                 let mut out = vec![terugmelding_output(&self.terugmeldingen, &t)?];
                 if new {
                     out.insert(0, Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?);
@@ -173,7 +173,7 @@ impl Route for VerzoekRoute {
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
-                let t = terugmelding(Soort::Verzoek, id, Err(&a));
+                let t = terugmelding(Soort::Verzoek, id, Err(&a), ctx.now);
                 Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
             }
         }

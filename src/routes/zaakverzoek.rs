@@ -159,7 +159,7 @@ impl Route for ZaakVerzoekRoute {
         };
         match first {
             Ok(g) => {
-                let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid));
+                let t = terugmelding(Soort::Zaakverzoek, &id, Ok(&g.uuid), ctx.now);
                 let rol = match v.rol {
                     portaal::Rol::Klant => "klant",
                     portaal::Rol::Ketenpartner => "ketenpartner",
@@ -177,7 +177,7 @@ impl Route for ZaakVerzoekRoute {
                 tracing::info!(submission_id = %id, reden = a.code, "zaakverzoek afgewezen");
                 // A different submission under a used id is refused but not remembered: the first
                 // answer stays the one to repeat.
-                let t = terugmelding(Soort::Zaakverzoek, &id, Err(&a));
+                let t = terugmelding(Soort::Zaakverzoek, &id, Err(&a), ctx.now);
                 if a.code != "SUBMISSION_ID_AL_GEBRUIKT" {
                     remember(ctx, &t);
                 }
