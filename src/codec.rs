@@ -34,20 +34,89 @@ impl<T: serde::Serialize + Send + std::fmt::Debug> Record for T {
     }
 }
 
+/// Why a record went to its dead-letter topic (`__connect.errors.exception.class.name`). The
+/// README's list is held to it by a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeadLetterClass {
+    TooShort,
+    BadMagicByte,
+    UnknownSchemaId,
+    SchemaMismatch,
+    Undecodable,
+    TooDeep,
+    UnparsableWriterSchema,
+    Oversize,
+    NullValue,
+    ProcessingError,
+    OutputTooLarge,
+    OutputRefused,
+    BridgeError,
+    Panic,
+}
+
+impl DeadLetterClass {
+    pub const ALL: [DeadLetterClass; 14] = {
+        use DeadLetterClass::*;
+        [
+            TooShort,
+            BadMagicByte,
+            UnknownSchemaId,
+            SchemaMismatch,
+            Undecodable,
+            TooDeep,
+            UnparsableWriterSchema,
+            Oversize,
+            NullValue,
+            ProcessingError,
+            OutputTooLarge,
+            OutputRefused,
+            BridgeError,
+            Panic,
+        ]
+    };
+
+    /// The name in the dead letter's header and in metrics.
+    pub fn as_str(self) -> &'static str {
+        use DeadLetterClass::*;
+        match self {
+            TooShort => "too-short",
+            BadMagicByte => "bad-magic-byte",
+            UnknownSchemaId => "unknown-schema-id",
+            SchemaMismatch => "schema-mismatch",
+            Undecodable => "undecodable",
+            TooDeep => "too-deep",
+            UnparsableWriterSchema => "unparsable-writer-schema",
+            Oversize => "oversize",
+            NullValue => "null-value",
+            ProcessingError => "processing-error",
+            OutputTooLarge => "output-too-large",
+            OutputRefused => "output-refused",
+            BridgeError => "bridge-error",
+            Panic => "panic",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a record could not be decoded or encoded. `Transient` is retried; the rest are bad data.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("registry unavailable: {0}")]
     Transient(String),
     #[error("{class}: {message}")]
-    BadData { class: &'static str, message: String },
+    BadData { class: DeadLetterClass, message: String },
     /// Retrying cannot fix it (the registry refuses the bridge's credentials).
     #[error("{0}")]
     Stop(String),
 }
 
 impl CodecError {
-    fn bad(class: &'static str, message: impl ToString) -> Self {
+    fn bad(class: DeadLetterClass, message: impl ToString) -> Self {
         CodecError::BadData { class, message: message.to_string() }
     }
 }
@@ -70,7 +139,7 @@ fn classify(e: &SRCError) -> CodecError {
     let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
     let answer = registry_error(e);
     if answer.is_some_and(|(code, _)| code == 40403) {
-        CodecError::bad("unknown-schema-id", text)
+        CodecError::bad(DeadLetterClass::UnknownSchemaId, text)
     } else if answer.is_some_and(|(_, status)| status == 401 || status == 403) {
         CodecError::Stop(format!(
             "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
@@ -125,7 +194,9 @@ impl Codec {
                 let text = format!("{} {}", e.error, e.cause.as_deref().unwrap_or(""));
                 let status = registry_error(&e).map(|(_, status)| status);
                 if matches!(status, Some(409 | 422)) {
-                    return Err(CodecError::bad("schema-incompatible", format!("{topic}: {text}")));
+                    return Err(CodecError::Stop(format!(
+                        "the registry refuses the schema of {topic} as incompatible: {text}"
+                    )));
                 } else if status == Some(401) {
                     return Err(CodecError::Stop(format!(
                         "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
@@ -140,7 +211,7 @@ impl Codec {
         };
         let writer = GenericDatumWriter::builder(leak(schema))
             .build()
-            .map_err(|e| CodecError::bad("unusable-output-schema", format!("{topic}: {e}")))?;
+            .map_err(|e| CodecError::Stop(format!("the output schema of {topic} is unusable: {e}")))?;
         self.outputs.insert(topic.to_string(), (id, writer));
         Ok(id)
     }
@@ -170,12 +241,15 @@ impl Codec {
     pub fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
         if bytes.len() < 5 {
             return Err(CodecError::bad(
-                "too-short",
+                DeadLetterClass::TooShort,
                 format!("{} bytes, a framed record needs at least 5", bytes.len()),
             ));
         }
         if bytes[0] != 0 {
-            return Err(CodecError::bad("bad-magic-byte", format!("magic byte {} (expected 0)", bytes[0])));
+            return Err(CodecError::bad(
+                DeadLetterClass::BadMagicByte,
+                format!("magic byte {} (expected 0)", bytes[0]),
+            ));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         Ok((id, &bytes[5..]))
@@ -186,7 +260,8 @@ impl Codec {
             return Ok(s);
         }
         let reg = get_schema_by_id(id, &self.sr).await.map_err(|e| classify(&e))?;
-        let schema = Schema::parse_str(&reg.schema).map_err(|e| CodecError::bad("unparsable-writer-schema", e))?;
+        let schema =
+            Schema::parse_str(&reg.schema).map_err(|e| CodecError::bad(DeadLetterClass::UnparsableWriterSchema, e))?;
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         Ok(*writers.entry(id).or_insert_with(|| leak(schema)))
     }
@@ -209,7 +284,7 @@ impl Codec {
             GenericDatumReader::builder(writer)
                 .maybe_reader_schema(r)
                 .build()
-                .map_err(|e| CodecError::bad("schema-mismatch", format!("schema id {id}: {e}")))
+                .map_err(|e| CodecError::bad(DeadLetterClass::SchemaMismatch, format!("schema id {id}: {e}")))
         };
         // Avro schema resolution decides, per record: a writer that only adds an enum symbol is
         // not fully compatible, yet its records with the old symbols resolve fine. Names matter
@@ -242,7 +317,11 @@ impl Codec {
     ) -> Result<apache_avro::types::Value, CodecError> {
         let start = *body;
         r.read_value(body).map_err(|e| {
-            let class = if plain.read_value(&mut &start[..]).is_ok() { "schema-mismatch" } else { "undecodable" };
+            let class = if plain.read_value(&mut &start[..]).is_ok() {
+                DeadLetterClass::SchemaMismatch
+            } else {
+                DeadLetterClass::Undecodable
+            };
             CodecError::bad(class, format!("schema id {id}: {e}"))
         })
     }
@@ -256,7 +335,7 @@ impl Codec {
             // The decoder recurses once per level, and every level costs at least one byte: a
             // recursive writer schema's body is capped so no value can overflow the stack.
             return Err(CodecError::bad(
-                "too-deep",
+                DeadLetterClass::TooDeep,
                 format!(
                     "schema id {id} is recursive and the value has {} bytes; at most {MAX_RECURSIVE_BODY} are \
                      accepted for recursive schemas",
@@ -271,13 +350,14 @@ impl Codec {
     /// branch, enums as symbols, timestamps as milliseconds): what `tail` prints.
     pub async fn decode_json(&self, bytes: &[u8], reader: &Schema) -> Result<serde_json::Value, CodecError> {
         let (id, mut body) = self.body(bytes).await?;
-        let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
+        let undecodable =
+            |e: apache_avro::Error| CodecError::bad(DeadLetterClass::Undecodable, format!("schema id {id}: {e}"));
         let value = match &*self.decoder(id, reader).await? {
             Decoder::Same(r) => r.read_value(&mut body).map_err(undecodable)?,
             Decoder::Resolve(r, plain) => Self::resolve(id, r, plain, &mut body)?,
             Decoder::Incompatible => {
                 return Err(CodecError::bad(
-                    "schema-mismatch",
+                    DeadLetterClass::SchemaMismatch,
                     format!("schema id {id} cannot be read as this topic's schema"),
                 ))
             }
@@ -287,37 +367,45 @@ impl Codec {
 
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
         let (id, mut body) = self.body(bytes).await?;
-        let undecodable = |e: apache_avro::Error| CodecError::bad("undecodable", format!("schema id {id}: {e}"));
+        let undecodable =
+            |e: apache_avro::Error| CodecError::bad(DeadLetterClass::Undecodable, format!("schema id {id}: {e}"));
         let value: T = match &*self.decoder(id, reader).await? {
             Decoder::Same(r) => r.read_deser(&mut body).map_err(undecodable)?,
             Decoder::Resolve(r, plain) => {
                 let v = Self::resolve(id, r, plain, &mut body)?;
-                from_value::<T>(&v).map_err(|e| CodecError::bad("schema-mismatch", e))?
+                from_value::<T>(&v).map_err(|e| CodecError::bad(DeadLetterClass::SchemaMismatch, e))?
             }
             Decoder::Incompatible => {
                 let reader_name = reader.name().map(|n| n.fullname(None)).unwrap_or_default();
                 return Err(CodecError::bad(
-                    "schema-mismatch",
+                    DeadLetterClass::SchemaMismatch,
                     format!("schema id {id} cannot be read as {reader_name} (Avro schema resolution fails)"),
                 ));
             }
         };
         if !body.is_empty() {
-            return Err(CodecError::bad("undecodable", format!("{} trailing bytes after the record", body.len())));
+            return Err(CodecError::bad(
+                DeadLetterClass::Undecodable,
+                format!("{} trailing bytes after the record", body.len()),
+            ));
         }
         Ok(value)
     }
 
     /// Encode a record for `topic` in the Confluent wire format.
     pub fn encode(&self, topic: &str, record: &dyn Record) -> Result<Vec<u8>, CodecError> {
-        let (id, writer) = self
-            .outputs
-            .get(topic)
-            .ok_or_else(|| CodecError::bad("no-output-schema", format!("{topic} was not prepared")))?;
+        let (id, writer) = self.outputs.get(topic).ok_or_else(|| {
+            CodecError::bad(DeadLetterClass::BridgeError, format!("{topic} was not prepared (a bug in the bridge)"))
+        })?;
         let mut out = Vec::with_capacity(256);
         out.push(0);
         out.extend_from_slice(&id.to_be_bytes());
-        record.write(writer, &mut out).map_err(|e| CodecError::bad("unencodable", e))?;
+        record.write(writer, &mut out).map_err(|e| {
+            CodecError::bad(
+                DeadLetterClass::BridgeError,
+                format!("an output does not encode (a bug in the bridge): {e}"),
+            )
+        })?;
         Ok(out)
     }
 }
@@ -371,6 +459,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_lists_every_dead_letter_class_and_no_other() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("Dead-letter classes").expect("the README lists the dead-letter classes");
+        let para = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+        let named: std::collections::BTreeSet<&str> = para
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| w.split('-').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase())))
+            .collect();
+        let all: std::collections::BTreeSet<&str> = DeadLetterClass::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(named, all);
+    }
+
+    #[test]
     fn registry_errors_are_classified_by_their_code_not_their_text() {
         let answered = |code: u32, url: &str| {
             let raw: RawError =
@@ -378,7 +481,7 @@ mod tests {
             SRCError::non_retryable_with_cause(raw, &format!("HTTP request to {url} failed"))
         };
         let class = |e: &SRCError| match classify(e) {
-            CodecError::BadData { class, .. } => class,
+            CodecError::BadData { class, .. } => class.as_str(),
             CodecError::Transient(_) => "transient",
             CodecError::Stop(_) => "stop",
         };
@@ -394,8 +497,11 @@ mod tests {
 
     #[test]
     fn frame_checks_length_and_magic_byte() {
-        assert!(matches!(Codec::frame(&[0, 0, 1]), Err(CodecError::BadData { class: "too-short", .. })));
-        assert!(matches!(Codec::frame(&[7, 0, 0, 0, 1, 2]), Err(CodecError::BadData { class: "bad-magic-byte", .. })));
+        assert!(matches!(Codec::frame(&[0, 0, 1]), Err(CodecError::BadData { class: DeadLetterClass::TooShort, .. })));
+        assert!(matches!(
+            Codec::frame(&[7, 0, 0, 0, 1, 2]),
+            Err(CodecError::BadData { class: DeadLetterClass::BadMagicByte, .. })
+        ));
         let (id, body) = Codec::frame(&[0, 0, 0, 1, 2, 9]).unwrap();
         assert_eq!((id, body), (258, &[9u8][..]));
     }

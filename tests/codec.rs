@@ -3,7 +3,7 @@
 
 use apache_avro::types::Value;
 use apache_avro::{AvroSchema, Schema};
-use gzac_portal_bridge::codec::{encode_with_id, Codec, CodecError};
+use gzac_portal_bridge::codec::{encode_with_id, Codec, CodecError, DeadLetterClass};
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::model::{gzac, portaal};
 use gzac_portal_bridge::pipeline::Route;
@@ -56,11 +56,11 @@ async fn a_writer_that_adds_an_enum_symbol_loses_only_the_records_that_use_it() 
     let new_symbol = encode_with_id(id, &schema, new).unwrap();
     // Cut short, the same record is no mismatch but bytes that do not decode.
     match codec.decode::<portaal::Verzoek>(&new_symbol[..new_symbol.len() - 3], &reader).await {
-        Err(CodecError::BadData { class: "undecodable", .. }) => {}
+        Err(CodecError::BadData { class: DeadLetterClass::Undecodable, .. }) => {}
         other => panic!("truncated bytes are undecodable: {other:?}"),
     }
     match codec.decode::<portaal::Verzoek>(&new_symbol, &reader).await {
-        Err(CodecError::BadData { class: "schema-mismatch", .. }) => {}
+        Err(CodecError::BadData { class: DeadLetterClass::SchemaMismatch, .. }) => {}
         other => panic!("a symbol the reader lacks is a schema mismatch for that record only: {other:?}"),
     }
 }
@@ -109,7 +109,7 @@ async fn only_the_registrys_schema_not_found_is_bad_data() {
     let codec = Codec::new(cfg.sr_settings().unwrap());
     let unknown = [0, 0, 0, 0x7f, 0x7f, 2, 0];
     match codec.decode::<portaal::Verzoek>(&unknown, &reader).await {
-        Err(CodecError::BadData { class: "unknown-schema-id", .. }) => {}
+        Err(CodecError::BadData { class: DeadLetterClass::UnknownSchemaId, .. }) => {}
         other => panic!("40403 is an unknown schema id: {other:?}"),
     }
     // A wrong registry URL answers a plain 404: that is the configuration, not the record.

@@ -7,7 +7,7 @@
 //! every input is either fully processed once or not at all. The loop knows no route: routes
 //! only turn a typed input (or the passing of time) into typed outputs and state changes.
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::{Codec, CodecError, DeadLetterClass};
 use crate::config::Config;
 use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Event, Link};
 pub use crate::health::Stats;

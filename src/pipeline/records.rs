@@ -16,7 +16,7 @@ impl<R: Route> Pipeline<R> {
         };
         let mark = self.store.mark();
         let mut result = match self.refused.get(&origin) {
-            Some(reason) => Err(CodecError::BadData { class: "output-refused", message: reason.clone() }),
+            Some(reason) => Err(CodecError::BadData { class: DeadLetterClass::OutputRefused, message: reason.clone() }),
             None => self.translate(msg.partition(), msg.payload(), &cause.link()),
         };
         if result.is_ok() {
@@ -24,7 +24,7 @@ impl<R: Route> Pipeline<R> {
                 result = Err(e);
             }
         }
-        if matches!(result, Err(CodecError::BadData { class: "output-too-large", .. })) {
+        if matches!(result, Err(CodecError::BadData { class: DeadLetterClass::OutputTooLarge, .. })) {
             self.limits_changed(mark)?;
         }
         match result {
@@ -38,12 +38,12 @@ impl<R: Route> Pipeline<R> {
                     topic = cause.topic,
                     partition = cause.partition,
                     offset = cause.offset,
-                    class,
+                    class = class.as_str(),
                     "bad record sent to the dead-letter topic"
                 );
-                self.dead_letter(msg, &cause, class, &message)?;
+                self.dead_letter(msg, &cause, class.as_str(), &message)?;
                 self.open_mut().dead_letters += 1;
-                self.open_mut().classes.push(class);
+                self.open_mut().classes.push(class.as_str());
             }
         }
         let open = self.open_mut();
@@ -61,7 +61,7 @@ impl<R: Route> Pipeline<R> {
         let limit = self.limits.of(changelog);
         let size = self.store.pending_since(mark).map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).max()?;
         (size > limit).then(|| CodecError::BadData {
-            class: "output-too-large",
+            class: DeadLetterClass::OutputTooLarge,
             message: format!("its state entry would be {size} bytes; {changelog} takes {limit}"),
         })
     }
@@ -172,7 +172,7 @@ impl<R: Route> Pipeline<R> {
         let limit = self.limits.of(&o.topic);
         if size > limit {
             return Err(CodecError::BadData {
-                class: "output-too-large",
+                class: DeadLetterClass::OutputTooLarge,
                 message: format!("its record for {} would be {size} bytes; the topic takes {limit}", o.topic),
             });
         }
@@ -186,19 +186,19 @@ impl<R: Route> Pipeline<R> {
         link: &Link,
     ) -> Result<Vec<Encoded>, CodecError> {
         let bad = |class, message: String| CodecError::BadData { class, message };
-        let bytes = payload.ok_or_else(|| bad("null-value", "the record has no value".into()))?;
+        let bytes = payload.ok_or_else(|| bad(DeadLetterClass::NullValue, "the record has no value".into()))?;
         let max = self.limits.input;
         if bytes.len() > max {
-            return Err(bad("oversize", format!("{} bytes, more than the {max} allowed", bytes.len())));
+            return Err(bad(DeadLetterClass::Oversize, format!("{} bytes, more than the {max} allowed", bytes.len())));
         }
         // A panic on some input is a bug, but it must cost that record only, not the process.
         let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
             let input = route.decode(codec, rt, bytes)?;
             let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(link) };
-            route.handle(input, &mut ctx).map_err(|e| bad("processing-error", format!("{e:#}")))
+            route.handle(input, &mut ctx).map_err(|e| bad(DeadLetterClass::ProcessingError, format!("{e:#}")))
         }))
-        .map_err(|p| bad("panic", panic_text(&p)))??;
+        .map_err(|p| bad(DeadLetterClass::Panic, panic_text(&p)))??;
         outputs.into_iter().map(|o| self.encode(o, link)).collect()
     }
 
