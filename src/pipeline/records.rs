@@ -7,7 +7,7 @@ impl<R: Route> Pipeline<R> {
     /// Decode, route and encode one record, and queue its outputs, state changes (or its dead letter).
     pub(super) fn process(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), StepError> {
         self.begin()?;
-        let origin = (msg.partition(), msg.offset());
+        let origin = Origin::Input(msg.partition(), msg.offset());
         let cause = Cause {
             topic: msg.topic(),
             partition: msg.partition(),
@@ -107,7 +107,8 @@ impl<R: Route> Pipeline<R> {
             value = Some(&v[..room]);
         }
         let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
-            BaseRecord::with_opaque_to(&self.dlq, Box::new((-1, -1))).headers(headers);
+            BaseRecord::with_opaque_to(&self.dlq, Box::new(Origin::DeadLetter(msg.partition(), msg.offset())))
+                .headers(headers);
         if msg.key().is_some() {
             rec = rec.key(key);
         }
@@ -153,7 +154,7 @@ impl<R: Route> Pipeline<R> {
         }
         self.begin()?;
         let n = records.len();
-        self.send_all(records, (-1, -1))?;
+        self.send_all(records, Origin::Timer)?;
         self.open_mut().records += n.max(1);
         Ok(())
     }

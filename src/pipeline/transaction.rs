@@ -4,8 +4,14 @@
 
 use super::*;
 
-/// Which input record a produced record belongs to: (partition, offset); (-1, -1) for timer work.
-pub(super) type Origin = (i32, i64);
+/// What a produced record was made for: an input record (partition, offset), timer work, or
+/// the dead letter of an input record. A refused one is handled by what it was made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Origin {
+    Input(i32, i64),
+    Timer,
+    DeadLetter(i32, i64),
+}
 
 /// Delivery reports of the transactional producer: outputs the broker refused for good.
 #[derive(Default)]
@@ -297,16 +303,24 @@ impl<R: Route> Pipeline<R> {
         if refused.is_empty() {
             return Ok(());
         }
-        let mut timer = None;
         for (origin, reason) in refused {
-            if origin.0 < 0 {
-                timer = Some(reason);
-            } else {
-                self.refused.insert(origin, reason);
+            match origin {
+                Origin::Input(..) => {
+                    self.refused.insert(origin, reason);
+                }
+                Origin::Timer => {
+                    return Err(StepError::Stop(format!("route {}: timer output refused: {reason}", self.route.name())))
+                }
+                Origin::DeadLetter(partition, offset) => {
+                    return Err(StepError::Stop(format!(
+                        "route {}: the dead letter of {}/{partition}/{offset} was refused ({reason}); \
+                         raise max.message.bytes of {} (nothing was lost: the record is read again)",
+                        self.route.name(),
+                        self.route.input_topic(),
+                        self.dlq
+                    )))
+                }
             }
-        }
-        if let Some(reason) = timer {
-            return Err(StepError::Stop(format!("route {}: timer output refused: {reason}", self.route.name())));
         }
         Err(StepError::Transient(format!(
             "{} output(s) refused by the broker; their inputs go to the dead-letter topic",
