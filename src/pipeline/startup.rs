@@ -56,7 +56,7 @@ pub fn with_retries<T>(
 ) -> anyhow::Result<T> {
     let started = Instant::now();
     let mut warned = Instant::now();
-    let mut pause = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match step() {
             Ok(v) => {
@@ -81,11 +81,7 @@ pub fn with_retries<T>(
                 } else {
                     debug!(error = %format!("{e:#}"), "{what} failed, retrying");
                 }
-                let until = Instant::now() + pause;
-                while Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
+                backoff.wait(shutdown);
             }
         }
     }

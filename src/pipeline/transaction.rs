@@ -67,6 +67,8 @@ pub(super) fn classify(what: &str, e: &KafkaError) -> StepError {
     }
 }
 
+/// Exponential backoff, capped, with jitter: each wait is a random half to whole of the current
+/// step, so that the nine routes (and the instances) of a bridge do not retry in lockstep.
 pub(super) struct Backoff {
     pub(super) next: Duration,
     pub(super) initial: Duration,
@@ -78,7 +80,9 @@ impl Backoff {
         Backoff { next: initial, initial, max }
     }
     pub(super) fn wait(&mut self, shutdown: &AtomicBool) {
-        let until = Instant::now() + self.next;
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let until = Instant::now() + self.next.mul_f64(0.5 + (random % 1000) as f64 / 2000.0);
         while Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
         }
