@@ -69,7 +69,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     let rt = Handle::current();
     let voorkeuren = Arc::new(GlobalTable::start(
         cfg,
-        cfg.topic("portaal.klantvoorkeuren.v1"),
+        cfg.topic(crate::topics::PORTAAL_KLANTVOORKEUREN),
         portaal::Klantvoorkeur::get_schema(),
         |v: &portaal::Klantvoorkeur| partij_key(&v.partij),
         rt.clone(),
@@ -134,7 +134,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         spawn(BezorgingRoute::new(cfg), cfg, &shutdown),
     ];
     let mut stats: Vec<(String, Arc<Stats>)> = started.iter().map(|(n, _, s)| (n.to_string(), s.clone())).collect();
-    stats.push((format!("table:{}", cfg.topic("portaal.klantvoorkeuren.v1")), voorkeuren_stats));
+    stats.push((format!("table:{}", cfg.topic(crate::topics::PORTAAL_KLANTVOORKEUREN)), voorkeuren_stats));
     stats.push((format!("table:{}", cfg.topic(zaakverzoek::ZAKEN)), zaken_stats));
     let stats = Arc::new(stats);
     let threads = started.into_iter().map(|(n, t, _)| (n, t)).collect();

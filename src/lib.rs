@@ -26,5 +26,6 @@ pub mod samples;
 pub mod schemas;
 pub mod state;
 pub mod table;
+pub mod topics;
 pub mod topology;
 pub mod watchdog;

@@ -25,12 +25,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
-pub const INPUT: &str = "gzac.berichten.v1";
-pub const GEOPEND: &str = "portaal.berichten-geopend.v1";
-pub const REPARTITION: &str = "gzac-portal-bridge.berichten-repartition.v1";
-pub const OUTPUT: &str = "portaal.berichten.v1";
-pub const GZAC_GEOPEND: &str = "gzac.berichten-geopend.v1";
-pub const CHANGELOG: &str = "gzac-portal-bridge.berichten-state.v1";
+pub use crate::topics::BERICHTEN_REPARTITION as REPARTITION;
+pub use crate::topics::BERICHTEN_STATE as CHANGELOG;
+pub use crate::topics::GZAC_BERICHTEN as INPUT;
+pub use crate::topics::GZAC_BERICHTEN_GEOPEND as GZAC_GEOPEND;
+pub use crate::topics::PORTAAL_BERICHTEN as OUTPUT;
+pub use crate::topics::PORTAAL_BERICHTEN_GEOPEND as GEOPEND;
 /// Largest portal bericht (as JSON, about its Avro size and more), far below any topic's limit.
 pub const MAX_BERICHT_BYTES: usize = 256 * 1024;
 pub const TYPE_GEPUBLICEERD: &str = "nl.overheid.berichten.bericht-gepubliceerd";

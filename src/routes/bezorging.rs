@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tokio::runtime::Handle;
 
-pub const CHANGELOG: &str = "gzac-portal-bridge.notificaties-state.v1";
+pub use crate::topics::NOTIFICATIES_STATE as CHANGELOG;
 /// The `gebeurtenis` of a digest.
 pub const BUNDEL: &str = "bundel";
 

@@ -124,7 +124,7 @@ pub fn symbol(value: &impl serde::Serialize) -> String {
 }
 
 /// Where GZAC hears of berichten and taken the portal cannot take.
-pub const WEIGERINGEN: &str = "gzac.weigeringen.v1";
+pub use crate::topics::GZAC_WEIGERINGEN as WEIGERINGEN;
 /// The CloudEvents type of every weigering (one type for the one Weigering schema).
 pub const TYPE_WEIGERING: &str = "nl.overheid.portaal.weigering-verstuurd";
 
@@ -149,7 +149,7 @@ pub fn weigering_output(
 }
 
 /// Where GZAC hears that a klant was not reached digitally (send a letter).
-pub const NIET_BEREIKT: &str = "gzac.niet-bereikt.v1";
+pub use crate::topics::GZAC_NIET_BEREIKT as NIET_BEREIKT;
 pub const TYPE_NIET_BEREIKT: &str = "nl.overheid.portaal.klant-niet-bereikt";
 
 /// GZAC's bericht or taak `referentie` was left alone and no channel is left to remind the klant

@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-pub const TOPIC: &str = "notificaties.opdrachten.v1";
+pub use crate::topics::NOTIFICATIES as TOPIC;
 /// Where the routes hand notificaties to the `bezorging` stage: keyed by klant (a derived id),
 /// in the partition murmur2(klant) gives.
-pub const INTERN: &str = "gzac-portal-bridge.notificaties-repartition.v1";
+pub use crate::topics::NOTIFICATIES_REPARTITION as INTERN;
 pub const TYPE: &str = "nl.overheid.notificaties.notificatie-opdracht";
 pub const TYPE_INTERN: &str = "nl.gzac-portal-bridge.intern.notificatie-verzoek";
 /// The `gebeurtenis` of a taak reminder.

@@ -18,13 +18,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
-pub const GZAC_TAKEN: &str = "gzac.taken.v1";
-pub const PORTAAL_TAKEN: &str = "portaal.taken.v1";
-pub const ANTWOORDEN: &str = "portaal.taakantwoorden.v1";
-pub const GZAC_ANTWOORDEN: &str = "gzac.taakantwoorden.v1";
-pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
-pub const REPARTITION: &str = "gzac-portal-bridge.taken-repartition.v1";
-pub const CHANGELOG: &str = "gzac-portal-bridge.taken-state.v1";
+pub use crate::topics::GZAC_TAAKANTWOORDEN as GZAC_ANTWOORDEN;
+pub use crate::topics::GZAC_TAKEN;
+pub use crate::topics::PORTAAL_TAAKANTWOORDEN as ANTWOORDEN;
+pub use crate::topics::PORTAAL_TAKEN;
+pub use crate::topics::PORTAAL_TERUGMELDINGEN as TERUGMELDINGEN;
+pub use crate::topics::TAKEN_REPARTITION as REPARTITION;
+pub use crate::topics::TAKEN_STATE as CHANGELOG;
 
 // CloudEvents types: each belongs to one output schema. The portal's taak has types of its own;
 // on the GZAC side Open VTB's names for the ExterneTaak events.

@@ -12,11 +12,11 @@ use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-pub const INPUT: &str = "portaal.verzoeken.v1";
-pub const OUTPUT: &str = "gzac.verzoeken.v1";
-pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+pub use crate::topics::GZAC_VERZOEKEN as OUTPUT;
+pub use crate::topics::PORTAAL_TERUGMELDINGEN as TERUGMELDINGEN;
+pub use crate::topics::PORTAAL_VERZOEKEN as INPUT;
 /// Which content each submission id was forwarded with, so one id never becomes two verzoeken.
-pub const CHANGELOG: &str = "gzac-portal-bridge.verzoeken-state.v1";
+pub use crate::topics::VERZOEKEN_STATE as CHANGELOG;
 
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.verzoeken.verzoek-doorgestuurd";
 

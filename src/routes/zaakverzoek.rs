@@ -20,12 +20,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
-pub const INPUT: &str = "portaal.zaakverzoeken.v1";
-pub const OUTPUT: &str = "gzac.zaakverzoeken.v1";
-pub const ZAKEN: &str = "gzac.zaken.v1";
-pub const TERUGMELDINGEN: &str = "portaal.terugmeldingen.v1";
+pub use crate::topics::GZAC_ZAAKVERZOEKEN as OUTPUT;
+pub use crate::topics::GZAC_ZAKEN as ZAKEN;
+pub use crate::topics::PORTAAL_TERUGMELDINGEN as TERUGMELDINGEN;
+pub use crate::topics::PORTAAL_ZAAKVERZOEKEN as INPUT;
 pub const TYPE_DOORGESTUURD: &str = "nl.overheid.zaken.zaakverzoek-doorgestuurd";
-pub const CHANGELOG: &str = "gzac-portal-bridge.zaakverzoeken-state.v1";
+pub use crate::topics::ZAAKVERZOEKEN_STATE as CHANGELOG;
 
 /// The first answer to a submission: what came in (SHA-256) and the terugmelding it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
