@@ -54,7 +54,7 @@ impl Route for Passthrough {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![]
     }
-    fn decode(&self, _: &Codec, _: &Handle, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+    fn decode(&self, _: &crate::pipeline::Decoder<'_>, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         Ok(bytes.to_vec())
     }
     fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {

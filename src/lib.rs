@@ -1,7 +1,7 @@
 //! gzac-portal-bridge: exactly-once Kafka bridge between a citizen portal and GZAC.
 //!
 //! Imports flow one way: `main` (CLI) → `bridge` (wiring) → `routes` → `model`;
-//! `bridge` → `pipeline` → `codec`, `events`.
+//! `bridge` → `pipeline` → `codec`, `events` (held by `tests/architecture.rs`).
 
 pub mod acls;
 pub mod asyncapi;

@@ -60,3 +60,16 @@ fn imports_flow_one_way() {
         }
     }
 }
+
+#[test]
+fn routes_know_no_kafka_no_runtime_and_no_wall_clock() {
+    let routes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
+    for file in std::fs::read_dir(routes).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for word in ["rdkafka", "tokio", "Timestamp::now(", "SystemTime::now("] {
+            assert!(!code.contains(word), "{} uses {word}: routes get what they need as values", path.display());
+        }
+    }
+}

@@ -95,7 +95,9 @@ async fn a_taak_written_under_another_namespace_is_still_a_taak() {
         .unwrap();
         let route = TaakRoute::new(&cfg, Arc::new(table));
         let codec = Codec::new(cfg.sr_settings().unwrap());
-        route.decode(&codec, &rt, &bytes).map(|i| matches!(i, TaakInput::Taak(t) if t.uuid == "t-ns"))
+        route
+            .decode(&gzac_portal_bridge::pipeline::Decoder::new(&codec, &rt), &bytes)
+            .map(|i| matches!(i, TaakInput::Taak(t) if t.uuid == "t-ns"))
     })
     .await
     .unwrap();

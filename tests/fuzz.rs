@@ -6,7 +6,7 @@ use apache_avro::AvroSchema;
 use gzac_portal_bridge::codec::{Codec, CodecError, MAX_RECURSIVE_BODY, STACK_BYTES};
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
-use gzac_portal_bridge::pipeline::{Ctx, Route};
+use gzac_portal_bridge::pipeline::{Ctx, Decoder, Route};
 use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::bericht::BerichtRoute;
 use gzac_portal_bridge::routes::repartition::Repartition;
@@ -100,7 +100,7 @@ fn feed<R: Route>(mut route: R, codec: &Codec, rt: &Handle, inputs: &[Vec<u8>], 
         for round in 0..=rounds {
             let bytes = if round == 0 { valid.clone() } else { mutate(&mut rng, valid) };
             tally.calls += 1;
-            let outcome = catch_unwind(AssertUnwindSafe(|| match route.decode(codec, rt, &bytes) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| match route.decode(&Decoder::new(codec, rt), &bytes) {
                 Ok(input) => {
                     let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store, link: None };
                     Ok(Some(route.handle(input, &mut ctx).is_ok()))
@@ -201,7 +201,7 @@ async fn mutated_records_through_every_route_never_panic() {
                 let deep = [chain(200_000), chain(MAX_RECURSIVE_BODY - plain_len - 1)];
                 let deep_results: Vec<String> = deep
                     .iter()
-                    .map(|b| match VerzoekRoute::new(&c).decode(&codec, &rt, b) {
+                    .map(|b| match VerzoekRoute::new(&c).decode(&Decoder::new(&codec, &rt), b) {
                         Ok(_) => "ok".to_string(),
                         Err(e) => e.to_string(),
                     })
@@ -276,7 +276,7 @@ async fn mutated_records_through_every_route_never_panic() {
         berichten[1..]
             .iter()
             .map(|b| {
-                let input = route.decode(&codec, &rt, b).unwrap();
+                let input = route.decode(&Decoder::new(&codec, &rt), b).unwrap();
                 let mut ctx = Ctx { now: Timestamp::now(), partition: 0, state: &mut store, link: None };
                 let out = route.handle(input, &mut ctx).unwrap();
                 out.iter().map(|o| o.topic.clone()).collect::<Vec<_>>()

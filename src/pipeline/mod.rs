@@ -61,12 +61,13 @@ pub trait Route: Send + 'static {
     fn changelog(&self) -> Option<&str> {
         None
     }
-    /// Runs before the route joins its group: e.g. wait until its global tables are read.
-    fn prepare(&mut self, _shutdown: &AtomicBool, _stats: &Arc<Stats>) -> anyhow::Result<()> {
+    /// Runs before the route joins its group: e.g. wait until its global tables are read, learn
+    /// the partition count of a topic it places records in itself.
+    fn prepare(&mut self, _start: &Start<'_>) -> anyhow::Result<()> {
         Ok(())
     }
     /// Turn the framed input bytes into the input type; usually `decode_avro`.
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<Self::Input, CodecError>;
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<Self::Input, CodecError>;
     /// Turn one input into its outputs. An `Err` is a record that cannot be processed: it goes to
     /// the dead-letter topic and its state changes are undone. Business rejections are outputs
     /// (terugmeldingen), not errors.
@@ -101,14 +102,36 @@ impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
     }
 }
 
-/// Decode an Avro input resolved to the route's reader schema (what most routes' `decode` is).
-pub fn decode_avro<T: DeserializeOwned>(
-    codec: &Codec,
-    rt: &Handle,
-    bytes: &[u8],
-    reader: &Schema,
-) -> Result<T, CodecError> {
-    rt.block_on(codec.decode(bytes, reader))
+/// How a route decodes its input: the codec and the runtime its registry calls run on, behind one
+/// synchronous call, so routes know neither the registry client nor the runtime.
+pub struct Decoder<'a> {
+    codec: &'a Codec,
+    rt: &'a Handle,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(codec: &'a Codec, rt: &'a Handle) -> Self {
+        Decoder { codec, rt }
+    }
+
+    /// An Avro input resolved to the route's reader schema (what most routes' `decode` is).
+    pub fn avro<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
+        self.rt.block_on(self.codec.decode(bytes, reader))
+    }
+}
+
+/// What a route may ask for before it joins its group (`Route::prepare`).
+pub struct Start<'a> {
+    cfg: &'a Config,
+    pub shutdown: &'a AtomicBool,
+    pub stats: &'a Arc<Stats>,
+}
+
+impl Start<'_> {
+    /// How many partitions `topic` has, waiting while it is not there yet.
+    pub fn partition_count(&self, route: &'static str, topic: &str) -> anyhow::Result<i32> {
+        partition_count(&self.cfg.client_config(), route, topic, self.shutdown, self.stats)
+    }
 }
 
 pub use crate::codec::Record;
@@ -216,7 +239,7 @@ pub fn run<R: Route>(
         }
     }
     backoff.reset();
-    route.prepare(&shutdown, &stats)?;
+    route.prepare(&Start { cfg, shutdown: &shutdown, stats: &stats })?;
 
     let mut consumer = group_consumer(cfg, route.name(), route.input_topic(), &stats)?;
     if let Some(changelog) = route.changelog() {

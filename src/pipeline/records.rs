@@ -195,7 +195,7 @@ impl<R: Route> Pipeline<R> {
         // A panic on some input is a bug, but it must cost that record only, not the process.
         let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
-            let input = route.decode(codec, rt, bytes)?;
+            let input = route.decode(&Decoder::new(codec, rt), bytes)?;
             let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(link) };
             route.handle(input, &mut ctx).map_err(|e| bad(DeadLetterClass::ProcessingError, format!("{e:#}")))
         }))

@@ -12,18 +12,16 @@
 
 use super::notificatie::{self, Item, Kanalen, Notifier};
 use super::{afwijzing, event, portaal_ontvanger, Afwijzing};
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::{BerichtEscalatie, BerichtenConfig, Config};
 use crate::events::Link;
 use crate::model::common::{Kanaal, NietBereikt, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Datum, Timestamp};
-use crate::pipeline::{Ctx, Output, Route, Stats};
+use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::runtime::Handle;
 
 pub use crate::topics::BERICHTEN_REPARTITION as REPARTITION;
 pub use crate::topics::BERICHTEN_STATE as CHANGELOG;
@@ -322,13 +320,12 @@ impl Route for BerichtRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Arc<Stats>) -> anyhow::Result<()> {
-        self.notifier.prepare("bericht", shutdown, stats)
+    fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+        self.notifier.prepare("bericht", start)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
         super::decode_either(
-            codec,
-            rt,
+            decoder,
             bytes,
             (&self.bericht_reader, "bericht"),
             (&self.geopend_reader, "opening"),

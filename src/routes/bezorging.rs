@@ -8,16 +8,15 @@
 
 use super::notificatie::{ESCALATIE_BERICHT, ESCALATIE_TAAK, INTERN, TOPIC, TYPE};
 use super::{derived_id, event};
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::{Config, NotificatieConfig};
 use crate::events::Link;
 use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::Timestamp;
-use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::pipeline::{Ctx, Decoder, Output, Route};
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tokio::runtime::Handle;
 
 pub use crate::topics::NOTIFICATIES_STATE as CHANGELOG;
 /// The `gebeurtenis` of a digest.
@@ -214,8 +213,8 @@ impl Route for BezorgingRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<NotificatieVerzoek, CodecError> {
-        decode_avro(codec, rt, bytes, &self.reader)
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<NotificatieVerzoek, CodecError> {
+        decoder.avro(bytes, &self.reader)
     }
 
     fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {

@@ -9,12 +9,12 @@ pub mod taak;
 pub mod verzoek;
 pub mod zaakverzoek;
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
 use crate::model::common::{NietBereikt, Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
 use crate::model::{portaal, Timestamp};
-use crate::pipeline::Output;
+use crate::pipeline::{Decoder, Output};
 use uuid::Uuid;
 
 /// Namespace for the bridge's deterministic (v5) ids.
@@ -180,26 +180,23 @@ pub fn niet_bereikt_output(
 /// Decode a record of a repartition topic that carries two kinds: whichever reader schema the
 /// writer's resolves to (Avro schema resolution, not the writer's full name) decides.
 pub fn decode_either<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned, T>(
-    codec: &Codec,
-    rt: &tokio::runtime::Handle,
+    decoder: &Decoder<'_>,
     bytes: &[u8],
     (first, first_name): (&apache_avro::Schema, &str),
     (second, second_name): (&apache_avro::Schema, &str),
     as_first: fn(A) -> T,
     as_second: fn(B) -> T,
 ) -> Result<T, CodecError> {
-    match crate::pipeline::decode_avro(codec, rt, bytes, first) {
+    match decoder.avro(bytes, first) {
         Ok(a) => Ok(as_first(a)),
-        Err(CodecError::BadData { message: as_a, .. }) => {
-            match crate::pipeline::decode_avro(codec, rt, bytes, second) {
-                Ok(b) => Ok(as_second(b)),
-                Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
-                    class,
-                    message: format!("neither a {first_name} ({as_a}) nor an {second_name} ({message})"),
-                }),
-                Err(e) => Err(e),
-            }
-        }
+        Err(CodecError::BadData { message: as_a, .. }) => match decoder.avro(bytes, second) {
+            Ok(b) => Ok(as_second(b)),
+            Err(CodecError::BadData { class, message }) => Err(CodecError::BadData {
+                class,
+                message: format!("neither a {first_name} ({as_a}) nor an {second_name} ({message})"),
+            }),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }

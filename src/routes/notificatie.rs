@@ -10,11 +10,10 @@ use super::{derived_id, event, partij_key};
 use crate::config::{Config, NotificatieConfig, Standaard};
 use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::{portaal, Datum, Timestamp};
-use crate::pipeline::{Output, Payload, Stats};
+use crate::pipeline::{Output, Payload, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use crate::topics::NOTIFICATIES as TOPIC;
@@ -87,18 +86,11 @@ pub struct Notifier {
     voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>,
     topic: String,
     partitions: i32,
-    client: rdkafka::ClientConfig,
 }
 
 impl Notifier {
     pub fn new(cfg: &Config, voorkeuren: Arc<GlobalTable<portaal::Klantvoorkeur>>) -> Self {
-        Notifier {
-            cfg: cfg.notificaties.clone(),
-            voorkeuren,
-            topic: cfg.topic(INTERN),
-            partitions: 0,
-            client: cfg.client_config(),
-        }
+        Notifier { cfg: cfg.notificaties.clone(), voorkeuren, topic: cfg.topic(INTERN), partitions: 0 }
     }
 
     /// The internal topic and its schema (a route's output).
@@ -107,14 +99,9 @@ impl Notifier {
     }
 
     /// Wait for the klantvoorkeuren table and learn the internal topic's partition count.
-    pub fn prepare(
-        &mut self,
-        route: &'static str,
-        shutdown: &AtomicBool,
-        stats: &std::sync::Arc<Stats>,
-    ) -> anyhow::Result<()> {
-        self.voorkeuren.wait_ready(shutdown)?;
-        self.partitions = crate::pipeline::partition_count(&self.client, route, &self.topic, shutdown, stats)?;
+    pub fn prepare(&mut self, route: &'static str, start: &Start<'_>) -> anyhow::Result<()> {
+        self.voorkeuren.wait_ready(start.shutdown)?;
+        self.partitions = start.partition_count(route, &self.topic)?;
         Ok(())
     }
 

@@ -4,15 +4,13 @@
 //! in the same partition, and so in the same bridge instance and state, whatever partitioner or
 //! partition count the producers used.
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{decode_avro, Ctx, Output, Payload, Route, Stats};
+use crate::pipeline::{Ctx, Decoder, Output, Payload, Route, Start};
 use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
-use std::sync::atomic::AtomicBool;
-use tokio::runtime::Handle;
 
 pub struct Repartition<T> {
     name: &'static str,
@@ -21,7 +19,6 @@ pub struct Repartition<T> {
     reader: Schema,
     key_of: fn(&T) -> String,
     partitions: i32,
-    client: rdkafka::ClientConfig,
 }
 
 impl<T: AvroSchema> Repartition<T> {
@@ -33,7 +30,6 @@ impl<T: AvroSchema> Repartition<T> {
             reader: T::get_schema(),
             key_of,
             partitions: 0,
-            client: cfg.client_config(),
         }
     }
 }
@@ -52,13 +48,13 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
     fn outputs(&self) -> Vec<(String, Schema)> {
         vec![]
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &std::sync::Arc<Stats>) -> anyhow::Result<()> {
-        self.partitions = crate::pipeline::partition_count(&self.client, self.name, &self.output, shutdown, stats)?;
+    fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+        self.partitions = start.partition_count(self.name, &self.output)?;
         Ok(())
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {
         // Decoding validates the record here, so bad data goes to this input's own DLQ.
-        let record: T = decode_avro(codec, rt, bytes, &self.reader)?;
+        let record: T = decoder.avro(bytes, &self.reader)?;
         Ok(((self.key_of)(&record), bytes.to_vec()))
     }
     fn handle(&mut self, (key, bytes): (String, Vec<u8>), _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {

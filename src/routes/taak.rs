@@ -6,17 +6,15 @@
 
 use super::notificatie::{self, Item, Kanalen, Notifier};
 use super::{afwijzing, event, formulierdata, portaal_ontvanger, terugmelding, terugmelding_output, Afwijzing};
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::{Config, TaakEscalatie, TakenConfig};
 use crate::model::common::{Kanaal, NietBereikt, Soort, Terugmelding, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{Ctx, Output, Route, Stats};
+use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::runtime::Handle;
 
 pub use crate::topics::GZAC_TAAKANTWOORDEN as GZAC_ANTWOORDEN;
 pub use crate::topics::GZAC_TAKEN;
@@ -500,13 +498,12 @@ impl Route for TaakRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, stats: &Arc<Stats>) -> anyhow::Result<()> {
-        self.notifier.prepare("taak", shutdown, stats)
+    fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+        self.notifier.prepare("taak", start)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<TaakInput, CodecError> {
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<TaakInput, CodecError> {
         super::decode_either(
-            codec,
-            rt,
+            decoder,
             bytes,
             (&self.taak_reader, "taak"),
             (&self.antwoord_reader, "antwoord"),

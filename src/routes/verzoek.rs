@@ -2,15 +2,14 @@
 //! vocabulary to Open VTB / Valtimo, and tell the portal whether it was forwarded or rejected.
 
 use super::{afwijzing, derived_id, digest, event, formulierdata, terugmelding, terugmelding_output, Afwijzing};
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::{Config, VerzoekConfig};
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{decode_avro, Ctx, Output, Route};
+use crate::pipeline::{Ctx, Decoder, Output, Route};
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
-use tokio::runtime::Handle;
 
 pub use crate::topics::GZAC_VERZOEKEN as OUTPUT;
 pub use crate::topics::PORTAAL_TERUGMELDINGEN as TERUGMELDINGEN;
@@ -138,8 +137,8 @@ impl Route for VerzoekRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
-        decode_avro(codec, rt, bytes, &self.reader)
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<portaal::Verzoek, CodecError> {
+        decoder.avro(bytes, &self.reader)
     }
 
     fn handle(&mut self, v: portaal::Verzoek, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {

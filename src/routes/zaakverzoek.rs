@@ -7,18 +7,16 @@
 use super::{
     afwijzing, derived_id, digest, event, formulierdata, gzac_urn, terugmelding, terugmelding_output, Afwijzing,
 };
-use crate::codec::{Codec, CodecError};
+use crate::codec::CodecError;
 use crate::config::{Config, VerzoekConfig};
 use crate::events::Event;
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{decode_avro, Ctx, Output, Route, Stats};
+use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::runtime::Handle;
 
 pub use crate::topics::GZAC_ZAAKVERZOEKEN as OUTPUT;
 pub use crate::topics::GZAC_ZAKEN as ZAKEN;
@@ -132,11 +130,11 @@ impl Route for ZaakVerzoekRoute {
     fn changelog(&self) -> Option<&str> {
         Some(&self.changelog)
     }
-    fn prepare(&mut self, shutdown: &AtomicBool, _stats: &Arc<Stats>) -> anyhow::Result<()> {
-        self.zaken.wait_ready(shutdown)
+    fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+        self.zaken.wait_ready(start.shutdown)
     }
-    fn decode(&self, codec: &Codec, rt: &Handle, bytes: &[u8]) -> Result<portaal::ZaakVerzoek, CodecError> {
-        decode_avro(codec, rt, bytes, &self.reader)
+    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<portaal::ZaakVerzoek, CodecError> {
+        decoder.avro(bytes, &self.reader)
     }
 
     fn handle(&mut self, v: portaal::ZaakVerzoek, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
