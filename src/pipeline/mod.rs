@@ -421,6 +421,7 @@ impl<R: Route> Pipeline<R> {
         let interval = self.cfg.pipeline.batch_max_interval;
         let tick_every = self.cfg.pipeline.tick_interval;
         let mut last_tick = Instant::now();
+        let mut failed_at: Option<Instant> = None;
         loop {
             if shutdown.load(Ordering::SeqCst) {
                 if let Err(e) = self.commit(consumer) {
@@ -458,7 +459,11 @@ impl<R: Route> Pipeline<R> {
                 }
                 match polled {
                     None => {
-                        if self.open.is_none() && self.stats.broker_up.load(Ordering::Relaxed) {
+                        // Idle with the broker up: recovered — unless a step failed so recently
+                        // that its records may not have been read again yet (a seek's refetch
+                        // can outlast a short backoff); a commit says recovered in any case.
+                        let settled = failed_at.is_none_or(|t| t.elapsed() > self.cfg.pipeline.retry_backoff_max * 2);
+                        if self.open.is_none() && self.stats.broker_up.load(Ordering::Relaxed) && settled {
                             self.stats.recovered();
                         }
                         Ok(())
@@ -496,6 +501,7 @@ impl<R: Route> Pipeline<R> {
             match step {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
+                    failed_at = Some(Instant::now());
                     self.handle_failure(consumer, shutdown, backoff, e)?;
                     backoff.wait(shutdown);
                 }
