@@ -57,18 +57,7 @@ fn scale(n: usize) -> anyhow::Result<()> {
     let dag = crate::model::Datum::vandaag().plus(30);
     for i in 0..n {
         let t = samples::taak(&format!("{i:08}-8a4b-4c5d-9e6f-7a8b9c0d1e21"), samples::BSN, dag.plus((i % 300) as i32));
-        let s = TaakState {
-            taak: t,
-            beantwoord: false,
-            gewijzigd: crate::model::Timestamp(0),
-            verzonden_data: None,
-            link: None,
-            herinnerd: false,
-            kanalen: vec![],
-            geescaleerd: false,
-            ontvangen: vec![],
-            antwoorden: vec![],
-        };
+        let s = TaakState::held(t, false, crate::model::Timestamp(0));
         store.put((i % 6) as i32, &s.taak.uuid.clone(), Some(s));
         if i % 10_000 == 0 {
             store.committed(); // as after each transaction: the undo log and pending changes go

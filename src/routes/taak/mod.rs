@@ -66,6 +66,24 @@ pub struct TaakState {
     pub antwoorden: Vec<(String, String, Terugmelding)>,
 }
 
+impl TaakState {
+    /// A taak as first held: nothing answered, reminded, escalated or remembered yet.
+    pub fn held(taak: gzac::ExterneTaak, beantwoord: bool, gewijzigd: Timestamp) -> Self {
+        TaakState {
+            taak,
+            beantwoord,
+            gewijzigd,
+            verzonden_data: None,
+            link: None,
+            herinnerd: false,
+            kanalen: vec![],
+            geescaleerd: false,
+            ontvangen: vec![],
+            antwoorden: vec![],
+        }
+    }
+}
+
 /// How many GZAC records and antwoorden per taak are remembered to recognise a redelivery.
 const ONTHOUDEN: usize = 16;
 
@@ -436,18 +454,7 @@ mod tests {
     const T: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
 
     fn state(t: gzac::ExterneTaak, beantwoord: bool) -> TaakState {
-        TaakState {
-            taak: t,
-            beantwoord,
-            gewijzigd: Timestamp(0),
-            verzonden_data: None,
-            link: None,
-            herinnerd: false,
-            kanalen: vec![],
-            geescaleerd: false,
-            ontvangen: vec![],
-            antwoorden: vec![],
-        }
+        TaakState::held(t, beantwoord, Timestamp(0))
     }
 
     #[test]
