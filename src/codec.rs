@@ -34,67 +34,45 @@ impl<T: serde::Serialize + Send + std::fmt::Debug> Record for T {
     }
 }
 
-/// Why a record went to its dead-letter topic (`__connect.errors.exception.class.name`). The
-/// README's list is held to it by a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DeadLetterClass {
-    TooShort,
-    BadMagicByte,
-    UnknownSchemaId,
-    SchemaMismatch,
-    Undecodable,
-    TooDeep,
-    UnparsableWriterSchema,
-    Oversize,
-    NullValue,
-    ProcessingError,
-    OutputTooLarge,
-    OutputRefused,
-    BridgeError,
-    Panic,
+/// The dead-letter classes, each variant with its name, listed once: the enum, `ALL` and
+/// `as_str` are made from the one list.
+macro_rules! dead_letter_classes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Why a record went to its dead-letter topic (`__connect.errors.exception.class.name`).
+        /// The README's list is held to it by a test.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum DeadLetterClass {
+            $($variant,)*
+        }
+
+        impl DeadLetterClass {
+            pub const ALL: &'static [DeadLetterClass] = &[$(DeadLetterClass::$variant,)*];
+
+            /// The name in the dead letter's header and in metrics.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(DeadLetterClass::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl DeadLetterClass {
-    pub const ALL: [DeadLetterClass; 14] = {
-        use DeadLetterClass::*;
-        [
-            TooShort,
-            BadMagicByte,
-            UnknownSchemaId,
-            SchemaMismatch,
-            Undecodable,
-            TooDeep,
-            UnparsableWriterSchema,
-            Oversize,
-            NullValue,
-            ProcessingError,
-            OutputTooLarge,
-            OutputRefused,
-            BridgeError,
-            Panic,
-        ]
-    };
-
-    /// The name in the dead letter's header and in metrics.
-    pub fn as_str(self) -> &'static str {
-        use DeadLetterClass::*;
-        match self {
-            TooShort => "too-short",
-            BadMagicByte => "bad-magic-byte",
-            UnknownSchemaId => "unknown-schema-id",
-            SchemaMismatch => "schema-mismatch",
-            Undecodable => "undecodable",
-            TooDeep => "too-deep",
-            UnparsableWriterSchema => "unparsable-writer-schema",
-            Oversize => "oversize",
-            NullValue => "null-value",
-            ProcessingError => "processing-error",
-            OutputTooLarge => "output-too-large",
-            OutputRefused => "output-refused",
-            BridgeError => "bridge-error",
-            Panic => "panic",
-        }
-    }
+dead_letter_classes! {
+    TooShort => "too-short",
+    BadMagicByte => "bad-magic-byte",
+    UnknownSchemaId => "unknown-schema-id",
+    SchemaMismatch => "schema-mismatch",
+    Undecodable => "undecodable",
+    TooDeep => "too-deep",
+    UnparsableWriterSchema => "unparsable-writer-schema",
+    Oversize => "oversize",
+    NullValue => "null-value",
+    ProcessingError => "processing-error",
+    OutputTooLarge => "output-too-large",
+    OutputRefused => "output-refused",
+    BridgeError => "bridge-error",
+    Panic => "panic",
 }
 
 impl std::fmt::Display for DeadLetterClass {
