@@ -10,7 +10,6 @@
 mod common;
 
 use common::{follow, sigterm, spawn_bridge_with, status, wait_for, World};
-use gzac_portal_bridge::client;
 use gzac_portal_bridge::routes::{derived_id, verzoek, zaakverzoek};
 use gzac_portal_bridge::samples;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,18 +70,7 @@ async fn two_broker_restarts_mid_stream_resume_by_themselves_exactly_once() {
     let (producer, id, topic) = (w.producer.clone(), w.verzoek_id(), w.topic(verzoek::INPUT));
     let feeder = tokio::spawn(async move {
         for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
-            let sends: Vec<_> = chunk
-                .iter()
-                .map(|i| {
-                    let key = format!("b-{i}");
-                    let bytes = client::frame(id, &samples::verzoek(&key)).unwrap();
-                    let (p, t) = (producer.clone(), topic.clone());
-                    tokio::spawn(async move { client::send(&p, &t, &key, &bytes, None).await })
-                })
-                .collect();
-            for s in sends {
-                s.await.unwrap().expect("the portal's verzoek reaches the broker");
-            }
+            common::send_verzoeken(&producer, &topic, id, chunk.iter().map(|i| format!("b-{i}"))).await;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });

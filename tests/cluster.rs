@@ -10,9 +10,7 @@
 mod common;
 
 use common::{follow, sigterm, spawn_bridge_with, status, wait_for, World};
-use gzac_portal_bridge::client;
 use gzac_portal_bridge::routes::{derived_id, verzoek};
-use gzac_portal_bridge::samples;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,17 +87,7 @@ async fn a_rolling_restart_and_the_coordinator_killed_pause_output_briefly_and_l
     let feeder = tokio::spawn(async move {
         let mut i = 0;
         while go.load(Ordering::SeqCst) {
-            let sends: Vec<_> = (i..i + 10)
-                .map(|i| {
-                    let key = format!("c-{i}");
-                    let bytes = client::frame(id, &samples::verzoek(&key)).unwrap();
-                    let (p, t) = (producer.clone(), topic.clone());
-                    tokio::spawn(async move { client::send(&p, &t, &key, &bytes, None).await })
-                })
-                .collect();
-            for s in sends {
-                s.await.unwrap().expect("the portal's verzoek reaches the cluster");
-            }
+            common::send_verzoeken(&producer, &topic, id, (i..i + 10).map(|i| format!("c-{i}"))).await;
             i += 10;
             f.store(i, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(100)).await;

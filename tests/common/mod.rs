@@ -402,3 +402,23 @@ pub async fn status(url: &str) -> u16 {
         Err(_) => 0,
     }
 }
+
+/// The portal sends the verzoeken with these keys at once (its producer holds them while the
+/// broker is away) and waits until each is acknowledged.
+pub async fn send_verzoeken(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    schema_id: u32,
+    keys: impl Iterator<Item = String>,
+) {
+    let sends: Vec<_> = keys
+        .map(|key| {
+            let bytes = client::frame(schema_id, &gzac_portal_bridge::samples::verzoek(&key)).unwrap();
+            let (p, t) = (producer.clone(), topic.to_string());
+            tokio::spawn(async move { client::send(&p, &t, &key, &bytes, None).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().expect("the portal's verzoek reaches the broker");
+    }
+}
