@@ -120,6 +120,28 @@ inter.broker.listener.name=$1
 PROPS
 }
 
+# A KRaft node (broker and controller) with id $1 in $state, whose internal topics have $2
+# replicas and need $3 of them in sync.
+node_properties() {
+  cat <<PROPS
+process.roles=broker,controller
+node.id=$1
+log.dirs=$state/data
+num.partitions=3
+default.replication.factor=$2
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$2
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$2
+transaction.state.log.min.isr=$3
+transaction.state.log.num.partitions=8
+min.insync.replicas=$3
+group.initial.rebalance.delay.ms=0
+share.coordinator.state.topic.replication.factor=$2
+share.coordinator.state.topic.min.isr=$3
+PROPS
+}
+
 start() {
   local secure=${1:-}
   if running; then echo "kafka.sh: broker already running on 127.0.0.1:$port" >&2; return 0; fi
@@ -133,21 +155,8 @@ start() {
     for r in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$r,password=$r-secret]"); done
   fi
   { if [ -n "$secure" ]; then secure_properties; else listener_properties PLAINTEXT PLAINTEXT; fi; } > "$state/server.properties"
+  node_properties 1 1 1 >> "$state/server.properties"
   cat >> "$state/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=1
-log.dirs=$state/data
-num.partitions=3
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=8
-min.insync.replicas=1
-group.initial.rebalance.delay.ms=0
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
 log.flush.interval.messages=9223372036854775807
 PROPS
   local cp="$libs/*"
@@ -238,24 +247,8 @@ start_cluster() {
     answers && die "port $port is taken by another process; set KAFKA_PORT"
     mkdir -p "$state/data"
     listener_properties PLAINTEXT PLAINTEXT | grep -v '^controller.quorum.bootstrap.servers' > "$state/server.properties"
-    cat >> "$state/server.properties" <<PROPS
-controller.quorum.voters=$voters
-process.roles=broker,controller
-node.id=$n
-log.dirs=$state/data
-num.partitions=3
-default.replication.factor=3
-auto.create.topics.enable=false
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-transaction.state.log.num.partitions=8
-min.insync.replicas=2
-group.initial.rebalance.delay.ms=0
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-PROPS
+    echo "controller.quorum.voters=$voters" >> "$state/server.properties"
+    node_properties "$n" 3 2 >> "$state/server.properties"
     java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$state/server.properties" > "$state/format.log" 2>&1 \
       || { cat "$state/format.log" >&2; die "formatting node $n's KRaft log dir failed"; }
   done
