@@ -108,16 +108,13 @@ impl ClientContext for GroupContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
-        match code.and_then(unfixable) {
-            // A fenced static member: this consumer is done for, but a new one under the same
-            // group.instance.id may rejoin (the loop decides; see `Exit::Fenced`).
-            _ if code == Some(RDKafkaErrorCode::FencedInstanceId) => {
-                *lock(&self.fenced) = Some(format!("{}: {reason}", self.name))
-            }
-            Some(hint) if authorisation_may_lag(&self.stats, code) => {
-                warn!(component = self.name, reason, "refused by an ACL; waiting for ACLs just created to arrive");
-                self.stats.retrying(&format!("{reason} — {hint}"));
-            }
+        // A fenced static member: this consumer is done for, but a new one under the same
+        // group.instance.id may rejoin (the loop decides; see `Exit::Fenced`).
+        if code == Some(RDKafkaErrorCode::FencedInstanceId) {
+            *lock(&self.fenced) = Some(format!("{}: {reason}", self.name));
+            return;
+        }
+        match stops(&self.stats, code) {
             Some(hint) => *lock(&self.fatal) = Some(format!("{}: {reason} — {hint}", self.name)),
             // A fatal consumer error wraps its cause, which the client names by code
             // (`fatal_error`): the group loop reads it there; a table reader stops on it.
@@ -153,7 +150,7 @@ impl ConsumerContext for GroupContext {
             Rebalance::Error(e) => {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
                     *lock(&self.fenced) = Some(format!("{}: {e}", self.name));
-                } else if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+                } else if let Some(hint) = stops(&self.stats, e.rdkafka_error_code()) {
                     *lock(&self.fatal) = Some(format!("{}: {e} — {hint}", self.name));
                 }
             }
@@ -164,6 +161,18 @@ impl ConsumerContext for GroupContext {
 
 /// A refusal by an ACL within `pipeline.authorisation_grace` of start, while ACLs just created
 /// (a deploy job's `acls apply`, then the pods) may still be on their way: retried, not a stop.
+/// What the operator must fix when `code` is an error no retry fixes — `None` for any other, and
+/// for an ACL refusal within the grace after start (then `stats` says it is waited for).
+pub(super) fn stops(stats: &Stats, code: Option<RDKafkaErrorCode>) -> Option<&'static str> {
+    let hint = code.and_then(unfixable)?;
+    if authorisation_may_lag(stats, code) {
+        warn!(error = ?code, "refused by an ACL; waiting for ACLs just created to arrive");
+        stats.retrying(&format!("{code:?}: waiting for ACLs just created to arrive — {hint}"));
+        return None;
+    }
+    Some(hint)
+}
+
 pub(super) fn authorisation_may_lag(stats: &Stats, code: Option<RDKafkaErrorCode>) -> bool {
     use RDKafkaErrorCode as C;
     let authz = [

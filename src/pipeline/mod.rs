@@ -468,10 +468,8 @@ impl<R: Route> Pipeline<R> {
                         }
                         Ok(())
                     }
-                    Some(Err(e)) => match classify("consuming", &e) {
-                        StepError::Stop(m) if !authorisation_may_lag(&self.stats, e.rdkafka_error_code()) => {
-                            Err(StepError::Stop(m))
-                        }
+                    Some(Err(e)) => match classify("consuming", &e, &self.stats) {
+                        StepError::Stop(m) => Err(StepError::Stop(m)),
                         _ => {
                             self.stats.retrying(&format!("consumer: {e}"));
                             debug!(route = self.route.name(), error = %e, "consumer error");

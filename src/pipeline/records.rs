@@ -243,7 +243,7 @@ impl<R: Route> Pipeline<R> {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => return Err(classify("producing", &e)),
+                Err((e, _)) => return Err(classify("producing", &e, &self.stats)),
             }
         }
     }

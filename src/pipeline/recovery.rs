@@ -104,7 +104,7 @@ impl<R: Route> Pipeline<R> {
         }
         let assigned: Vec<i32> = consumer
             .assignment()
-            .map_err(|e| classify("reading the assignment", &e))?
+            .map_err(|e| classify("reading the assignment", &e, &self.stats))?
             .elements()
             .iter()
             .map(|e| e.partition())

@@ -93,11 +93,7 @@ pub(crate) fn unfixable_of(consumer: &BaseConsumer<GroupContext>) -> Option<Stri
     // A consumer returns error events from poll (nothing is assigned yet: no records come).
     while let Some(polled) = consumer.poll(Duration::ZERO) {
         if let Err(e) = polled {
-            if authorisation_may_lag(&consumer.context().stats, e.rdkafka_error_code()) {
-                consumer.context().stats.retrying(&format!("{e}: waiting for ACLs just created to arrive"));
-                continue;
-            }
-            if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+            if let Some(hint) = stops(&consumer.context().stats, e.rdkafka_error_code()) {
                 return Some(format!("{}: {e} — {hint}", consumer.context().name));
             }
         }

@@ -57,8 +57,9 @@ pub(super) enum StepError {
     Stop(String),
 }
 
-pub(super) fn classify(what: &str, e: &KafkaError) -> StepError {
-    if let Some(hint) = e.rdkafka_error_code().and_then(unfixable) {
+/// A Kafka error by its class; `stats` keeps an ACL refusal right after start from stopping.
+pub(super) fn classify(what: &str, e: &KafkaError, stats: &Stats) -> StepError {
+    if let Some(hint) = stops(stats, e.rdkafka_error_code()) {
         return StepError::Stop(format!("{what}: {e} — {hint}"));
     }
     match e {
@@ -164,10 +165,8 @@ pub(super) fn new_producer(
             }
             Ok(Err(e)) => {
                 let what = format!("init_transactions for transactional id {transactional_id}");
-                if let StepError::Stop(m) = classify(&what, &e) {
-                    if !authorisation_may_lag(stats, e.rdkafka_error_code()) {
-                        return Err(StepError::Stop(m));
-                    }
+                if let StepError::Stop(m) = classify(&what, &e, stats) {
+                    return Err(StepError::Stop(m));
                 }
                 warn!(transactional_id, error = %e, "init_transactions failed, retrying");
                 backoff.wait(shutdown);
@@ -246,7 +245,7 @@ impl<R: Route> Pipeline<R> {
                     p.send_offsets_to_transaction(&tpl, &group, t)
                 })
             })?
-            .map_err(|e| classify("send_offsets_to_transaction", &e))?;
+            .map_err(|e| classify("send_offsets_to_transaction", &e, &self.stats))?;
         }
         let t1 = Instant::now();
         // Wait for the deliveries here: rust-rdkafka's commit flushes by polling in 100 ms slices,
@@ -260,7 +259,7 @@ impl<R: Route> Pipeline<R> {
                 return Err(StepError::Transient(format!("commit_transaction: {re}")));
             }
             Err(e) => {
-                if let StepError::Stop(m) = classify("commit_transaction", &e) {
+                if let StepError::Stop(m) = classify("commit_transaction", &e, &self.stats) {
                     return Err(StepError::Stop(m));
                 }
                 // Fatal, or still retriable at the deadline: whether it landed is unknown.
@@ -377,7 +376,7 @@ impl<R: Route> Pipeline<R> {
             consumer.seek_partitions(tpl, timeout)?;
             Ok(())
         };
-        rewind().map_err(|e| classify("rewinding to the committed offsets", &e))
+        rewind().map_err(|e| classify("rewinding to the committed offsets", &e, &self.stats))
     }
 }
 
