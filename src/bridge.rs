@@ -60,10 +60,9 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         );
         tracing::warn!("state_encryption.unsealed: the changelogs hold bericht text and form data unencrypted");
     }
-    if let Some(start) = &cfg.pipeline.clock_start {
-        let start = crate::model::Timestamp::parse(start)?;
-        crate::model::set_clock(start);
-        tracing::warn!(clock = %start.rfc3339(), "the bridge runs on a simulated clock (pipeline.clock_start)");
+    if cfg.pipeline.clock.simulated() {
+        let now = cfg.pipeline.clock.now().rfc3339();
+        tracing::warn!(clock = %now, "the bridge runs on a simulated clock (pipeline.clock_start)");
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let rt = Handle::current();

@@ -268,7 +268,7 @@ async fn communicatie(
     n.escalatie.berichten.voor_einddatum = Some(Duration::from_secs(2 * 86_400));
     let vandaag = Datum::vandaag();
     let clock = |t: Timestamp, what: &str| {
-        crate::model::set_clock(t);
+        cfg.pipeline.clock.set(t);
         println!("\nclock    : {} ({what})", t.rfc3339());
     };
     println!("\n--- citizen communication: the bridge restarts with quiet hours 21:00-08:00 (SMS), digests");

@@ -44,9 +44,10 @@ impl Cause<'_> {
     }
 }
 
-/// `ce_time` is when the bridge wrote the record; `dataschema` the registry URL of the value's schema.
-pub fn ce_headers(ev: &Event, source: &str, link: &Link, dataschema: Option<&str>) -> OwnedHeaders {
-    let time = Timestamp::now().rfc3339();
+/// `ce_time` is when the bridge wrote the record (`now`, by its clock); `dataschema` the registry
+/// URL of the value's schema.
+pub fn ce_headers(ev: &Event, source: &str, link: &Link, dataschema: Option<&str>, now: Timestamp) -> OwnedHeaders {
+    let time = now.rfc3339();
     let causation = &link.causation;
     let mut h = OwnedHeaders::new_with_capacity(9)
         .insert(hdr("ce_specversion", "1.0"))

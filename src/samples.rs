@@ -38,14 +38,14 @@ pub fn verzoek(submission_id: &str) -> portaal::Verzoek {
     }
 }
 
-/// A bericht for `bsn`, due a second ago, to act on by local midnight two weeks from today (the
+/// A bericht for `bsn`, due a day ago (also on a clock a few hours behind), to act on by local midnight two weeks from today (the
 /// portal must show that day, not the one before, which UTC would give). `uuid` should be a UUID.
 pub fn bericht(uuid: &str, bsn: &str) -> gzac::Bericht {
     gzac::Bericht {
         uuid: uuid.into(),
         onderwerp: "Uw aanvraag parkeervergunning".into(),
         bericht_tekst: "Wij hebben uw aanvraag ontvangen en in behandeling genomen.".into(),
-        publicatiedatum: Some(Timestamp(Timestamp::now().0 - 1000)),
+        publicatiedatum: Some(Timestamp(Timestamp::now().0 - 86_400_000)),
         referentie: Some("ZAAK-2026-0042".into()),
         ontvanger: bsn_urn(bsn),
         geopend_op: None,

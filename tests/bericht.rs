@@ -39,11 +39,11 @@ async fn a_bericht_is_published_and_notified_on_each_chosen_channel() {
     assert_eq!((p.onderwerp.as_str(), p.bericht_tekst.as_str()), (b.onderwerp.as_str(), b.bericht_tekst.as_str()));
     assert_eq!(
         (p.bericht_type, &p.bijlages, p.publicatiedatum),
-        (portaal::BerichtType::Notificatie, &vec![b.bijlagen[0].informatie_object.clone()], Datum::vandaag())
+        (portaal::BerichtType::Notificatie, &vec![b.bijlagen[0].informatie_object.clone()], w.today())
     );
     // GZAC's deadline is local midnight two weeks ahead: the portal shows that day, not the one
     // before (which the UTC date would be).
-    let einddatum = Datum::vandaag().plus(14);
+    let einddatum = Datum::in_amsterdam(b.einddatum_handelings_termijn.unwrap());
     assert_eq!(
         (p.referentie.as_str(), p.handelingsperspectief.as_str(), p.einddatum_handelingstermijn),
         ("ZAAK-2026-0042", "informatie ontvangen", einddatum)
@@ -211,7 +211,7 @@ async fn no_preference_means_the_default_and_a_tombstone_deletes_a_preference() 
 async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     let w = World::new("later").await;
     w.send(VOORKEUREN, "klant-3", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
-    let at = Timestamp(Timestamp::now().0 + 12_000);
+    let at = Timestamp(w.now().0 + 12_000);
     let later = gzac::Bericht { publicatiedatum: Some(at), ..bericht("later", BSN) };
     let bytes = gzac_portal_bridge::client::frame(w.schema_id(BERICHTEN), &later).unwrap();
     let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -222,7 +222,7 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     // The bericht due now is published; the later one is not, yet.
     let recs = w.read(&[PORTAAL, NOTIFICATIES], 2, Duration::from_secs(2)).await;
     assert_eq!(recs.len(), 2, "{recs:#?}");
-    assert!(Timestamp::now() < at, "the test machine was too slow to see the bericht before its time");
+    assert!(w.now() < at, "the test machine was too slow to see the bericht before its time");
     assert!(sigterm(&mut first).success());
 
     let mut second = spawn_bridge(&w, "i0", &[]);
@@ -231,7 +231,9 @@ async fn a_scheduled_bericht_is_published_at_its_time_even_across_a_restart() {
     assert_eq!(recs.len(), 4, "each bericht published and notified once: {recs:#?}");
     let later = "later";
     let published = recs.iter().find(|r| r.topic == w.topic(PORTAAL) && r.key_str() == later).expect("published");
-    assert!(published.timestamp.unwrap() >= at.0, "published before its publicatiedatum");
+    // The record's timestamp is the system's; `at` is on the bridge's clock.
+    let behind = Timestamp::now().0 - w.now().0;
+    assert!(published.timestamp.unwrap() - behind + 2 >= at.0, "published before its publicatiedatum");
     // Published by a timer after a restart, yet linked to the GZAC record that scheduled it.
     // (the repartition copy of it, which carries GZAC's trace on)
     let scheduled_by = format!("{}/", w.topic("gzac-portal-bridge.berichten-repartition.v1"));
@@ -306,7 +308,7 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
     let m = |f: &str| format!("MARKER-{f}-51c9");
     // A bericht scheduled for later (its whole text waits in the changelog), a taak with prefill
     // data and its answer (kept in the taak's state).
-    let at = Timestamp(Timestamp::now().0 + 25_000);
+    let at = Timestamp(w.now().0 + 25_000);
     let later = gzac::Bericht {
         onderwerp: m("onderwerp"),
         bericht_tekst: m("tekst"),
@@ -314,7 +316,7 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
         ..bericht("b-later", BSN)
     };
     let t = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e41";
-    let mut taak = gzac_portal_bridge::samples::taak(t, BSN, Datum::vandaag().plus(30));
+    let mut taak = gzac_portal_bridge::samples::taak(t, BSN, w.today().plus(30));
     if let gzac::Details::Formuliertaak(f) = &mut taak.details {
         f.voorinvullen_gegevens = Some(format!(r#"{{"naam":"{}"}}"#, m("prefill")));
     }
@@ -327,7 +329,7 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
     w.send("portaal.taakantwoorden.v1", t, &antwoord).await;
     w.read(&["gzac.taakantwoorden.v1"], 1, Duration::ZERO).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
-    assert!(Timestamp::now() < at, "the test machine was too slow to see the bericht before its time");
+    assert!(w.now() < at, "the test machine was too slow to see the bericht before its time");
 
     // Raw changelog bytes: entries are there, sealed, and hold none of the markers.
     let changelogs = ["gzac-portal-bridge.berichten-state.v1", "gzac-portal-bridge.taken-state.v1"];

@@ -7,7 +7,7 @@ mod common;
 
 use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::client::{self, Received};
-use gzac_portal_bridge::model::{portaal, Datum};
+use gzac_portal_bridge::model::portaal;
 use gzac_portal_bridge::routes::{bericht, taak, verzoek, zaakverzoek};
 use gzac_portal_bridge::samples::{self, BSN, OTHER_BSN};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,8 +93,8 @@ async fn every_input_sent_again_after_a_sigkill_produces_nothing_new() {
         &samples::klantvoorkeur(BSN, vec![gzac_portal_bridge::model::common::Kanaal::Email]),
     )
     .await;
-    let open = samples::taak("t-open", BSN, Datum::vandaag().plus(30));
-    let verlopen = samples::taak("t-verlopen", BSN, Datum::vandaag().plus(-1));
+    let open = samples::taak("t-open", BSN, w.today().plus(30));
+    let verlopen = samples::taak("t-verlopen", BSN, w.today().plus(-1));
     let opening = portaal::BerichtGeopend {
         id: "o-1".into(),
         bericht_id: "b-1".into(),

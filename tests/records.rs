@@ -20,7 +20,7 @@ async fn every_notificatie_request_is_a_notifynl_request() {
     let w = World::new("notifynl").await;
     w.send("portaal.klantvoorkeuren.v1", "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email, Kanaal::Sms])).await;
     w.send("gzac.berichten.v1", "b-1", &bericht("b-1", BSN)).await;
-    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, gzac_portal_bridge::model::Datum::vandaag().plus(30))).await;
+    w.send("gzac.taken.v1", "t-1", &taak("t-1", BSN, w.today().plus(30))).await;
     let running = bridge::start(&w.cfg).unwrap();
     let recs = w.read(&["notificaties.opdrachten.v1"], 4, Duration::from_secs(1)).await;
     running.stop(Duration::from_secs(10)).await.unwrap();
@@ -54,9 +54,9 @@ async fn every_notificatie_request_is_a_notifynl_request() {
 
 /// Taken of every soort: a formuliertaak answered, a betaaltaak paid, a urltaak, one past its last
 /// day and one whose reminder is due (UUIDs, as Open VTB gives them).
-fn taken() -> Vec<gzac::ExterneTaak> {
+fn taken(today: Datum) -> Vec<gzac::ExterneTaak> {
     let id = |n: &str| derived_id(&["records", n]);
-    let later = Datum::vandaag().plus(30);
+    let later = today.plus(30);
     let urltaak = gzac::ExterneTaak {
         taak_soort: gzac::TaakSoort::Urltaak,
         details: gzac::Details::Urltaak(gzac::UrlTaak {
@@ -71,8 +71,8 @@ fn taken() -> Vec<gzac::ExterneTaak> {
         taak(&id("formulier"), BSN, later),
         betaaltaak(&id("betaal"), BSN, later),
         urltaak,
-        taak(&id("verlopen"), BSN, Datum::vandaag().plus(-1)),
-        gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag()), ..taak(&id("herinner"), BSN, later) },
+        taak(&id("verlopen"), BSN, today.plus(-1)),
+        gzac::ExterneTaak { datum_herinnering: Some(today), ..taak(&id("herinner"), BSN, later) },
     ]
 }
 
@@ -83,7 +83,7 @@ const TAAK_DOCUMENTS: &[&str] =
 async fn every_taak_is_a_taak_objecttype_record_and_an_open_vtb_externe_taak() {
     let mut w = World::new("taken").await;
     w.cfg.taken.herinnering_uur = 0;
-    let taken = taken();
+    let taken = taken(w.today());
     for t in &taken {
         w.send("gzac.taken.v1", &t.uuid, t).await;
     }

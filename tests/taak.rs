@@ -136,8 +136,8 @@ async fn an_antwoord_is_forwarded_only_for_an_open_taak_by_its_assignee_and_only
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_taak_past_its_last_day_is_closed_and_niet_uitgevoerd() {
     let w = World::new("verlopen").await;
-    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, Datum::vandaag().plus(-1))).await;
-    w.send(GZAC_TAKEN, "t-later", &taak("t-later", BSN, Datum::vandaag())).await;
+    w.send(GZAC_TAKEN, "t-exp", &taak("t-exp", BSN, w.today().plus(-1))).await;
+    w.send(GZAC_TAKEN, "t-later", &taak("t-later", BSN, w.today())).await;
     let running = bridge::start(&w.cfg).unwrap();
     // open ×2 on the portal; then gesloten on the portal and verlopen for GZAC.
     let recs = w.read(&[PORTAAL_TAKEN, GZAC_ANTWOORDEN], 3 + 1, Duration::from_secs(3)).await;
@@ -178,9 +178,8 @@ async fn at_its_datum_herinnering_the_assignee_is_reminded_once_and_gzac_told() 
     let mut w = World::new("herinnering").await;
     w.cfg.taken.herinnering_uur = 0; // today's reminder is due now
     w.send("portaal.klantvoorkeuren.v1", "klant-1", &klantvoorkeur(BSN, vec![Kanaal::Email])).await;
-    let today = gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag()), ..taak("t-nu", BSN, later()) };
-    let tomorrow =
-        gzac::ExterneTaak { datum_herinnering: Some(Datum::vandaag().plus(1)), ..taak("t-morgen", BSN, later()) };
+    let today = gzac::ExterneTaak { datum_herinnering: Some(w.today()), ..taak("t-nu", BSN, later()) };
+    let tomorrow = gzac::ExterneTaak { datum_herinnering: Some(w.today().plus(1)), ..taak("t-morgen", BSN, later()) };
     w.send(GZAC_TAKEN, "t-nu", &today).await;
     w.send(GZAC_TAKEN, "t-morgen", &tomorrow).await;
     let running = bridge::start(&w.cfg).unwrap();

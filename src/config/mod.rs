@@ -174,6 +174,9 @@ pub struct PipelineConfig {
     /// tests of quiet hours and deadlines); none: the system clock. Env GZAC_BRIDGE_CLOCK_START.
     #[serde(default)]
     pub clock_start: Option<String>,
+    /// The clock the pipelines run on: set from `clock_start` when the configuration is loaded.
+    #[serde(skip)]
+    pub clock: crate::model::Clock,
 }
 
 mod routes;
@@ -235,6 +238,11 @@ impl Config {
             cfg.group_id = cfg.default_group_id();
         }
         cfg.validate()?;
+        if let Some(start) = &cfg.pipeline.clock_start {
+            let start = crate::model::Timestamp::parse(start)
+                .map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
+            cfg.pipeline.clock = crate::model::Clock::starting_at(start);
+        }
         Ok(cfg)
     }
 
@@ -342,10 +350,6 @@ impl Config {
         }
         if let Some(s) = &self.notificaties.stille_uren {
             s.minuten().map_err(ConfigError::Invalid)?;
-        }
-        if let Some(start) = &self.pipeline.clock_start {
-            crate::model::Timestamp::parse(start)
-                .map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
         }
         if let Some(h) = self.notificaties.escalatie.berichten.handelingsperspectieven.iter().find(|h| {
             serde_json::from_value::<crate::model::gzac::HandelingsPerspectief>(serde_json::Value::String(

@@ -19,25 +19,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
-/// How far the bridge's clock runs ahead of (or behind) the system clock, in ms: zero unless
-/// `pipeline.clock_start` or the demo sets it. One per process, so every route, timer and
-/// record time agrees on "now".
-static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// The bridge's clock: the system clock, or a simulated one that starts at a chosen moment and
+/// runs on at real speed (`pipeline.clock_start`; the demo; tests that must not depend on the
+/// hour they run at). The pipelines get it from their `Config` and hand its time to the routes as
+/// `ctx.now`; clones share one offset, so moving it moves every pipeline that holds it.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(std::sync::Arc<std::sync::atomic::AtomicI64>);
 
-/// Let the process's clock read `start` now and run on at real speed from there (demo, tests:
-/// quiet hours and deadlines without waiting for them).
-pub fn set_clock(start: Timestamp) {
-    CLOCK_OFFSET_MS.store(start.0 - Timestamp::system().0, std::sync::atomic::Ordering::SeqCst);
+impl Clock {
+    /// A clock that reads `start` now.
+    pub fn starting_at(start: Timestamp) -> Self {
+        let clock = Clock::default();
+        clock.set(start);
+        clock
+    }
+
+    /// Read `t` now and run on from there (every clone with it).
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.0 - Timestamp::now().0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Timestamp(Timestamp::now().0 + self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether it runs off the system clock.
+    pub fn simulated(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
 }
 
 impl Timestamp {
-    /// The bridge's clock: the system clock, shifted when `set_clock` was called.
+    /// The system clock. Routes never read it: they get the pipeline's `Clock` as `ctx.now`.
     pub fn now() -> Self {
-        Timestamp(Self::system().0 + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// The system clock, whatever the bridge's clock says (latencies against Kafka timestamps).
-    pub fn system() -> Self {
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(d.as_millis() as i64)
     }
@@ -135,7 +149,7 @@ impl Datum {
         Datum(jiff::civil::date(1970, 1, 1).duration_until(d).as_hours().div_euclid(24) as i32)
     }
 
-    /// Today in Europe/Amsterdam.
+    /// Today in Europe/Amsterdam, by the system clock.
     pub fn vandaag() -> Datum {
         Self::in_amsterdam(Timestamp::now())
     }

@@ -124,7 +124,7 @@ impl<R: Route> Pipeline<R> {
     /// Time-driven work of the route, in the current (or a new) transaction.
     pub(super) fn tick(&mut self) -> Result<(), StepError> {
         let mark = self.store.mark();
-        let mut ctx = Ctx { now: Timestamp::now(), partition: -1, state: &mut self.store, link: None };
+        let mut ctx = Ctx { now: self.cfg.pipeline.clock.now(), partition: -1, state: &mut self.store, link: None };
         let route = &mut self.route;
         let outputs = match catch_unwind(AssertUnwindSafe(|| route.tick(&mut ctx))) {
             Ok(Ok(o)) => o,
@@ -168,7 +168,8 @@ impl<R: Route> Pipeline<R> {
         };
         // The schema the value was written with, as the registry serves it.
         let dataschema = Codec::frame(&bytes).ok().map(|(id, _)| format!("{}/schemas/ids/{id}", self.registry_url));
-        let headers = ce_headers(&o.event, &self.source, o.link.as_ref().unwrap_or(input), dataschema.as_deref());
+        let link = o.link.as_ref().unwrap_or(input);
+        let headers = ce_headers(&o.event, &self.source, link, dataschema.as_deref(), self.cfg.pipeline.clock.now());
         let size = record_size(o.key.len(), bytes.len(), &headers);
         let limit = self.limits.of(&o.topic);
         if size > limit {
@@ -193,10 +194,11 @@ impl<R: Route> Pipeline<R> {
             return Err(bad(DeadLetterClass::Oversize, format!("{} bytes, more than the {max} allowed", bytes.len())));
         }
         // A panic on some input is a bug, but it must cost that record only, not the process.
+        let now = self.cfg.pipeline.clock.now();
         let (route, codec, rt, store) = (&mut self.route, &self.codec, &self.rt, &mut self.store);
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
             let input = route.decode(&Decoder::new(codec, rt), bytes)?;
-            let mut ctx = Ctx { now: Timestamp::now(), partition, state: store, link: Some(link) };
+            let mut ctx = Ctx { now, partition, state: store, link: Some(link) };
             route.handle(input, &mut ctx).map_err(|e| bad(DeadLetterClass::ProcessingError, format!("{e:#}")))
         }))
         .map_err(|p| bad(DeadLetterClass::Panic, panic_text(&p)))??;

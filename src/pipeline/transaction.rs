@@ -272,7 +272,7 @@ impl<R: Route> Pipeline<R> {
         self.refused.clear();
         self.replaced = 0;
         self.stats.committed(open.inputs, open.dead_letters);
-        let now = crate::model::Timestamp::system().0;
+        let now = crate::model::Timestamp::now().0;
         self.stats.outputs.inc_by(open.outputs);
         self.stats.commit_seconds.observe(t0.elapsed().as_secs_f64());
         if open.inputs > 0 {

@@ -3,6 +3,7 @@
 
 use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::config::Config;
+use gzac_portal_bridge::model::{Clock, Datum, Timestamp};
 use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::verzoek;
 use gzac_portal_bridge::{schemas, topology};
@@ -19,6 +20,19 @@ pub fn bootstrap() -> String {
              Apache Kafka broker (needs Java 17+ and Maven on PATH: apt-get install openjdk-17-jre-headless maven)"
         )
     })
+}
+
+/// The clock of every test's bridges: the system clock, unless it is less than three hours before
+/// or one hour after midnight in Amsterdam; then 20:00 of the day before that midnight. A test's
+/// "today" is then its bridges' today too, at whatever hour the suite runs.
+pub fn away_from_midnight() -> Clock {
+    let now = Timestamp::now();
+    let minute = i64::from(now.minuut_van_de_dag());
+    match minute {
+        60..1260 => Clock::default(),
+        1260.. => Clock::starting_at(Timestamp(now.0 - (minute - 1200) * 60_000)),
+        _ => Clock::starting_at(Timestamp(now.0 - (minute + 240) * 60_000)),
+    }
 }
 
 /// One test's world: its own topic prefix, group, registry and registered schemas.
@@ -60,6 +74,7 @@ impl World {
         cfg.instance_id = "i0".into();
         // Tests that are not about sealing run without a state key, knowingly.
         cfg.state_encryption.unsealed = true;
+        cfg.pipeline.clock = away_from_midnight();
         cfg.pipeline.batch_max_interval = Duration::from_millis(50);
         cfg.pipeline.retry_backoff_max = Duration::from_secs(1);
         cfg.kafka_consumer.insert("session.timeout.ms".into(), "6000".into());
@@ -112,6 +127,9 @@ impl World {
             ("GZAC_BRIDGE_REGISTRY_URL".to_string(), self.cfg.registry.url.clone()),
             ("GZAC_BRIDGE_STATE_UNSEALED".to_string(), self.cfg.state_encryption.unsealed.to_string()),
         ];
+        if self.cfg.pipeline.clock.simulated() {
+            env.push(("GZAC_BRIDGE_CLOCK_START".to_string(), self.cfg.pipeline.clock.now().rfc3339()));
+        }
         let maps = [
             ("KAFKA", &self.cfg.kafka),
             ("KAFKA_CONSUMER", &self.cfg.kafka_consumer),
@@ -127,6 +145,16 @@ impl World {
 }
 
 impl World {
+    /// Today in Amsterdam by the clock this world's bridges run on.
+    pub fn today(&self) -> Datum {
+        Datum::in_amsterdam(self.cfg.pipeline.clock.now())
+    }
+
+    /// Now by the clock this world's bridges run on.
+    pub fn now(&self) -> Timestamp {
+        self.cfg.pipeline.clock.now()
+    }
+
     /// Write `record` to the contract topic `topic` (framed with its registered schema id).
     pub async fn send<T: serde::Serialize + apache_avro::AvroSchema>(&self, topic: &str, key: &str, record: &T) {
         let bytes = client::frame(self.schema_id(topic), record).unwrap();
