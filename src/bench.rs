@@ -7,7 +7,7 @@ use crate::client;
 use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::events::Event;
-use crate::pipeline::{self, Ctx, Output, Payload, Route};
+use crate::pipeline::{self, Ctx, Output, Payload, Route, RouteError};
 use crate::registry::Registry;
 use crate::routes::verzoek::{self, VerzoekRoute};
 use crate::samples;
@@ -112,7 +112,7 @@ impl Route for Passthrough {
     fn decode(&self, _: &crate::pipeline::Decoder<'_>, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         Ok(bytes.to_vec())
     }
-    fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, input: Vec<u8>, _: &mut Ctx<'_, ()>) -> Result<Vec<Output>, RouteError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
         let event = Event { id: n.clone(), kind: "bench.passthrough", subject: n.clone(), ..Event::default() };
         Ok(vec![Output {

@@ -75,6 +75,27 @@ dead_letter_classes! {
     Panic => "panic",
 }
 
+impl DeadLetterClass {
+    /// Where it failed, as Kafka Connect's `Stage` names it (`__connect.errors.stage`): reading
+    /// the value, the route's work on it, or writing what it became.
+    pub fn stage(self) -> &'static str {
+        use DeadLetterClass::*;
+        match self {
+            ProcessingError | BridgeError | Panic => "TRANSFORMATION",
+            OutputTooLarge | OutputRefused => "KAFKA_PRODUCE",
+            TooShort
+            | BadMagicByte
+            | UnknownSchemaId
+            | SchemaMismatch
+            | Undecodable
+            | TooDeep
+            | UnparsableWriterSchema
+            | Oversize
+            | NullValue => "VALUE_CONVERTER",
+        }
+    }
+}
+
 impl std::fmt::Display for DeadLetterClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -84,7 +105,8 @@ impl std::fmt::Display for DeadLetterClass {
 /// Why a record could not be decoded or encoded. `Transient` is retried; the rest are bad data.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("registry unavailable: {0}")]
+    /// The registry did not answer (or a route's `Transient`): read the record again later.
+    #[error("{0}")]
     Transient(String),
     #[error("{class}: {message}")]
     BadData { class: DeadLetterClass, message: String },
@@ -123,7 +145,7 @@ fn classify(e: &SRCError) -> CodecError {
             "the schema registry refuses the bridge's credentials ({text}): check registry.username / password"
         ))
     } else {
-        CodecError::Transient(text)
+        CodecError::Transient(format!("registry unavailable: {text}"))
     }
 }
 
@@ -183,7 +205,7 @@ impl Codec {
                     // Read-only rights: the schema must have been registered in advance.
                     self.registered(&subject, &schema).await?
                 } else {
-                    return Err(CodecError::Transient(text));
+                    return Err(CodecError::Transient(format!("registry unavailable: {text}")));
                 }
             }
         };
@@ -203,7 +225,7 @@ impl Codec {
             if registry_error(&e).is_some_and(|(_, status)| (400..500).contains(&status)) {
                 CodecError::Stop(format!("the bridge may not register {subject} and finds none ({text}): {hint}"))
             } else {
-                CodecError::Transient(text)
+                CodecError::Transient(format!("registry unavailable: {text}"))
             }
         })?;
         let same = Schema::parse_str(&latest.schema).is_ok_and(|s| s.canonical_form() == schema.canonical_form());
@@ -435,6 +457,14 @@ pub fn encode_with_id(id: u32, schema: &Schema, value: Value) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_names_the_stage_it_failed_in() {
+        assert_eq!(DeadLetterClass::Undecodable.stage(), "VALUE_CONVERTER");
+        assert_eq!(DeadLetterClass::ProcessingError.stage(), "TRANSFORMATION");
+        assert_eq!(DeadLetterClass::BridgeError.stage(), "TRANSFORMATION");
+        assert_eq!(DeadLetterClass::OutputTooLarge.stage(), "KAFKA_PRODUCE");
+    }
 
     #[test]
     fn the_readme_lists_every_dead_letter_class_and_no_other() {

@@ -80,7 +80,12 @@ pub fn find<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a [u8
 }
 
 /// Headers of a dead letter: the original headers, then Kafka Connect's `__connect.errors.*`.
-pub fn dlq_headers<H: Headers>(original: Option<&H>, cause: &Cause<'_>, class: &str, message: &str) -> OwnedHeaders {
+pub fn dlq_headers<H: Headers>(
+    original: Option<&H>,
+    cause: &Cause<'_>,
+    class: crate::codec::DeadLetterClass,
+    message: &str,
+) -> OwnedHeaders {
     let mut h = OwnedHeaders::new();
     if let Some(orig) = original {
         for x in orig.iter() {
@@ -92,9 +97,9 @@ pub fn dlq_headers<H: Headers>(original: Option<&H>, cause: &Cause<'_>, class: &
     h.insert(hdr("__connect.errors.topic", cause.topic))
         .insert(hdr("__connect.errors.partition", &partition))
         .insert(hdr("__connect.errors.offset", &offset))
-        .insert(hdr("__connect.errors.exception.class.name", class))
+        .insert(hdr("__connect.errors.exception.class.name", class.as_str()))
         .insert(hdr("__connect.errors.exception.message", message))
-        .insert(hdr("__connect.errors.stage", "VALUE_CONVERTER"))
+        .insert(hdr("__connect.errors.stage", class.stage()))
 }
 
 /// Headers saying a dead letter's value was cut to fit its topic: its full size and SHA-256.

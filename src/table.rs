@@ -169,7 +169,7 @@ fn follow<T: DeserializeOwned>(
                         match rt.block_on(codec.decode::<T>(bytes, reader)) {
                             Ok(v) => break Change::Set(v),
                             Err(CodecError::Transient(e)) => {
-                                stats.retrying(&format!("registry unavailable: {e}"));
+                                stats.retrying(&e.to_string());
                                 warn!(topic, error = %e, "registry unavailable while reading a table, retrying");
                                 std::thread::sleep(Duration::from_millis(500));
                                 if stop.load(Ordering::SeqCst) {

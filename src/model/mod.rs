@@ -113,13 +113,12 @@ impl Timestamp {
 
     /// This moment, when it lies in 1970..=9999 (what the bridge can write and schedule);
     /// otherwise an error naming `field`.
-    pub fn checked(self, field: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            (0..=Self::MAX.0).contains(&self.0),
-            "{field} is {} ms since 1970, outside 1970-01-01..9999-12-31",
-            self.0
-        );
-        Ok(self)
+    /// The moment, or why `field` holding it is out of range.
+    pub fn checked(self, field: &str) -> Result<Self, String> {
+        match (0..=Self::MAX.0).contains(&self.0) {
+            true => Ok(self),
+            false => Err(format!("{field} is {} ms since 1970, outside 1970-01-01..9999-12-31", self.0)),
+        }
     }
 }
 
@@ -188,13 +187,12 @@ impl Datum {
     }
 
     /// This day, when it lies in 1970-01-01..=9999-12-30; otherwise an error naming `field`.
-    pub fn checked(self, field: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            (0..=Self::MAX.0).contains(&self.0),
-            "{field} is day {} since 1970, outside 1970-01-01..9999-12-30",
-            self.0
-        );
-        Ok(self)
+    /// The day, or why `field` holding it is out of range.
+    pub fn checked(self, field: &str) -> Result<Self, String> {
+        match (0..=Self::MAX.0).contains(&self.0) {
+            true => Ok(self),
+            false => Err(format!("{field} is day {} since 1970, outside 1970-01-01..9999-12-30", self.0)),
+        }
     }
 }
 

@@ -9,12 +9,10 @@
 
 use crate::codec::{Codec, CodecError, DeadLetterClass};
 use crate::config::Config;
-use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Event, Link};
+use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Link};
 pub use crate::health::Stats;
-use crate::model::Timestamp;
 use crate::state::Store;
 use crate::watchdog::{Guarded, Hung};
-use apache_avro::Schema;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -22,8 +20,6 @@ use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,149 +32,18 @@ mod group;
 mod limits;
 mod records;
 mod recovery;
+mod route;
 mod startup;
 mod transaction;
 
 pub(crate) use group::GroupContext;
 use group::*;
 use limits::*;
+pub use route::{Ctx, Decoder, Output, Payload, Route, RouteError, Start};
 pub use startup::dlq_topic;
 pub use startup::{partition_count, with_retries, Unfixable, METADATA_TIMEOUT};
 pub(crate) use startup::{partition_ids, unfixable_of};
 use transaction::*;
-
-/// A translation and rule step between one input topic and its outputs. No Kafka in here.
-pub trait Route: Send + 'static {
-    type Input;
-    /// Per-key state kept in a changelog topic (`()` for stateless routes).
-    type State: Clone + Serialize + DeserializeOwned + Send;
-    /// Short name, used in logs and the transactional id.
-    fn name(&self) -> &'static str;
-    fn input_topic(&self) -> &str;
-    /// Every topic the route writes Avro to, with its record schema (registered at start).
-    fn outputs(&self) -> Vec<(String, Schema)>;
-    /// The compacted changelog topic of the route's state, when it keeps any.
-    fn changelog(&self) -> Option<&str> {
-        None
-    }
-    /// Runs before the route joins its group: e.g. wait until its global tables are read, learn
-    /// the partition count of a topic it places records in itself.
-    fn prepare(&mut self, _start: &Start<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-    /// Turn the framed input bytes into the input type; usually `decode_avro`.
-    fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<Self::Input, CodecError>;
-    /// Turn one input into its outputs. An `Err` is a record that cannot be processed: it goes to
-    /// the dead-letter topic and its state changes are undone. Business rejections are outputs
-    /// (terugmeldingen), not errors.
-    fn handle(&mut self, input: Self::Input, ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>>;
-    /// When a state entry next needs `tick` (a deadline, a reminder, the moment it is forgotten):
-    /// the store keeps a time index of it, and `tick` gets only what is due (`ctx.state.due`).
-    fn schedule(&self) -> Option<crate::state::Schedule<Self::State>> {
-        None
-    }
-    /// Time-driven work (scheduled publication, expiry), called every `tick_interval`.
-    fn tick(&mut self, _ctx: &mut Ctx<'_, Self::State>) -> anyhow::Result<Vec<Output>> {
-        Ok(vec![])
-    }
-}
-
-/// What a route sees besides its input: the time, the input's partition and its state.
-pub struct Ctx<'a, S> {
-    pub now: Timestamp,
-    /// The input record's partition (state of other keys lives in other partitions).
-    pub partition: i32,
-    pub state: &'a mut Store<S>,
-    /// The input being handled (`None` in `tick`): keep it in state for outputs made later.
-    pub link: Option<&'a Link>,
-}
-
-impl<S: Clone + Serialize + DeserializeOwned> Ctx<'_, S> {
-    pub fn get(&self, key: &str) -> Option<&S> {
-        self.state.get(self.partition, key)
-    }
-    pub fn put(&mut self, key: &str, value: Option<S>) {
-        self.state.put(self.partition, key, value)
-    }
-}
-
-/// How a route decodes its input: the codec and the runtime its registry calls run on, behind one
-/// synchronous call, so routes know neither the registry client nor the runtime.
-pub struct Decoder<'a> {
-    codec: &'a Codec,
-    rt: &'a Handle,
-}
-
-impl<'a> Decoder<'a> {
-    pub fn new(codec: &'a Codec, rt: &'a Handle) -> Self {
-        Decoder { codec, rt }
-    }
-
-    /// An Avro input resolved to the route's reader schema (what most routes' `decode` is).
-    pub fn avro<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
-        self.rt.block_on(self.codec.decode(bytes, reader))
-    }
-}
-
-/// What a route may ask for before it joins its group (`Route::prepare`).
-pub struct Start<'a> {
-    cfg: &'a Config,
-    pub shutdown: &'a AtomicBool,
-    pub stats: &'a Arc<Stats>,
-}
-
-impl Start<'_> {
-    /// How many partitions `topic` has, waiting while it is not there yet.
-    pub fn partition_count(&self, route: &'static str, topic: &str) -> anyhow::Result<i32> {
-        partition_count(&self.cfg.client_config(), route, topic, self.shutdown, self.stats)
-    }
-}
-
-pub use crate::codec::Record;
-
-#[derive(Debug)]
-pub enum Payload {
-    /// Encoded with the schema registered for the output topic.
-    Avro(Box<dyn Record>),
-    /// Written as is (repartitioning, the benchmark's passthrough).
-    Raw(Vec<u8>),
-}
-
-/// One record a route wants written.
-#[derive(Debug)]
-pub struct Output {
-    pub topic: String,
-    pub key: String,
-    pub value: Payload,
-    pub event: Event,
-    /// A fixed partition (repartitioning); otherwise the producer's partitioner picks one.
-    pub partition: Option<i32>,
-    /// The input this output answers to, when it is not the record being handled (timer work).
-    pub link: Option<Link>,
-}
-
-impl Output {
-    pub fn new<T: Serialize + Send + Clone + std::fmt::Debug + 'static>(
-        topic: &str,
-        key: String,
-        record: &T,
-        event: Event,
-    ) -> anyhow::Result<Self> {
-        Ok(Output {
-            topic: topic.to_string(),
-            key,
-            value: Payload::Avro(Box::new(record.clone())),
-            event,
-            partition: None,
-            link: None,
-        })
-    }
-
-    /// The same output, linked to the input that caused it (for work done later).
-    pub fn caused_by(self, link: Option<&Link>) -> Self {
-        Output { link: link.cloned(), ..self }
-    }
-}
 
 /// The running state of one route's loop.
 struct Pipeline<R: Route> {
@@ -227,7 +92,7 @@ pub fn run<R: Route>(
             match rt.block_on(codec.prepare_output(&topic, schema.clone())) {
                 Ok(id) => break debug!(topic, id, "output schema ready"),
                 Err(CodecError::Transient(e)) => {
-                    stats.retrying(&format!("registry unavailable: {e}"));
+                    stats.retrying(&e.to_string());
                     warn!(topic, error = %e, "registry unavailable, retrying");
                     backoff.wait(&shutdown);
                     if shutdown.load(Ordering::SeqCst) {

@@ -33,15 +33,22 @@ impl<R: Route> Pipeline<R> {
             Err(CodecError::Stop(e)) => return Err(StepError::Stop(e)),
             Err(CodecError::BadData { class, message }) => {
                 self.store.rollback_to(mark);
-                warn!(
-                    route = self.route.name(),
-                    topic = cause.topic,
-                    partition = cause.partition,
-                    offset = cause.offset,
-                    class = class.as_str(),
-                    "bad record sent to the dead-letter topic"
-                );
-                self.dead_letter(msg, &cause, class.as_str(), &message)?;
+                let (route, topic, partition, offset) = (self.route.name(), cause.topic, cause.partition, cause.offset);
+                if class == DeadLetterClass::BridgeError || class == DeadLetterClass::Panic {
+                    // Not the input's fault: it waits on the dead-letter topic for a fixed bridge.
+                    error!(route, topic, partition, offset, class = class.as_str(), error = %message,
+                        "a bug in the bridge: the record is sent to the dead-letter topic, to replay once fixed");
+                } else {
+                    warn!(
+                        route,
+                        topic,
+                        partition,
+                        offset,
+                        class = class.as_str(),
+                        "bad record sent to the dead-letter topic"
+                    );
+                }
+                self.dead_letter(msg, &cause, class, &message)?;
                 self.open_mut().dead_letters += 1;
                 self.open_mut().classes.push(class.as_str());
             }
@@ -95,7 +102,7 @@ impl<R: Route> Pipeline<R> {
         &self,
         msg: &BorrowedMessage<'_>,
         cause: &Cause<'_>,
-        class: &str,
+        class: DeadLetterClass,
         reason: &str,
     ) -> Result<(), StepError> {
         let key = msg.key().unwrap_or_default();
@@ -129,8 +136,13 @@ impl<R: Route> Pipeline<R> {
         let outputs = match catch_unwind(AssertUnwindSafe(|| route.tick(&mut ctx))) {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => {
+                // Routes refuse a failing item themselves (weigering or parked); what comes back
+                // here failed the whole tick, which is tried again at the next.
                 self.store.rollback_to(mark);
-                warn!(route = self.route.name(), error = %format!("{e:#}"), "timer work failed; tried again next tick");
+                match e {
+                    RouteError::Bug(_) => error!(route = self.route.name(), error = %e, "timer work failed"),
+                    _ => warn!(route = self.route.name(), error = %e, "timer work failed; tried again next tick"),
+                }
                 return Ok(());
             }
             Err(_) => {
@@ -199,7 +211,11 @@ impl<R: Route> Pipeline<R> {
         let outputs = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Output>, CodecError> {
             let input = route.decode(&Decoder::new(codec, rt), bytes)?;
             let mut ctx = Ctx { now, partition, state: store, link: Some(link) };
-            route.handle(input, &mut ctx).map_err(|e| bad(DeadLetterClass::ProcessingError, format!("{e:#}")))
+            route.handle(input, &mut ctx).map_err(|e| match e {
+                RouteError::BadInput(m) => bad(DeadLetterClass::ProcessingError, m),
+                RouteError::Bug(_) => bad(DeadLetterClass::BridgeError, e.to_string()),
+                RouteError::Transient(m) => CodecError::Transient(m),
+            })
         }))
         .map_err(|p| bad(DeadLetterClass::Panic, panic_text(&p)))??;
         outputs.into_iter().map(|o| self.encode(o, link)).collect()

@@ -17,7 +17,7 @@ use crate::config::{BerichtEscalatie, BerichtenConfig, Config};
 use crate::events::Link;
 use crate::model::common::{Kanaal, NietBereikt, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Datum, Timestamp};
-use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
+use crate::pipeline::{Ctx, Decoder, Output, Route, RouteError, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -190,7 +190,7 @@ impl BerichtRoute {
         b: &gzac::Bericht,
         op: Timestamp,
         link: Option<Link>,
-    ) -> anyhow::Result<(Vec<Output>, Publicatie)> {
+    ) -> Result<(Vec<Output>, Publicatie), RouteError> {
         let mut publicatie = Publicatie {
             op,
             ontvanger: None,
@@ -203,9 +203,9 @@ impl BerichtRoute {
         };
         let p = match Self::translate(&self.berichten, b, op) {
             Ok(p) => p,
-            Err(r) => return Ok((vec![self.weigering(b, &r, op)?], publicatie)),
+            Err(r) => return Ok((vec![self.weigering(b, &r, op)], publicatie)),
         };
-        let mut out = vec![Output::new(&self.output, p.id.clone(), &p, event(TYPE_GEPUBLICEERD, &p.id))?];
+        let mut out = vec![Output::new(&self.output, p.id.clone(), &p, event(TYPE_GEPUBLICEERD, &p.id))];
         let item = Item {
             soort: "bericht",
             id: &p.id,
@@ -222,12 +222,12 @@ impl BerichtRoute {
         Ok((out, publicatie))
     }
 
-    fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing, now: Timestamp) -> anyhow::Result<Output> {
+    fn weigering(&self, b: &gzac::Bericht, r: &Afwijzing, now: Timestamp) -> Output {
         tracing::warn!(bericht = %b.uuid, reden = r.code, "bericht not delivered to the portal");
         super::weigering_output(&self.weigeringen, WeigeringSoort::Bericht, &b.uuid, r, now)
     }
 
-    fn on_bericht(&self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+    fn on_bericht(&self, b: gzac::Bericht, ctx: &mut Ctx<'_, BerichtState>) -> Result<Vec<Output>, RouteError> {
         super::required("uuid", &b.uuid)?;
         if let Some(BerichtState::Gepubliceerd(_)) = ctx.get(&b.uuid) {
             tracing::debug!(bericht = %b.uuid, "already published; replay ignored");
@@ -235,7 +235,7 @@ impl BerichtRoute {
         }
         // What the portal cannot take is refused now, not at publication time.
         if let Err(r) = Self::translate(&self.berichten, &b, ctx.now) {
-            return Ok(vec![self.weigering(&b, &r, ctx.now)?]);
+            return Ok(vec![self.weigering(&b, &r, ctx.now)]);
         }
         if Self::due(&b) <= ctx.now {
             let (out, p) = self.publish(&b, ctx.now, ctx.link.cloned())?;
@@ -251,13 +251,19 @@ impl BerichtRoute {
 
     /// The first opening by the ontvanger goes to GZAC as `geopendOp`; later ones change nothing.
     /// An opening of a bericht not published yet, or by someone else, is bad input.
-    fn on_geopend(&self, g: portaal::BerichtGeopend, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+    fn on_geopend(
+        &self,
+        g: portaal::BerichtGeopend,
+        ctx: &mut Ctx<'_, BerichtState>,
+    ) -> Result<Vec<Output>, RouteError> {
         super::required("id", &g.id)?;
         super::required("bericht_id", &g.bericht_id)?;
-        g.geopend_op.checked("geopend_op")?;
+        g.geopend_op.checked("geopend_op").map_err(RouteError::BadInput)?;
         let mut p = match ctx.get(&g.bericht_id) {
             Some(BerichtState::Gepubliceerd(p)) => p.clone(),
-            Some(BerichtState::Gepland { .. }) => anyhow::bail!("bericht {} is not published yet", g.bericht_id),
+            Some(BerichtState::Gepland { .. }) => {
+                return Err(RouteError::bad_input(format!("bericht {} is not published yet", g.bericht_id)))
+            }
             // Forgotten after state_retention (it was published long ago, and a first opening
             // would have been recorded by then): a later opening changes nothing.
             None => {
@@ -268,22 +274,21 @@ impl BerichtRoute {
         if p.geopend_op.is_some() {
             return Ok(vec![]);
         }
-        anyhow::ensure!(
-            p.ontvanger.as_ref().is_none_or(|o| *o == g.door),
-            "bericht {} was opened by someone other than its ontvanger",
-            g.bericht_id
-        );
+        if p.ontvanger.as_ref().is_some_and(|o| *o != g.door) {
+            let why = format!("bericht {} was opened by someone other than its ontvanger", g.bericht_id);
+            return Err(RouteError::BadInput(why));
+        }
         tracing::info!(bericht = %g.bericht_id, "bericht geopend");
         p.geopend_op = Some(g.geopend_op);
         let update = gzac::BerichtGeopendOp { uuid: g.bericht_id.clone(), geopend_op: g.geopend_op };
         let out =
-            vec![Output::new(&self.gzac_geopend, update.uuid.clone(), &update, event(TYPE_GEOPEND, &update.uuid))?];
+            vec![Output::new(&self.gzac_geopend, update.uuid.clone(), &update, event(TYPE_GEOPEND, &update.uuid))];
         ctx.put(&g.bericht_id, Some(BerichtState::Gepubliceerd(p)));
         Ok(out)
     }
 
     /// Remind on a channel not used before, or tell GZAC the klant was not reached.
-    fn escalate(&self, uuid: &str, p: &Publicatie, now: Timestamp) -> anyhow::Result<Vec<Output>> {
+    fn escalate(&self, uuid: &str, p: &Publicatie, now: Timestamp) -> Result<Vec<Output>, RouteError> {
         let Some(ontvanger) = &p.ontvanger else { return Ok(vec![]) };
         let gebeurtenis = notificatie::ESCALATIE_BERICHT;
         let item = Item { soort: "bericht", id: uuid, deadline: p.einddatum, gebeurtenis, op: now };
@@ -293,7 +298,7 @@ impl BerichtRoute {
             return Ok(out.into_iter().map(|o| o.caused_by(p.link.as_ref())).collect());
         }
         let notified = !p.kanalen.is_empty();
-        let o = super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Bericht, uuid, notified, now)?;
+        let o = super::niet_bereikt_output(&self.niet_bereikt, WeigeringSoort::Bericht, uuid, notified, now);
         Ok(vec![o.caused_by(p.link.as_ref())])
     }
 }
@@ -334,7 +339,7 @@ impl Route for BerichtRoute {
         )
     }
 
-    fn handle(&mut self, input: BerichtInput, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, input: BerichtInput, ctx: &mut Ctx<'_, BerichtState>) -> Result<Vec<Output>, RouteError> {
         match input {
             BerichtInput::Bericht(b) => self.on_bericht(b, ctx),
             BerichtInput::Geopend(g) => self.on_geopend(g, ctx),
@@ -354,7 +359,7 @@ impl Route for BerichtRoute {
         }))
     }
 
-    fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> anyhow::Result<Vec<Output>> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, BerichtState>) -> Result<Vec<Output>, RouteError> {
         let now = ctx.now;
         let mut out = Vec::new();
         for (partition, key, state) in ctx.state.due(now) {

@@ -13,7 +13,7 @@ use crate::config::{Config, NotificatieConfig};
 use crate::events::Link;
 use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::Timestamp;
-use crate::pipeline::{Ctx, Decoder, Output, Route};
+use crate::pipeline::{Ctx, Decoder, Output, Route, RouteError};
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -117,7 +117,7 @@ impl BezorgingRoute {
     }
 
     /// The opdracht as sent at `now` (a held one carries the moment it went out).
-    fn send(&self, o: &Notificatieopdracht, now: Timestamp) -> anyhow::Result<Output> {
+    fn send(&self, o: &Notificatieopdracht, now: Timestamp) -> Output {
         let o = Notificatieopdracht { tijdstip: now, ..o.clone() };
         Output::new(&self.output, o.id.clone(), &o, event(TYPE, &o.id))
     }
@@ -168,7 +168,7 @@ impl BezorgingRoute {
 
     /// Send what is due in `p` at `now`: a digest of the bundled ones when there are several,
     /// the rest one by one.
-    fn release(&self, key: &str, p: &mut Postvak, now: Timestamp) -> anyhow::Result<Vec<Output>> {
+    fn release(&self, key: &str, p: &mut Postvak, now: Timestamp) -> Result<Vec<Output>, RouteError> {
         let (due, rest): (Vec<Wachtend>, Vec<Wachtend>) =
             std::mem::take(&mut p.wachtend).into_iter().partition(|w| w.uit_op <= now);
         p.wachtend = rest;
@@ -180,14 +180,14 @@ impl BezorgingRoute {
             let items: Vec<&NotificatieVerzoek> = bundled.iter().map(|w| &w.verzoek).collect();
             let d = self.digest(klant, bundled[0].verzoek.opdracht.kanaal, &items, now);
             tracing::info!(notificatie = %d.id, aantal = items.len(), "digest sent");
-            out.push(self.send(&d, now)?.caused_by(link));
+            out.push(self.send(&d, now).caused_by(link));
         } else {
             for w in bundled {
-                out.push(self.send(&w.verzoek.opdracht, now)?.caused_by(w.link.as_ref()));
+                out.push(self.send(&w.verzoek.opdracht, now).caused_by(w.link.as_ref()));
             }
         }
         for w in single {
-            out.push(self.send(&w.verzoek.opdracht, now)?.caused_by(w.link.as_ref()));
+            out.push(self.send(&w.verzoek.opdracht, now).caused_by(w.link.as_ref()));
         }
         p.verzonden.extend(due.iter().map(|w| (w.verzoek.opdracht.id.clone(), now)));
         if p.venster_tot.is_some_and(|t| t <= now) {
@@ -217,7 +217,7 @@ impl Route for BezorgingRoute {
         decoder.avro(bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Postvak>) -> Result<Vec<Output>, RouteError> {
         super::required("klant", &v.klant)?;
         super::required("id", &v.opdracht.id)?;
         let key = format!("{}/{:?}", v.klant, v.opdracht.kanaal).to_lowercase();
@@ -240,7 +240,7 @@ impl Route for BezorgingRoute {
         let uit_op = self.na_stilte(&v.opdracht, uit_op);
         if uit_op <= now {
             p.verzonden.push((id.clone(), now));
-            out.push(self.send(&v.opdracht, now)?);
+            out.push(self.send(&v.opdracht, now));
         } else {
             tracing::info!(notificatie = %id, at = %uit_op.rfc3339(), bundel, "notificatie held");
             p.wachtend.push(Wachtend { verzoek: v, uit_op, bundel, link: ctx.link.cloned() });
@@ -262,7 +262,7 @@ impl Route for BezorgingRoute {
         }))
     }
 
-    fn tick(&mut self, ctx: &mut Ctx<'_, Postvak>) -> anyhow::Result<Vec<Output>> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, Postvak>) -> Result<Vec<Output>, RouteError> {
         let now = ctx.now;
         let forget_before = now.minus(self.retention);
         let mut out = Vec::new();

@@ -14,7 +14,7 @@ use crate::events::Event;
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn, parse_urn, rsin_urn, Urn};
 use crate::model::common::{NietBereikt, Soort, Terugmelding, TerugmeldingStatus, Weigering, WeigeringSoort};
 use crate::model::{portaal, Timestamp};
-use crate::pipeline::{Decoder, Output};
+use crate::pipeline::{Decoder, Output, RouteError};
 use uuid::Uuid;
 
 /// Namespace for the bridge's deterministic (v5) ids.
@@ -22,9 +22,11 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0e_55b2_8f3c_4d1e_9b7a_2c4d_6e8f_
 
 /// A stable id derived from `parts`: the same input always yields the same id.
 /// A required id of an input, present and not blank: no output may be keyed by an empty id.
-pub fn required<'a>(field: &str, id: &'a str) -> anyhow::Result<&'a str> {
-    anyhow::ensure!(!id.trim().is_empty(), "{field} is empty");
-    Ok(id)
+pub fn required<'a>(field: &str, id: &'a str) -> Result<&'a str, RouteError> {
+    match id.trim() {
+        "" => Err(RouteError::bad_input(format!("{field} is empty"))),
+        _ => Ok(id),
+    }
 }
 
 pub fn derived_id(parts: &[&str]) -> String {
@@ -90,8 +92,9 @@ pub fn terugmelding(soort: Soort, referentie: &str, outcome: Result<&str, &Afwij
 }
 
 /// SHA-256 (hex) of a record's JSON form: tells two contents apart, the same content again alike.
-pub fn digest(record: &impl serde::Serialize) -> anyhow::Result<String> {
-    Ok(crate::events::sha256_hex(&serde_json::to_vec(record)?))
+pub fn digest(record: &impl serde::Serialize) -> Result<String, RouteError> {
+    let json = serde_json::to_vec(record).map_err(|e| RouteError::bug(format!("a record has no JSON form: {e}")))?;
+    Ok(crate::events::sha256_hex(&json))
 }
 
 /// The CloudEvents type of every terugmelding: one type for the one Terugmelding schema (what
@@ -99,7 +102,7 @@ pub fn digest(record: &impl serde::Serialize) -> anyhow::Result<String> {
 pub const TYPE_TERUGMELDING: &str = "nl.overheid.portaal.terugmelding-verstuurd";
 
 /// A terugmelding as an output on `topic`, keyed and subjected by the portal's reference.
-pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> anyhow::Result<Output> {
+pub fn terugmelding_output(topic: &str, t: &Terugmelding) -> Output {
     Output::new(topic, t.referentie.clone(), t, record_event(TYPE_TERUGMELDING, &t.id, &t.referentie))
 }
 
@@ -130,13 +133,7 @@ pub const TYPE_WEIGERING: &str = "nl.overheid.portaal.weigering-verstuurd";
 
 /// GZAC's bericht or taak `referentie` could not be delivered to the portal, for reason `r`:
 /// keyed and subjected by GZAC's uuid.
-pub fn weigering_output(
-    topic: &str,
-    soort: WeigeringSoort,
-    referentie: &str,
-    r: &Afwijzing,
-    now: Timestamp,
-) -> anyhow::Result<Output> {
+pub fn weigering_output(topic: &str, soort: WeigeringSoort, referentie: &str, r: &Afwijzing, now: Timestamp) -> Output {
     let w = Weigering {
         id: derived_id(&["weigering", &format!("{soort:?}"), referentie, r.code]),
         referentie: referentie.to_string(),
@@ -160,7 +157,7 @@ pub fn niet_bereikt_output(
     referentie: &str,
     notified: bool,
     now: Timestamp,
-) -> anyhow::Result<Output> {
+) -> Output {
     let (code, toelichting) = if notified {
         ("GEEN_ANDER_KANAAL", "De klant is op elk bekend kanaal gewaarschuwd en reageert niet; stuur een brief.")
     } else {

@@ -10,7 +10,7 @@ use super::{derived_id, event, partij_key};
 use crate::config::{Config, NotificatieConfig, Standaard};
 use crate::model::common::{Kanaal, NotificatieVerzoek, Notificatieopdracht, NotifyRequest};
 use crate::model::{portaal, Datum, Timestamp};
-use crate::pipeline::{Output, Payload, Start};
+use crate::pipeline::{Output, Payload, RouteError, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use std::collections::HashMap;
@@ -112,7 +112,7 @@ impl Notifier {
         ontvanger: &portaal::Partij,
         item: &Item<'_>,
         kanalen: Kanalen<'_>,
-    ) -> anyhow::Result<(Vec<Output>, Vec<Kanaal>)> {
+    ) -> Result<(Vec<Output>, Vec<Kanaal>), RouteError> {
         let cfg = &self.cfg;
         let voorkeur = self.voorkeuren.lookup(&partij_key(ontvanger));
         let templates = match (item.soort, item.gebeurtenis) {

@@ -8,7 +8,7 @@ use crate::codec::CodecError;
 use crate::config::Config;
 use crate::events::Event;
 use crate::partitioner::partition_for;
-use crate::pipeline::{Ctx, Decoder, Output, Payload, Route, Start};
+use crate::pipeline::{Ctx, Decoder, Output, Payload, Route, RouteError, Start};
 use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 
@@ -57,7 +57,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
         let record: T = decoder.avro(bytes, &self.reader)?;
         Ok(((self.key_of)(&record), bytes.to_vec()))
     }
-    fn handle(&mut self, (key, bytes): (String, Vec<u8>), _: &mut Ctx<'_, ()>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, (key, bytes): (String, Vec<u8>), _: &mut Ctx<'_, ()>) -> Result<Vec<Output>, RouteError> {
         // A record without the id its state lives under is a dead letter here, on the topic its
         // producer wrote, not on the internal one.
         super::required("the id it is keyed by", &key)?;

@@ -7,7 +7,7 @@ use crate::config::{Config, VerzoekConfig};
 use crate::identifiers::{bsn_urn, elfproef, is_kvk, kvk_urn};
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{Ctx, Decoder, Output, Route};
+use crate::pipeline::{Ctx, Decoder, Output, Route, RouteError};
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +141,7 @@ impl Route for VerzoekRoute {
         decoder.avro(bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: portaal::Verzoek, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::Verzoek, ctx: &mut Ctx<'_, Doorgestuurd>) -> Result<Vec<Output>, RouteError> {
         // Without an id there is nothing to answer to, nor an id to derive the GZAC uuid from.
         let id = &super::required("submission_id", &v.submission_id)?.to_string();
         let translated = self.translate(&v).and_then(|g| {
@@ -164,16 +164,16 @@ impl Route for VerzoekRoute {
             Ok((g, new)) => {
                 tracing::debug!(submission_id = %id, verzoek = %g.uuid, new, "verzoek doorgestuurd");
                 let t = terugmelding(Soort::Verzoek, id, Ok(&g.uuid), ctx.now);
-                let mut out = vec![terugmelding_output(&self.terugmeldingen, &t)?];
+                let mut out = vec![terugmelding_output(&self.terugmeldingen, &t)];
                 if new {
-                    out.insert(0, Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid))?);
+                    out.insert(0, Output::new(&self.output, g.uuid.clone(), &g, event(TYPE_DOORGESTUURD, &g.uuid)));
                 }
                 Ok(out)
             }
             Err(a) => {
                 tracing::info!(submission_id = %id, reden = a.code, "verzoek afgewezen");
                 let t = terugmelding(Soort::Verzoek, id, Err(&a), ctx.now);
-                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)])
             }
         }
     }
@@ -184,7 +184,7 @@ impl Route for VerzoekRoute {
     }
 
     /// Forget submissions forwarded longer than `state_retention` ago.
-    fn tick(&mut self, ctx: &mut Ctx<'_, Doorgestuurd>) -> anyhow::Result<Vec<Output>> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, Doorgestuurd>) -> Result<Vec<Output>, RouteError> {
         for (partition, key, _) in ctx.state.due(ctx.now) {
             ctx.state.put(partition, &key, None);
         }

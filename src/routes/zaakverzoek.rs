@@ -12,7 +12,7 @@ use crate::config::{Config, VerzoekConfig};
 use crate::events::Event;
 use crate::model::common::{Soort, Terugmelding};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
+use crate::pipeline::{Ctx, Decoder, Output, Route, RouteError, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -137,13 +137,13 @@ impl Route for ZaakVerzoekRoute {
         decoder.avro(bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: portaal::ZaakVerzoek, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, v: portaal::ZaakVerzoek, ctx: &mut Ctx<'_, Beantwoord>) -> Result<Vec<Output>, RouteError> {
         let id = super::required("submission_id", &v.submission_id)?.to_string();
         let sha256 = digest(&v)?;
         let first = match ctx.get(&id) {
             // Sent again: the first answer, repeated (same terugmelding id); GZAC has it already.
             Some(b) if b.sha256 == sha256 => {
-                return Ok(vec![terugmelding_output(&self.terugmeldingen, &b.terugmelding)?]);
+                return Ok(vec![terugmelding_output(&self.terugmeldingen, &b.terugmelding)]);
             }
             Some(_) => Err(afwijzing(
                 "SUBMISSION_ID_AL_GEBRUIKT",
@@ -167,8 +167,8 @@ impl Route for ZaakVerzoekRoute {
                 remember(ctx, &t);
                 Ok(vec![
                     // Keyed by the zaak's uuid: a zaak's verzoeken stay in order.
-                    Output::new(&self.output, v.zaak.uuid.clone(), &g, ev)?,
-                    terugmelding_output(&self.terugmeldingen, &t)?,
+                    Output::new(&self.output, v.zaak.uuid.clone(), &g, ev),
+                    terugmelding_output(&self.terugmeldingen, &t),
                 ])
             }
             Err(a) => {
@@ -179,7 +179,7 @@ impl Route for ZaakVerzoekRoute {
                 if a.code != "SUBMISSION_ID_AL_GEBRUIKT" {
                     remember(ctx, &t);
                 }
-                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)])
             }
         }
     }
@@ -190,7 +190,7 @@ impl Route for ZaakVerzoekRoute {
     }
 
     /// Forget answers older than `state_retention`.
-    fn tick(&mut self, ctx: &mut Ctx<'_, Beantwoord>) -> anyhow::Result<Vec<Output>> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, Beantwoord>) -> Result<Vec<Output>, RouteError> {
         for (partition, key, _) in ctx.state.due(ctx.now) {
             ctx.state.put(partition, &key, None);
         }

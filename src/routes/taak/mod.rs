@@ -10,7 +10,7 @@ use crate::codec::CodecError;
 use crate::config::{Config, TaakEscalatie, TakenConfig};
 use crate::model::common::{Kanaal, NietBereikt, Soort, Terugmelding, Weigering, WeigeringSoort};
 use crate::model::{gzac, portaal, Timestamp};
-use crate::pipeline::{Ctx, Decoder, Output, Route, Start};
+use crate::pipeline::{Ctx, Decoder, Output, Route, RouteError, Start};
 use crate::table::GlobalTable;
 use apache_avro::{AvroSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -139,23 +139,23 @@ impl TaakRoute {
         }
     }
 
-    fn portal_update(&self, s: &TaakState, kind: &'static str) -> anyhow::Result<Output> {
+    fn portal_update(&self, s: &TaakState, kind: &'static str) -> Result<Output, RouteError> {
         let p = translate(&s.taak, &self.taken, s.verzonden_data.as_deref())
-            .map_err(|r| anyhow::anyhow!("the taak no longer translates ({})", r.code))?;
+            .map_err(|r| RouteError::bad_input(format!("the taak no longer translates ({})", r.code)))?;
         self.portal_output(&s.taak.uuid, p, kind)
     }
 
     /// The portal's taak, keyed (and subjected) by the taak uuid.
-    fn portal_output(&self, uuid: &str, p: portaal::Taak, kind: &'static str) -> anyhow::Result<Output> {
+    fn portal_output(&self, uuid: &str, p: portaal::Taak, kind: &'static str) -> Result<Output, RouteError> {
         // The event id differs per distinct update (a second change while still open too) and is
         // the same when the same update is replayed.
         let id_source = format!("{uuid}/{}", super::digest(&p)?);
-        Output::new(
+        Ok(Output::new(
             &self.portaal_taken,
             uuid.to_string(),
             &p,
             super::Event { subject: uuid.to_string(), ..event(kind, &id_source) },
-        )
+        ))
     }
 
     /// An Open VTB event about a taak for GZAC, on the topic only the bridge writes (never on
@@ -165,9 +165,9 @@ impl TaakRoute {
         t: &gzac::ExterneTaak,
         kind: &'static str,
         link: Option<&crate::events::Link>,
-    ) -> anyhow::Result<Output> {
+    ) -> Result<Output, RouteError> {
         let id_source = format!("{}/{}", t.uuid, super::digest(t)?);
-        Ok(Output::new(&self.gzac_antwoorden, t.uuid.clone(), t, event(kind, &id_source))?.caused_by(link))
+        Ok(Output::new(&self.gzac_antwoorden, t.uuid.clone(), t, event(kind, &id_source)).caused_by(link))
     }
 
     /// Notificaties about this taak on `kanalen`, and the channels they went out on.
@@ -177,7 +177,7 @@ impl TaakRoute {
         gebeurtenis: &'static str,
         kanalen: Kanalen<'_>,
         now: Timestamp,
-    ) -> anyhow::Result<(Vec<Output>, Vec<Kanaal>)> {
+    ) -> Result<(Vec<Output>, Vec<Kanaal>), RouteError> {
         let Ok(ontvanger) = portaal_ontvanger(&s.taak.is_toegewezen_aan) else { return Ok((vec![], vec![])) };
         let deadline = Some(s.taak.einddatum_handelings_termijn);
         let item = Item { soort: "taak", id: &s.taak.uuid, deadline, gebeurtenis, op: now };
@@ -186,7 +186,7 @@ impl TaakRoute {
 
     /// An open taak near its end: remind on a channel not used before, or tell GZAC that the
     /// klant was not reached.
-    fn escalate(&self, s: &TaakState, now: Timestamp) -> anyhow::Result<Vec<Output>> {
+    fn escalate(&self, s: &TaakState, now: Timestamp) -> Result<Vec<Output>, RouteError> {
         let (out, _) = self.notify(s, notificatie::ESCALATIE_TAAK, Kanalen::Behalve(&s.kanalen), now)?;
         tracing::info!(taak = %s.taak.uuid, kanalen = out.len(), "open taak escalated");
         let out = if out.is_empty() {
@@ -196,7 +196,7 @@ impl TaakRoute {
                 &s.taak.uuid,
                 !s.kanalen.is_empty(),
                 now,
-            )?]
+            )]
         } else {
             out
         };
@@ -204,7 +204,7 @@ impl TaakRoute {
     }
 
     /// The timer work of one due taak: its outputs and its next state (`None`: forgotten).
-    fn fire(&self, mut s: TaakState, now: Timestamp) -> anyhow::Result<(Vec<Output>, Option<TaakState>)> {
+    fn fire(&self, mut s: TaakState, now: Timestamp) -> Result<(Vec<Output>, Option<TaakState>), RouteError> {
         let open = s.taak.status == gzac::TaakStatus::Open;
         let einde = s.taak.einddatum_handelings_termijn.einde();
         let mut out = Vec::new();
@@ -217,7 +217,7 @@ impl TaakRoute {
             match translate(&s.taak, &self.taken, s.verzonden_data.as_deref()) {
                 Ok(p) => out.push(self.portal_output(&s.taak.uuid, p, TYPE_VERLOPEN)?.caused_by(s.link.as_ref())),
                 Err(r) => {
-                    out.push(super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &s.taak.uuid, &r, now)?)
+                    out.push(super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &s.taak.uuid, &r, now))
                 }
             }
             out.push(self.gzac_event(&s.taak, TYPE_GZAC_VERLOPEN, s.link.as_ref())?);
@@ -242,10 +242,10 @@ impl TaakRoute {
             return Ok((out, None));
         }
         // Due by the schedule, yet nothing to do: a disagreement between the two, never a loop.
-        anyhow::bail!("due, but no timer work applies")
+        Err(RouteError::bug("due by the schedule, but no timer work applies"))
     }
 
-    fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+    fn on_taak(&self, t: gzac::ExterneTaak, ctx: &mut Ctx<'_, TaakState>) -> Result<Vec<Output>, RouteError> {
         super::required("uuid", &t.uuid)?;
         let previous = ctx.get(&t.uuid).cloned();
         let sha256 = super::digest(&t)?;
@@ -271,7 +271,7 @@ impl TaakRoute {
             Err(r) => {
                 // GZAC sees it; the portal keeps what it had (nothing, for a new taak).
                 tracing::warn!(taak = %t.uuid, reden = r.code, "taak not delivered to the portal");
-                let w = super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r, ctx.now)?;
+                let w = super::weigering_output(&self.weigeringen, WeigeringSoort::Taak, &t.uuid, &r, ctx.now);
                 return Ok(vec![w]);
             }
         };
@@ -304,7 +304,7 @@ impl TaakRoute {
         Ok(out)
     }
 
-    fn on_antwoord(&self, a: portaal::TaakAntwoord, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+    fn on_antwoord(&self, a: portaal::TaakAntwoord, ctx: &mut Ctx<'_, TaakState>) -> Result<Vec<Output>, RouteError> {
         super::required("id", &a.id)?;
         super::required("taak_id", &a.taak_id)?;
         let state = ctx.get(&a.taak_id).cloned();
@@ -312,7 +312,7 @@ impl TaakRoute {
         if let Some(t) = state.as_ref().and_then(|s| s.antwoorden.iter().find(|(id, d, _)| *id == a.id && *d == sha256))
         {
             // Sent again: the portal hears its first answer again; nothing reaches GZAC twice.
-            return Ok(vec![terugmelding_output(&self.terugmeldingen, &t.2)?]);
+            return Ok(vec![terugmelding_output(&self.terugmeldingen, &t.2)]);
         }
         let answered =
             |s: &mut TaakState, t: &Terugmelding| onthoud(&mut s.antwoorden, (a.id.clone(), sha256.clone(), t.clone()));
@@ -333,9 +333,9 @@ impl TaakRoute {
                 let t = terugmelding(Soort::Taakantwoord, &a.id, Ok(&g.uuid), ctx.now);
                 answered(&mut s, &t);
                 let out = vec![
-                    Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, ev)?,
+                    Output::new(&self.gzac_antwoorden, a.taak_id.clone(), &g, ev),
                     self.portal_update(&s, TYPE_GEWIJZIGD)?,
-                    terugmelding_output(&self.terugmeldingen, &t)?,
+                    terugmelding_output(&self.terugmeldingen, &t),
                 ];
                 ctx.put(&a.taak_id, Some(s));
                 Ok(out)
@@ -347,7 +347,7 @@ impl TaakRoute {
                     answered(&mut s, &t);
                     ctx.put(&a.taak_id, Some(s));
                 }
-                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)?])
+                Ok(vec![terugmelding_output(&self.terugmeldingen, &t)])
             }
         }
     }
@@ -390,7 +390,7 @@ impl Route for TaakRoute {
         )
     }
 
-    fn handle(&mut self, input: TaakInput, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+    fn handle(&mut self, input: TaakInput, ctx: &mut Ctx<'_, TaakState>) -> Result<Vec<Output>, RouteError> {
         match input {
             TaakInput::Taak(t) => self.on_taak(t, ctx),
             TaakInput::Antwoord(a) => self.on_antwoord(a, ctx),
@@ -417,7 +417,7 @@ impl Route for TaakRoute {
     /// GZAC. Both happen once: the state records them. Taken no longer open are forgotten
     /// `state_retention` after their last change. A taak whose timer work fails is left as it is
     /// (logged, out of the time index until it changes); the others still fire.
-    fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> anyhow::Result<Vec<Output>> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, TaakState>) -> Result<Vec<Output>, RouteError> {
         let now = ctx.now;
         let mut out = Vec::new();
         for (partition, key, s) in ctx.state.due(now) {
