@@ -359,7 +359,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     // quickly (the mock broker waits for a stopped static member's session to end).
     cfg.kafka_consumer.insert("session.timeout.ms".into(), "6000".into());
     cfg.kafka_consumer.insert("heartbeat.interval.ms".into(), "500".into());
-    cfg.pipeline.shutdown_timeout = Duration::from_secs(4);
+    cfg.pipeline.shutdown_timeout = Some(Duration::from_secs(4));
     // The mock broker does not answer DescribeConfigs: give the size limits instead.
     cfg.pipeline.max_record_bytes = Some(1_000_000);
     cfg.kafka_producer.insert("message.max.bytes".into(), "1000000".into());
@@ -486,7 +486,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
         println!("{}", describe(&codec, r).await);
     }
 
-    running.stop(cfg.pipeline.shutdown_timeout).await?;
+    running.stop(cfg.shutdown_timeout()).await?;
     let mut seen: std::collections::HashSet<(String, i32, i64)> =
         written.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
     let running = communicatie(&cfg, &mut w, &codec, &mut seen).await?;
@@ -502,7 +502,7 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
             _ = running.wait_for_failure() => {}
         }
     }
-    running.stop(cfg.pipeline.shutdown_timeout).await?;
+    running.stop(cfg.shutdown_timeout()).await?;
     server.stop().await;
     println!("\ndemo done: {} records written by the bridge for {} records in.", seen.len(), w.written);
     Ok(())

@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = stop => tracing::info!("shutdown requested"),
                 _ = running.wait_for_failure() => tracing::error!("a route stopped; shutting down"),
             }
-            running.stop(cfg.pipeline.shutdown_timeout).await
+            running.stop(cfg.shutdown_timeout()).await
         }
         Command::Demo { keep_running } => {
             let stop = shutdown_signal();

@@ -153,8 +153,9 @@ pub struct PipelineConfig {
     pub retry_backoff_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
+    /// Unset: 8 s, or half the session timeout when that is shorter (`Config::shutdown_timeout`).
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
     /// How often time-driven work runs (scheduled berichten, taak expiry).
@@ -303,8 +304,13 @@ impl Config {
         if self.pipeline.batch_max_records == 0 {
             return bad("pipeline.batch_max_records must be at least 1".into());
         }
-        if self.pipeline.shutdown_timeout >= Duration::from_secs(45) {
-            return bad("pipeline.shutdown_timeout must stay below session.timeout.ms (45 s)".into());
+        if self.shutdown_timeout() >= self.session_timeout() {
+            return bad(format!(
+                "pipeline.shutdown_timeout ({:?}) must stay below the consumers' session.timeout.ms ({:?}): a member \
+                 that takes longer to stop is expelled and its partitions move twice",
+                self.shutdown_timeout(),
+                self.session_timeout()
+            ));
         }
         if !self.oin.chars().all(|c| c.is_ascii_digit()) || self.oin.len() != 20 {
             return bad(format!("oin must be 20 digits, got {:?}", self.oin));
@@ -376,6 +382,12 @@ impl Config {
     }
 
     /// The consumers' `session.timeout.ms` (Kafka's default 45 s unless set).
+    /// How long a stop may take: `pipeline.shutdown_timeout`, or by default 8 s, or half the
+    /// session timeout when that is shorter.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.pipeline.shutdown_timeout.unwrap_or_else(|| Duration::from_secs(8).min(self.session_timeout() / 2))
+    }
+
     pub fn session_timeout(&self) -> Duration {
         let ms = self.consumer_config().get("session.timeout.ms").and_then(|v| v.parse().ok()).unwrap_or(45_000);
         Duration::from_millis(ms)
@@ -542,6 +554,19 @@ mod tests {
         assert!(err.to_string().contains("clock_start"), "{err}");
         let c = Config::load_with_env(None, &[("GZAC_BRIDGE_CLOCK_START".into(), "2027-03-01T21:10:00+01:00".into())]);
         assert_eq!(c.unwrap().pipeline.clock_start.as_deref(), Some("2027-03-01T21:10:00+01:00"));
+    }
+
+    #[test]
+    fn the_shutdown_bound_follows_the_session_timeout() {
+        let session = |ms: &str| ("GZAC_BRIDGE_KAFKA_CONSUMER__SESSION_TIMEOUT_MS".to_string(), ms.to_string());
+        assert_eq!(Config::load_with_env(None, &[]).unwrap().shutdown_timeout(), Duration::from_secs(8));
+        let short = Config::load_with_env(None, &[session("6000")]).unwrap();
+        assert_eq!(short.shutdown_timeout(), Duration::from_secs(3));
+        let path = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "pipeline:\n  shutdown_timeout: 8s\n").unwrap();
+        let err = Config::load_with_env(Some(&path), &[session("6000")]).unwrap_err().to_string();
+        assert!(err.contains("must stay below the consumers' session.timeout.ms"), "{err}");
+        assert!(Config::load_with_env(Some(&path), &[session("10000")]).is_ok());
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub fn run<R: Route>(
             Err(e) => break Err(e),
         };
         // The old member is closed before the new one joins under the same group.instance.id.
-        close_within(std::mem::replace(&mut consumer, new), cfg.pipeline.shutdown_timeout / 2, pipe.route.name());
+        close_within(std::mem::replace(&mut consumer, new), cfg.shutdown_timeout() / 2, pipe.route.name());
         if let Err(e) = consumer.subscribe(&[pipe.route.input_topic()]) {
             break Err(e.into());
         }
@@ -222,7 +222,7 @@ pub fn run<R: Route>(
     }
     let name = pipe.route.name();
     info!(route = name, "route stopped");
-    close_within((consumer, pipe), cfg.pipeline.shutdown_timeout / 2, name);
+    close_within((consumer, pipe), cfg.shutdown_timeout() / 2, name);
     result
 }
 
