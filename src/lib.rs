@@ -5,13 +5,11 @@
 
 pub mod acls;
 pub mod asyncapi;
-pub mod bench;
 pub mod bridge;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod console;
-pub mod demo;
 pub mod dlq;
 pub mod encryption;
 pub mod events;
@@ -20,12 +18,11 @@ pub mod identifiers;
 pub mod model;
 pub mod partitioner;
 pub mod pipeline;
-pub mod registry;
 pub mod routes;
-pub mod samples;
 pub mod schemas;
 pub mod state;
 pub mod table;
+pub mod tools;
 pub mod topics;
 pub mod topology;
 pub mod watchdog;

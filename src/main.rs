@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gzac_portal_bridge::config::Config;
-use gzac_portal_bridge::{bridge, demo, registry, schemas, topology};
+use gzac_portal_bridge::tools::{demo, registry};
+use gzac_portal_bridge::{bridge, schemas, topology};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

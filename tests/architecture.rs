@@ -1,5 +1,5 @@
 //! The house's plan, held: imports between the modules of `src/` flow one way (no circles), and
-//! routes know neither Kafka nor the runtime. Test code (`#[cfg(test)]`) is left out.
+//! routes know neither Kafka nor the runtime, and the product never imports the tools. Test code (`#[cfg(test)]`) is left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -87,5 +87,15 @@ fn routes_know_no_kafka_no_runtime_and_no_wall_clock() {
         for word in ["rdkafka", "tokio", "Timestamp::now(", "SystemTime::now(", "Datum::vandaag(", "Instant::now("] {
             assert!(!code.contains(word), "{} uses {word}: routes get what they need as values", path.display());
         }
+    }
+}
+
+#[test]
+fn the_product_never_imports_the_tools() {
+    for (module, deps) in imports() {
+        assert!(
+            module == "tools" || !deps.contains("tools"),
+            "{module} imports crate::tools (demo, bench, registry, samples): the product must read on its own"
+        );
     }
 }

@@ -8,7 +8,7 @@ use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
 use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
-use gzac_portal_bridge::samples::{bericht, klantvoorkeur, BSN};
+use gzac_portal_bridge::tools::samples::{bericht, klantvoorkeur, BSN};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 
@@ -167,7 +167,7 @@ async fn berichten_reach_ketenpartners_and_what_the_portal_lacks_goes_back_to_gz
     assert_eq!(r.identificatie.soort, portaal::PartijType::Rsin);
     assert_eq!(
         (r.bericht_type, r.handelingsperspectief.as_str(), r.referentie.as_str()),
-        (portaal::BerichtType::Notificatie, "informatie ontvangen", gzac_portal_bridge::samples::ZAAK_UUID),
+        (portaal::BerichtType::Notificatie, "informatie ontvangen", gzac_portal_bridge::tools::samples::ZAAK_UUID),
         "no type or perspective: the `geen` entries; no referentie: the zaak's"
     );
     assert_eq!(r.einddatum_handelingstermijn, r.publicatiedatum.plus(w.cfg.berichten.standaard_termijn_dagen));
@@ -316,11 +316,11 @@ async fn state_at_rest_is_sealed_and_opens_again_after_a_restart() {
         ..bericht("b-later", BSN)
     };
     let t = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e41";
-    let mut taak = gzac_portal_bridge::samples::taak(t, BSN, w.today().plus(30));
+    let mut taak = gzac_portal_bridge::tools::samples::taak(t, BSN, w.today().plus(30));
     if let gzac::Details::Formuliertaak(f) = &mut taak.details {
         f.voorinvullen_gegevens = Some(format!(r#"{{"naam":"{}"}}"#, m("prefill")));
     }
-    let mut antwoord = gzac_portal_bridge::samples::antwoord("a-1", t, BSN);
+    let mut antwoord = gzac_portal_bridge::tools::samples::antwoord("a-1", t, BSN);
     antwoord.taak.portaalformulier.as_mut().unwrap().verzonden_data = Some(format!(r#"{{"x":"{}"}}"#, m("antwoord")));
     w.send(BERICHTEN, "b-later", &later).await;
     w.send("gzac.taken.v1", t, &taak).await;

@@ -11,7 +11,7 @@ mod common;
 
 use common::{follow, sigterm, spawn_bridge_with, status, wait_for, World};
 use gzac_portal_bridge::routes::{derived_id, verzoek, zaakverzoek};
-use gzac_portal_bridge::samples;
+use gzac_portal_bridge::tools::samples;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,9 +5,9 @@ mod common;
 
 use common::{bootstrap, World};
 use gzac_portal_bridge::client;
-use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::verzoek;
-use gzac_portal_bridge::samples;
+use gzac_portal_bridge::tools::registry::Registry;
+use gzac_portal_bridge::tools::samples;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;

@@ -7,10 +7,10 @@ use gzac_portal_bridge::codec::{encode_with_id, Codec, CodecError, DeadLetterCla
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::model::{gzac, portaal};
 use gzac_portal_bridge::pipeline::Route;
-use gzac_portal_bridge::registry::{Registry, Server};
 use gzac_portal_bridge::routes::taak::{TaakInput, TaakRoute};
-use gzac_portal_bridge::samples;
 use gzac_portal_bridge::table::GlobalTable;
+use gzac_portal_bridge::tools::registry::{Registry, Server};
+use gzac_portal_bridge::tools::samples;
 use schema_registry_converter::async_impl::schema_registry::post_schema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use common::{kill9, sigterm, spawn_bridge_with, Reaped, World};
 use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, NietBereikt, Notificatieopdracht};
 use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
-use gzac_portal_bridge::samples::{bericht, klantvoorkeur, taak, BSN, OTHER_BSN};
+use gzac_portal_bridge::tools::samples::{bericht, klantvoorkeur, taak, BSN, OTHER_BSN};
 use std::time::Duration;
 
 const BERICHTEN: &str = "gzac.berichten.v1";

@@ -9,7 +9,7 @@ use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::model::portaal;
 use gzac_portal_bridge::routes::{bericht, taak, verzoek, zaakverzoek};
-use gzac_portal_bridge::samples::{self, BSN, OTHER_BSN};
+use gzac_portal_bridge::tools::samples::{self, BSN, OTHER_BSN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ mod common;
 use common::{kill9, spawn_bridge, World};
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::routes::{derived_id, verzoek};
-use gzac_portal_bridge::samples;
+use gzac_portal_bridge::tools::samples;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::HashMap;
 use std::process::Child;

@@ -6,9 +6,10 @@
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::pipeline;
-use gzac_portal_bridge::registry::{Registry, Server};
 use gzac_portal_bridge::routes::verzoek::{self, VerzoekRoute};
-use gzac_portal_bridge::{samples, schemas, topology};
+use gzac_portal_bridge::tools::registry::{Registry, Server};
+use gzac_portal_bridge::tools::samples;
+use gzac_portal_bridge::{schemas, topology};
 use rdkafka::mocking::MockCluster;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,6 @@ use gzac_portal_bridge::codec::{Codec, CodecError, MAX_RECURSIVE_BODY, STACK_BYT
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::model::{gzac, portaal, Datum, Timestamp};
 use gzac_portal_bridge::pipeline::{Ctx, Decoder, Route};
-use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::bericht::BerichtRoute;
 use gzac_portal_bridge::routes::repartition::Repartition;
 use gzac_portal_bridge::routes::taak::{self, TaakRoute};
@@ -15,7 +14,9 @@ use gzac_portal_bridge::routes::verzoek::VerzoekRoute;
 use gzac_portal_bridge::routes::zaakverzoek::ZaakVerzoekRoute;
 use gzac_portal_bridge::state::Store;
 use gzac_portal_bridge::table::GlobalTable;
-use gzac_portal_bridge::{client, samples, schemas};
+use gzac_portal_bridge::tools::registry::Registry;
+use gzac_portal_bridge::tools::samples;
+use gzac_portal_bridge::{client, schemas};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use tokio::runtime::Handle;

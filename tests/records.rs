@@ -10,7 +10,7 @@ use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht};
 use gzac_portal_bridge::model::{gzac, portaal, Datum};
 use gzac_portal_bridge::routes::derived_id;
-use gzac_portal_bridge::samples::{
+use gzac_portal_bridge::tools::samples::{
     antwoord, bericht, betaaltaak, betaling, klantvoorkeur, taak, verzoek, zaak, zaakverzoek, BSN,
 };
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The project's schema registry speaks the Confluent API: the client path the bridge uses
 //! (schema_registry_converter) and the raw HTTP answers, error codes included.
 
-use gzac_portal_bridge::registry::Registry;
+use gzac_portal_bridge::tools::registry::Registry;
 use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ const V2_BREAKING: &str =
     r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"c","type":"int"}]}"#;
 
 /// A registry for one test; it stops when the returned server is dropped.
-async fn start() -> (String, gzac_portal_bridge::registry::Server) {
+async fn start() -> (String, gzac_portal_bridge::tools::registry::Server) {
     let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     (format!("http://{}", server.addr), server)
 }
@@ -114,8 +114,9 @@ mod common;
 /// registered the schemas, and stops at once with a message on wrong credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_runs_with_read_only_registry_rights_and_stops_on_wrong_ones() {
-    use gzac_portal_bridge::registry::User;
-    use gzac_portal_bridge::{bridge, client, samples, schemas};
+    use gzac_portal_bridge::tools::registry::User;
+    use gzac_portal_bridge::tools::samples;
+    use gzac_portal_bridge::{bridge, client, schemas};
     use std::time::{Duration, Instant};
     let w = common::World::new("sr-auth").await;
     let user = |name: &str, may_write| User { name: name.into(), password: format!("{name}-secret"), may_write };

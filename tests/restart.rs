@@ -8,7 +8,7 @@ mod common;
 use common::{kill9, spawn_bridge, World};
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::routes::{derived_id, verzoek};
-use gzac_portal_bridge::samples;
+use gzac_portal_bridge::tools::samples;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ mod common;
 use common::{kill9, sigterm, spawn_bridge, World};
 use gzac_portal_bridge::client;
 use gzac_portal_bridge::model::common::{Terugmelding, TerugmeldingStatus};
-use gzac_portal_bridge::samples::{antwoord, taak, BSN, OTHER_BSN};
+use gzac_portal_bridge::tools::samples::{antwoord, taak, BSN, OTHER_BSN};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -90,7 +90,7 @@ fn records_round_trip_through_their_schemas() {
     use apache_avro::AvroSchema;
     use gzac_portal_bridge::codec::{encode_with_id, Codec};
     use gzac_portal_bridge::model::portaal;
-    use gzac_portal_bridge::samples;
+    use gzac_portal_bridge::tools::samples;
     let v = samples::verzoek("rt-1");
     let bytes = encode_with_id(7, &portaal::Verzoek::get_schema(), apache_avro::to_value(&v).unwrap()).unwrap();
     let (id, mut body) = Codec::frame(&bytes).unwrap();

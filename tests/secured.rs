@@ -16,7 +16,7 @@ use gzac_portal_bridge::client;
 use gzac_portal_bridge::dlq;
 use gzac_portal_bridge::model::common::Kanaal;
 use gzac_portal_bridge::model::Datum;
-use gzac_portal_bridge::samples::{self, BSN};
+use gzac_portal_bridge::tools::samples::{self, BSN};
 use gzac_portal_bridge::topology::Topology;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;

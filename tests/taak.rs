@@ -9,7 +9,7 @@ use gzac_portal_bridge::bridge;
 use gzac_portal_bridge::client::Received;
 use gzac_portal_bridge::model::common::{Kanaal, Notificatieopdracht, Terugmelding, TerugmeldingStatus, Weigering};
 use gzac_portal_bridge::model::{gzac, portaal, Datum};
-use gzac_portal_bridge::samples::{
+use gzac_portal_bridge::tools::samples::{
     antwoord, betaaltaak, betaling, klantvoorkeur, taak, zaak, zaakverzoek, BSN, OTHER_BSN,
 };
 use std::collections::HashMap;

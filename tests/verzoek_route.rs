@@ -11,7 +11,7 @@ use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::codec::{encode_with_id, Codec};
 use gzac_portal_bridge::model::{common as m_common, gzac, portaal};
 use gzac_portal_bridge::routes::{derived_id, verzoek};
-use gzac_portal_bridge::samples;
+use gzac_portal_bridge::tools::samples;
 use std::time::Duration;
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

@@ -419,7 +419,7 @@ pub fn geopend_key(g: &portaal::BerichtGeopend) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samples::{bericht, BSN};
+    use crate::tools::samples::{bericht, BSN};
 
     #[test]
     fn escalation_comes_before_the_deadline_or_after_publication_whichever_is_first() {

@@ -201,7 +201,7 @@ impl Route for ZaakVerzoekRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samples::{zaak, zaakverzoek, BSN, OTHER_BSN};
+    use crate::tools::samples::{zaak, zaakverzoek, BSN, OTHER_BSN};
 
     #[test]
     fn only_a_betrokkene_of_a_known_zaak_is_forwarded() {

@@ -4,8 +4,8 @@
 use gzac_portal_bridge::client::{self, Received};
 use gzac_portal_bridge::config::Config;
 use gzac_portal_bridge::model::{Clock, Datum, Timestamp};
-use gzac_portal_bridge::registry::Registry;
 use gzac_portal_bridge::routes::verzoek;
+use gzac_portal_bridge::tools::registry::Registry;
 use gzac_portal_bridge::{schemas, topology};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,7 @@ pub fn away_from_midnight() -> Clock {
 pub struct World {
     pub cfg: Config,
     pub registry: Registry,
-    pub registry_server: Option<gzac_portal_bridge::registry::Server>,
+    pub registry_server: Option<gzac_portal_bridge::tools::registry::Server>,
     pub ids: Vec<(String, u32)>,
     /// The portal's and GZAC's producer in this test (librdkafka's default partitioner).
     pub producer: rdkafka::producer::FutureProducer,
@@ -441,7 +441,7 @@ pub async fn send_verzoeken(
 ) {
     let sends: Vec<_> = keys
         .map(|key| {
-            let bytes = client::frame(schema_id, &gzac_portal_bridge::samples::verzoek(&key)).unwrap();
+            let bytes = client::frame(schema_id, &gzac_portal_bridge::tools::samples::verzoek(&key)).unwrap();
             let (p, t) = (producer.clone(), topic.to_string());
             tokio::spawn(async move { client::send(&p, &t, &key, &bytes, None).await })
         })

@@ -449,7 +449,7 @@ pub fn antwoord_key(a: &portaal::TaakAntwoord) -> String {
 mod tests {
     use super::*;
     use crate::model::Datum;
-    use crate::samples::{antwoord, betaaltaak, betaling, taak, BSN, OTHER_BSN};
+    use crate::tools::samples::{antwoord, betaaltaak, betaling, taak, BSN, OTHER_BSN};
 
     const T: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
 

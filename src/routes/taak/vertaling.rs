@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::model::Datum;
-    use crate::samples::{betaaltaak, taak, BSN};
+    use crate::tools::samples::{betaaltaak, taak, BSN};
 
     const T: &str = "3f6c1d2e-8a4b-4c5d-9e6f-7a8b9c0d1e21";
 
@@ -174,7 +174,7 @@ mod tests {
             (pf.data.as_deref(), pf.verzonden_data.as_deref()),
             (Some(r#"{"kenteken":"AB-123-C"}"#), Some("{}"))
         );
-        assert_eq!(f.koppeling.uuid.as_deref(), Some(crate::samples::ZAAK_UUID));
+        assert_eq!(f.koppeling.uuid.as_deref(), Some(crate::tools::samples::ZAAK_UUID));
         // Expires at the end of its last day in Amsterdam, not at midnight UTC.
         assert_eq!(f.verloopdatum, Some(Datum(20_000).einde()));
 

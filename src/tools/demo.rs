@@ -7,17 +7,17 @@ use crate::codec::Codec;
 use crate::config::Config;
 use crate::identifiers::mask;
 use crate::model::{common, gzac, portaal, Datum, Timestamp};
-use crate::registry::Registry;
 use crate::routes::verzoek;
+use crate::tools::registry::Registry;
 use crate::{bridge, schemas, topology};
 use apache_avro::AvroSchema;
 use rdkafka::mocking::MockCluster;
 use std::future::Future;
 use std::time::Duration;
 
-pub use crate::bench::{bench, BenchArgs};
+pub use crate::tools::bench::{bench, BenchArgs};
 
-use crate::samples::{self, BSN, OTHER_BSN};
+use crate::tools::samples::{self, BSN, OTHER_BSN};
 
 /// Writes scenario records and says what each one is.
 struct Writer<'a> {
