@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::model::{gzac, portaal};
-use crate::pipeline::{self, Stats};
+use crate::pipeline::{self, Plumbing, Stats};
 use crate::routes::bericht::{self, BerichtRoute};
 use crate::routes::bezorging::BezorgingRoute;
 use crate::routes::partij_key;
@@ -27,8 +27,8 @@ pub struct Running {
 
 type Started = (&'static str, JoinHandle<anyhow::Result<()>>, Arc<Stats>);
 
-fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>) -> Started {
-    let (cfg, shutdown, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
+fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>, plumbing: &Arc<Plumbing>) -> Started {
+    let (cfg, shutdown, rt, plumbing) = (cfg.clone(), shutdown.clone(), Handle::current(), plumbing.clone());
     let name = route.name();
     let stats = Arc::new(Stats::default());
     let s = stats.clone();
@@ -36,7 +36,7 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>)
         .name(format!("route-{name}"))
         .stack_size(crate::codec::STACK_BYTES)
         .spawn(move || {
-            let result = pipeline::run(route, &cfg, rt, shutdown, s.clone());
+            let result = pipeline::run(route, &cfg, rt, shutdown, s.clone(), plumbing);
             s.stopped.store(true, Ordering::SeqCst);
             if let Err(e) = &result {
                 tracing::error!(route = name, error = %format!("{e:#}"), "route failed");
@@ -51,7 +51,8 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>)
 /// reference table wait (in `prepare`) until it has been read before they consume anything.
 pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     // A state key that is missing or malformed stops the start, not a route later.
-    if crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.is_none() {
+    let plumbing = Plumbing::new(cfg)?;
+    if !plumbing.sealed() {
         anyhow::ensure!(
             cfg.state_encryption.unsealed,
             "state_encryption.key_id is not set: the changelogs would hold bericht text and form data in the clear. \
@@ -82,8 +83,8 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     )?);
     let (voorkeuren_stats, zaken_stats) = (voorkeuren.stats(), zaken.stats());
     let started = vec![
-        spawn(VerzoekRoute::new(cfg), cfg, &shutdown),
-        spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown),
+        spawn(VerzoekRoute::new(cfg), cfg, &shutdown, &plumbing),
+        spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown, &plumbing),
         spawn(
             Repartition::<gzac::Bericht>::new(
                 cfg,
@@ -94,6 +95,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             ),
             cfg,
             &shutdown,
+            &plumbing,
         ),
         spawn(
             Repartition::<portaal::BerichtGeopend>::new(
@@ -105,8 +107,9 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             ),
             cfg,
             &shutdown,
+            &plumbing,
         ),
-        spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown),
+        spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown, &plumbing),
         spawn(
             Repartition::<gzac::ExterneTaak>::new(
                 cfg,
@@ -117,6 +120,7 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             ),
             cfg,
             &shutdown,
+            &plumbing,
         ),
         spawn(
             Repartition::<portaal::TaakAntwoord>::new(
@@ -128,9 +132,10 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
             ),
             cfg,
             &shutdown,
+            &plumbing,
         ),
-        spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown),
-        spawn(BezorgingRoute::new(cfg), cfg, &shutdown),
+        spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown, &plumbing),
+        spawn(BezorgingRoute::new(cfg), cfg, &shutdown, &plumbing),
     ];
     let mut stats: Vec<(String, Arc<Stats>)> = started.iter().map(|(n, _, s)| (n.to_string(), s.clone())).collect();
     stats.push((format!("table:{}", cfg.topic(crate::topics::PORTAAL_KLANTVOORKEUREN)), voorkeuren_stats));

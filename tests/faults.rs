@@ -49,7 +49,9 @@ async fn a_broker_outage_mid_stream_delays_but_loses_and_dead_letters_nothing() 
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), tokio::runtime::Handle::current());
-    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default()));
+    let plumbing = pipeline::Plumbing::new(&cfg).unwrap();
+    let route =
+        std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default(), plumbing));
     let out = vec![verzoek::OUTPUT.to_string(), "portaal.verzoeken.v1.dlq".to_string()];
     let read = |n: usize, settle: Duration| {
         let (cfg, out) = (cfg.clone(), out.clone());
@@ -99,7 +101,8 @@ async fn a_fatal_producer_error_replaces_the_producer_and_the_route_goes_on() {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(pipeline::Stats::default());
     let (c, s, st, rt) = (cfg.clone(), shutdown.clone(), stats.clone(), tokio::runtime::Handle::current());
-    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st));
+    let plumbing = pipeline::Plumbing::new(&cfg).unwrap();
+    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st, plumbing));
     let out = vec![verzoek::OUTPUT.to_string()];
     let c = cfg.clone();
     let expected: HashSet<String> =
@@ -142,7 +145,8 @@ async fn route_on_ten(cfg: &Config, id: u32, prefix: &str, inject: impl FnOnce()
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(pipeline::Stats::default());
     let (c, s, st, rt) = (cfg.clone(), shutdown.clone(), stats.clone(), tokio::runtime::Handle::current());
-    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st));
+    let plumbing = pipeline::Plumbing::new(cfg).unwrap();
+    let route = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, st, plumbing));
     (stats, shutdown, route)
 }
 

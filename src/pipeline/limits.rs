@@ -31,18 +31,11 @@ impl Limits {
     /// the bridge writes too, unless `message.max.bytes` is set for the producer.
     /// With both `message.max.bytes` and `pipeline.max_record_bytes` set, those are taken as
     /// they are (a topic that takes less then refuses the output: `output-refused`).
-    pub(super) fn read(cfg: &Config, input: &str, written: &[String], rt: &Handle) -> Limits {
-        let mut all = written.to_vec();
-        all.push(input.to_string());
+    /// `topics`: what the broker said of the topics' `max.message.bytes`.
+    pub(super) fn read(cfg: &Config, input: &str, written: &[String], topics: HashMap<String, usize>) -> Limits {
         let configured: Option<usize> = cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok());
-        let topics = if configured.is_some() && cfg.pipeline.max_record_bytes.is_some() {
-            HashMap::new()
-        } else {
-            rt.block_on(topic_limits(cfg, &all)).unwrap_or_else(|e| {
-                warn!(error = %e, "cannot read the topics' max.message.bytes; using the defaults");
-                HashMap::new()
-            })
-        };
+        let topics =
+            if configured.is_some() && cfg.pipeline.max_record_bytes.is_some() { HashMap::new() } else { topics };
         let producer = match configured {
             Some(set) => set,
             None => written

@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 mod group;
 mod limits;
+mod plumbing;
 mod records;
 mod recovery;
 mod route;
@@ -39,10 +40,11 @@ mod transaction;
 pub(crate) use group::GroupContext;
 use group::*;
 use limits::*;
+pub use plumbing::Plumbing;
 pub use route::{Ctx, Decoder, Output, Payload, Route, RouteError, Start};
 pub use startup::dlq_topic;
-pub use startup::{partition_count, with_retries, Unfixable, METADATA_TIMEOUT};
 pub(crate) use startup::{partition_ids, unfixable_of};
+pub use startup::{with_retries, Unfixable, METADATA_TIMEOUT};
 use transaction::*;
 
 /// The running state of one route's loop.
@@ -80,6 +82,7 @@ pub fn run<R: Route>(
     rt: Handle,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    plumbing: Arc<Plumbing>,
 ) -> anyhow::Result<()> {
     let p = &cfg.pipeline;
     stats.grant_grace(p.authorisation_grace);
@@ -104,7 +107,7 @@ pub fn run<R: Route>(
         }
     }
     backoff.reset();
-    route.prepare(&Start { cfg, shutdown: &shutdown, stats: &stats })?;
+    route.prepare(&Start { plumbing: &plumbing, shutdown: &shutdown, stats: &stats })?;
 
     let mut consumer = group_consumer(cfg, route.name(), route.input_topic(), &stats)?;
     if let Some(changelog) = route.changelog() {
@@ -123,7 +126,7 @@ pub fn run<R: Route>(
     let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
     written.push(dlq.clone());
     written.extend(route.changelog().map(str::to_string));
-    let limits = Limits::read(cfg, route.input_topic(), &written, &rt);
+    let limits = Limits::read(cfg, route.input_topic(), &written, plumbing.topic_limits(cfg, &rt).clone());
     let transactional_id = cfg.transactional_id(route.name());
     let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff, &stats) {
         Ok(Some(p)) => p,
@@ -141,7 +144,7 @@ pub fn run<R: Route>(
         "route started"
     );
 
-    let mut store = Store::sealed(crate::encryption::StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new));
+    let mut store = Store::sealed(plumbing.cipher.clone());
     if let Some(schedule) = route.schedule() {
         store = store.scheduled(schedule);
     }

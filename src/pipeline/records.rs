@@ -80,7 +80,13 @@ impl<R: Route> Pipeline<R> {
         if self.limits_read.elapsed() < LIMITS_FRESH {
             return Ok(());
         }
-        let fresh = Limits::read(&self.cfg, self.route.input_topic(), &self.written, &self.rt);
+        let mut all = self.written.clone();
+        all.push(self.route.input_topic().to_string());
+        let topics = self.rt.block_on(topic_limits(&self.cfg, &all)).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the topics' max.message.bytes again; keeping the defaults");
+            HashMap::new()
+        });
+        let fresh = Limits::read(&self.cfg, self.route.input_topic(), &self.written, topics);
         self.limits_read = Instant::now();
         if fresh == self.limits {
             return Ok(());

@@ -2,7 +2,6 @@
 //! what it hands back (`Output`) and why it may fail (`RouteError`, each kind handled as what it is).
 
 use crate::codec::{Codec, CodecError};
-use crate::config::Config;
 use crate::events::{Event, Link};
 use crate::health::Stats;
 use crate::model::Timestamp;
@@ -115,15 +114,15 @@ impl<'a> Decoder<'a> {
 
 /// What a route may ask for before it joins its group (`Route::prepare`).
 pub struct Start<'a> {
-    pub(super) cfg: &'a Config,
+    pub(super) plumbing: &'a super::Plumbing,
     pub shutdown: &'a AtomicBool,
     pub stats: &'a Arc<Stats>,
 }
 
 impl Start<'_> {
     /// How many partitions `topic` has, waiting while it is not there yet.
-    pub fn partition_count(&self, route: &'static str, topic: &str) -> anyhow::Result<i32> {
-        super::partition_count(&self.cfg.client_config(), route, topic, self.shutdown, self.stats)
+    pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+        self.plumbing.partition_count(topic, self.shutdown, self.stats)
     }
 }
 

@@ -24,21 +24,6 @@ pub(crate) fn partition_ids(consumer: &BaseConsumer<GroupContext>, topic: &str) 
     Ok(ids)
 }
 
-/// How many partitions `topic` has, asked by `route` at start (a topic just created may need a
-/// moment): what a route that picks its output partitions itself (murmur2) divides by.
-pub fn partition_count(
-    client: &rdkafka::ClientConfig,
-    route: &'static str,
-    topic: &str,
-    shutdown: &AtomicBool,
-    stats: &Arc<Stats>,
-) -> anyhow::Result<i32> {
-    let c: BaseConsumer<GroupContext> = client.create_with_context(GroupContext::new(route, topic, stats.clone()))?;
-    with_retries(&format!("reading the metadata of {topic}"), shutdown, stats, &|| unfixable_of(&c), || {
-        Ok(partition_ids(&c, topic)?.len() as i32)
-    })
-}
-
 /// How long one metadata request may take before it is tried again: short, so that a refused
 /// credential (seen between attempts) stops the route within seconds.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);

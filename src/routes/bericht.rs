@@ -326,7 +326,7 @@ impl Route for BerichtRoute {
         Some(&self.changelog)
     }
     fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
-        self.notifier.prepare("bericht", start)
+        self.notifier.prepare(start)
     }
     fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<BerichtInput, CodecError> {
         super::decode_either(

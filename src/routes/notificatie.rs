@@ -99,9 +99,9 @@ impl Notifier {
     }
 
     /// Wait for the klantvoorkeuren table and learn the internal topic's partition count.
-    pub fn prepare(&mut self, route: &'static str, start: &Start<'_>) -> anyhow::Result<()> {
+    pub fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
         self.voorkeuren.wait_ready(start.shutdown)?;
-        self.partitions = start.partition_count(route, &self.topic)?;
+        self.partitions = start.partition_count(&self.topic)?;
         Ok(())
     }
 

@@ -49,7 +49,7 @@ impl<T: DeserializeOwned + Send + 'static> Route for Repartition<T> {
         vec![]
     }
     fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
-        self.partitions = start.partition_count(self.name, &self.output)?;
+        self.partitions = start.partition_count(&self.output)?;
         Ok(())
     }
     fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<(String, Vec<u8>), CodecError> {

@@ -136,7 +136,8 @@ struct Measured {
 async fn drain<R: Route>(route: R, cfg: &Config, output: String, n: usize) -> anyhow::Result<Measured> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
-    let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s, Default::default()));
+    let plumbing = pipeline::Plumbing::new(cfg)?;
+    let worker = std::thread::spawn(move || pipeline::run(route, &c, rt, s, Default::default(), plumbing));
     let c = cfg.clone();
     // Count and take the first and last timestamp only: keeping the records would make the
     // bench client, not the bridge, the biggest user of memory.
@@ -267,7 +268,9 @@ async fn latency(cfg: &Config, schema_id: u32, rate: usize, duration: Duration) 
     use rdkafka::Message;
     let shutdown = Arc::new(AtomicBool::new(false));
     let (c, s, rt) = (cfg.clone(), shutdown.clone(), Handle::current());
-    let worker = std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default()));
+    let plumbing = pipeline::Plumbing::new(cfg)?;
+    let worker =
+        std::thread::spawn(move || pipeline::run(VerzoekRoute::new(&c), &c, rt, s, Default::default(), plumbing));
 
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
     let reader: BaseConsumer = cfg

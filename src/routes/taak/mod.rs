@@ -377,7 +377,7 @@ impl Route for TaakRoute {
         Some(&self.changelog)
     }
     fn prepare(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
-        self.notifier.prepare("taak", start)
+        self.notifier.prepare(start)
     }
     fn decode(&self, decoder: &Decoder<'_>, bytes: &[u8]) -> Result<TaakInput, CodecError> {
         super::decode_either(
