@@ -40,7 +40,8 @@ fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let path = entry.unwrap().path();
         if path.is_dir() {
             files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+            // (a module's `tests.rs` is its `#[cfg(test)] mod tests`: test code, left out)
             files.push(path);
         }
     }

@@ -1,0 +1,88 @@
+use super::*;
+
+#[test]
+fn defaults_load_and_env_overrides() {
+    let env = vec![
+        ("GZAC_BRIDGE_BOOTSTRAP_SERVERS".to_string(), "k1:9093".to_string()),
+        ("GZAC_BRIDGE_KAFKA__SASL_MECHANISMS".to_string(), "SCRAM-SHA-512".to_string()),
+        ("GZAC_BRIDGE_KAFKA_CONSUMER__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
+    ];
+    let c = Config::load_with_env(None, &env).unwrap();
+    assert_eq!(c.bootstrap_servers, "k1:9093");
+    assert_eq!(c.kafka["sasl.mechanisms"], "SCRAM-SHA-512");
+    assert_eq!(c.kafka_consumer["session.timeout.ms"], "6000");
+    assert!(!c.kafka.contains_key("session.timeout.ms") && c.kafka_producer.is_empty());
+    assert_eq!(c.pipeline.batch_max_interval, Duration::from_millis(20));
+}
+
+#[test]
+fn an_unknown_environment_variable_is_refused() {
+    let env = vec![("GZAC_BRIDGE_BOOTSTRAP_SERVER".to_string(), "k1:9093".to_string())];
+    let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+    assert!(err.contains("GZAC_BRIDGE_BOOTSTRAP_SERVER"), "{err}");
+    let known = vec![("GZAC_BRIDGE_LOG_FORMAT".to_string(), "json".to_string())];
+    assert!(Config::load_with_env(None, &known).is_ok());
+}
+
+#[test]
+fn the_registry_password_is_never_printed() {
+    let env = vec![
+        ("GZAC_BRIDGE_REGISTRY_PASSWORD".to_string(), "s3cr3t-pw".to_string()),
+        ("GZAC_BRIDGE_KAFKA__SASL_PASSWORD".to_string(), "k4fka-pw".to_string()),
+    ];
+    let c = Config::load_with_env(None, &env).unwrap();
+    assert_eq!(c.registry.password.as_deref(), Some("s3cr3t-pw"));
+    assert_eq!(c.kafka["sasl.password"], "k4fka-pw");
+    assert!(!format!("{c:?}").contains("s3cr3t-pw") && !format!("{c:?}").contains("k4fka-pw"));
+    assert!(!serde_yaml::to_string(&c).unwrap().contains("s3cr3t-pw"));
+}
+
+#[test]
+fn managed_kafka_property_is_refused() {
+    let env = vec![("GZAC_BRIDGE_KAFKA__ISOLATION_LEVEL".to_string(), "read_uncommitted".to_string())];
+    let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+    assert!(err.contains("kafka.isolation.level is managed"), "{err}");
+    let env = vec![("GZAC_BRIDGE_KAFKA_PRODUCER__TRANSACTIONAL_ID".to_string(), "x".to_string())];
+    let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+    assert!(err.contains("kafka_producer.transactional.id is managed"), "{err}");
+}
+
+#[test]
+fn communication_settings_are_checked() {
+    let load = |yaml: &str| {
+        let path = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, yaml).unwrap();
+        Config::load(Some(&path)).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(load("notificaties:\n  stille_uren: { van: \"21:00\", tot: \"08:00\", kanalen: [sms] }\n"), Ok(()));
+    let err = load("notificaties:\n  stille_uren: { van: \"25:00\", tot: \"08:00\", kanalen: [sms] }\n").unwrap_err();
+    assert!(err.contains("HH:MM"), "{err}");
+    let err =
+        load("notificaties:\n  escalatie:\n    berichten:\n      handelingsperspectieven: [lezen]\n").unwrap_err();
+    assert!(err.contains("lezen"), "{err}");
+    let err = Config::load_with_env(None, &[("GZAC_BRIDGE_CLOCK_START".into(), "morgen".into())]).unwrap_err();
+    assert!(err.to_string().contains("clock_start"), "{err}");
+    let c = Config::load_with_env(None, &[("GZAC_BRIDGE_CLOCK_START".into(), "2027-03-01T21:10:00+01:00".into())]);
+    assert_eq!(c.unwrap().pipeline.clock_start.as_deref(), Some("2027-03-01T21:10:00+01:00"));
+}
+
+#[test]
+fn the_shutdown_bound_follows_the_session_timeout() {
+    let session = |ms: &str| ("GZAC_BRIDGE_KAFKA_CONSUMER__SESSION_TIMEOUT_MS".to_string(), ms.to_string());
+    assert_eq!(Config::load_with_env(None, &[]).unwrap().shutdown_timeout(), Duration::from_secs(8));
+    let short = Config::load_with_env(None, &[session("6000")]).unwrap();
+    assert_eq!(short.shutdown_timeout(), Duration::from_secs(3));
+    let path = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, "pipeline:\n  shutdown_timeout: 8s\n").unwrap();
+    let err = Config::load_with_env(Some(&path), &[session("6000")]).unwrap_err().to_string();
+    assert!(err.contains("must stay below the consumers' session.timeout.ms"), "{err}");
+    assert!(Config::load_with_env(Some(&path), &[session("10000")]).is_ok());
+}
+
+#[test]
+fn unknown_field_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&dir, "pipeline:\n  batch_max_recrods: 3\n").unwrap();
+    let err = Config::load(Some(&dir)).unwrap_err().to_string();
+    assert!(err.contains("batch_max_recrods"), "{err}");
+}
