@@ -2,10 +2,10 @@
 //! record decoded to JSON (one object per line, with key, partition, offset and headers) and
 //! `send` writes JSON lines as Avro in the Confluent wire format, all of them or none.
 
+use crate::catch_up::{drop_reached, ends_of};
 use crate::codec::{encode_with_id, Codec};
 use crate::config::Config;
 use crate::schemas;
-use crate::state::{drop_reached, ends_of};
 use base64::Engine;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

@@ -3,9 +3,9 @@
 //! transaction, once whatever made them fail is fixed. Replaying twice is harmless: the routes
 //! derive every id from the input, and a verzoek already forwarded is not forwarded again.
 
+use crate::catch_up::{drop_reached, ends_of};
 use crate::config::Config;
 use crate::model::Timestamp;
-use crate::state::{drop_reached, ends_of};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;

@@ -6,6 +6,7 @@
 pub mod acls;
 pub mod asyncapi;
 pub mod bridge;
+pub mod catch_up;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod identifiers;
 pub mod model;
 pub mod partitioner;
 pub mod pipeline;
+pub mod retry;
 pub mod routes;
 pub mod schemas;
 pub mod state;

@@ -9,10 +9,10 @@
 //! Beside the entries, a time index (`Schedule`): when each entry next needs the route's timer.
 //! A tick asks for what is due (`due`) and so costs what is due, not what is held.
 
+use crate::catch_up::{drop_reached, ends_of};
 use crate::encryption::{open_with, StateCipher};
 use crate::model::Timestamp;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -280,39 +280,6 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         }
         Ok(skipped)
     }
-}
-
-/// Where each of `partitions` of `topic` ends now (its high watermark), for those that hold any
-/// record: a reader is caught up once its position reaches these ends.
-pub(crate) fn ends_of<X: ConsumerContext, C: Consumer<X>>(
-    consumer: &C,
-    topic: &str,
-    partitions: &[i32],
-) -> KafkaResult<HashMap<i32, i64>> {
-    let mut ends = HashMap::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
-        if high > low {
-            ends.insert(*p, high);
-        }
-    }
-    Ok(ends)
-}
-
-/// Remove from `ends` the partitions whose position has reached its end. With read_committed a
-/// position waits at a transaction still open, so this also waits for it to finish.
-pub(crate) fn drop_reached<X: ConsumerContext, C: Consumer<X>>(
-    consumer: &C,
-    ends: &mut HashMap<i32, i64>,
-) -> KafkaResult<()> {
-    for pos in consumer.position()?.elements() {
-        if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
-            if n >= *end {
-                ends.remove(&pos.partition());
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

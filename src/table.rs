@@ -3,11 +3,11 @@
 //! wrote the topic and however the group spreads the other inputs. A route does not start before
 //! its tables have been read up to the end they had at start-up (readiness).
 
+use crate::catch_up::{drop_reached, ends_of};
 use crate::codec::{Codec, CodecError, STACK_BYTES};
 use crate::config::Config;
 use crate::health::Stats;
 use crate::pipeline::{unfixable_of, with_retries, GroupContext, STATISTICS_INTERVAL_MS};
-use crate::state::{drop_reached, ends_of};
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -143,6 +143,7 @@ fn follow<T: DeserializeOwned>(
     consumer.assign(&tpl)?;
     let started = Instant::now();
     let mut since_check = 0;
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.load(Ordering::SeqCst) {
         if let Some(reason) = consumer.context().take_fatal() {
             anyhow::bail!("{reason}");
@@ -167,11 +168,14 @@ fn follow<T: DeserializeOwned>(
                     None => Change::Delete,
                     Some(bytes) => loop {
                         match rt.block_on(codec.decode::<T>(bytes, reader)) {
-                            Ok(v) => break Change::Set(v),
+                            Ok(v) => {
+                                backoff.reset();
+                                break Change::Set(v);
+                            }
                             Err(CodecError::Transient(e)) => {
                                 stats.retrying(&e.to_string());
                                 warn!(topic, error = %e, "registry unavailable while reading a table, retrying");
-                                std::thread::sleep(Duration::from_millis(500));
+                                backoff.wait(stop);
                                 if stop.load(Ordering::SeqCst) {
                                     return Ok(());
                                 }

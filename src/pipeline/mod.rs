@@ -11,6 +11,7 @@ use crate::codec::{Codec, CodecError, DeadLetterClass};
 use crate::config::Config;
 use crate::events::{ce_headers, dlq_headers, find, truncated_headers, Cause, Link};
 pub use crate::health::Stats;
+use crate::retry::Backoff;
 use crate::state::Store;
 use crate::watchdog::{Guarded, Hung};
 use rdkafka::config::RDKafkaLogLevel;

@@ -68,32 +68,6 @@ pub(super) fn classify(what: &str, e: &KafkaError, stats: &Stats) -> StepError {
     }
 }
 
-/// Exponential backoff, capped, with jitter: each wait is a random half to whole of the current
-/// step, so that the nine routes (and the instances) of a bridge do not retry in lockstep.
-pub(super) struct Backoff {
-    pub(super) next: Duration,
-    pub(super) initial: Duration,
-    pub(super) max: Duration,
-}
-
-impl Backoff {
-    pub(super) fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { next: initial, initial, max }
-    }
-    pub(super) fn wait(&mut self, shutdown: &AtomicBool) {
-        use std::hash::{BuildHasher, Hasher};
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let until = Instant::now() + self.next.mul_f64(0.5 + (random % 1000) as f64 / 2000.0);
-        while Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.next = (self.next * 2).min(self.max);
-    }
-    pub(super) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 /// The open transaction: when it began, the next offset per input partition, records in it.
 pub(super) struct Open {
     pub(super) started: Instant,
