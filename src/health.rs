@@ -55,6 +55,8 @@ pub struct Stats {
     problem: Mutex<String>,
     /// Records written by committed transactions (outputs, not changelog or dead letters).
     pub outputs: Counter,
+    /// Changelog records written by committed transactions.
+    pub state_writes: AtomicU64,
     /// Dead letters by error class.
     pub dead_letters_by_class: Family<Vec<(String, String)>, Counter>,
     /// How long committing a transaction took (offsets, deliveries, commit).
@@ -76,6 +78,7 @@ impl Default for Stats {
             stopped: AtomicBool::new(false),
             restoring: AtomicBool::new(false),
             broker_up: AtomicBool::new(false),
+            state_writes: AtomicU64::new(0),
             records: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             commits: AtomicU64::new(0),

@@ -40,14 +40,19 @@ impl<T> Drop for GlobalTable<T> {
 }
 
 impl<T> GlobalTable<T> {
-    /// A table that follows no topic: these rows, by lookup key (unit tests of routes).
+    /// A table that follows no topic: these rows, by lookup key (unit tests of routes, the bench).
     pub fn fixed(rows: Vec<(String, T)>) -> Self {
         let by_lookup = rows.iter().map(|(k, _)| (k.clone(), k.clone())).collect();
         let by_key = rows.into_iter().map(|(k, v)| (k.clone(), (k, v))).collect();
         GlobalTable {
             topic: String::new(),
             rows: Arc::new(RwLock::new(Rows { by_key, by_lookup })),
-            stats: Arc::default(),
+            // Nothing to read: ready at once.
+            stats: {
+                let stats = Arc::new(Stats::default());
+                stats.ready.store(true, Ordering::SeqCst);
+                stats
+            },
             stop: Arc::default(),
         }
     }

@@ -243,6 +243,7 @@ impl<R: Route> Pipeline<R> {
         let changes = self.store.take_pending();
         if let Some(changelog) = self.route.changelog() {
             let changelog = changelog.to_string();
+            self.open_mut().state_writes += changes.len() as u64;
             for (partition, key, value) in &changes {
                 let mut rec: BaseRecord<'_, str, [u8], Box<Origin>> =
                     BaseRecord::with_opaque_to(&changelog, Box::new(origin)).key(key.as_str()).partition(*partition);

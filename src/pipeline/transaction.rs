@@ -79,6 +79,8 @@ pub(super) struct Open {
     /// Output records sent in it, dead-letter classes, and the inputs' timestamps (ms): metrics
     /// once it commits.
     pub(super) outputs: u64,
+    /// Changelog records sent in it.
+    pub(super) state_writes: u64,
     pub(super) classes: Vec<&'static str>,
     pub(super) input_times: Vec<i64>,
 }
@@ -181,6 +183,7 @@ impl<R: Route> Pipeline<R> {
                 inputs: 0,
                 dead_letters: 0,
                 outputs: 0,
+                state_writes: 0,
                 classes: Vec::new(),
                 input_times: Vec::new(),
             });
@@ -248,6 +251,7 @@ impl<R: Route> Pipeline<R> {
         self.stats.committed(open.inputs, open.dead_letters);
         let now = crate::model::Timestamp::now().0;
         self.stats.outputs.inc_by(open.outputs);
+        self.stats.state_writes.fetch_add(open.state_writes, Ordering::Relaxed);
         self.stats.commit_seconds.observe(t0.elapsed().as_secs_f64());
         if open.inputs > 0 {
             self.stats.batch_records.observe(open.inputs as f64);

@@ -112,7 +112,7 @@ pub(super) async fn run(
     let opening = portaal::BerichtGeopend {
         id: "o-1".into(),
         bericht_id: C1.into(),
-        geopend_op: Timestamp::now(),
+        geopend_op: cfg.pipeline.clock.now(),
         door: portaal::Partij { soort: portaal::PartijType::Bsn, value: OTHER_BSN.into() },
     };
     println!("\nportal: the klant opens one bericht (twice):");
@@ -128,7 +128,7 @@ pub(super) async fn run(
         r.iter().any(|r| r.topic.ends_with("gzac.berichten-geopend.v1"))
     })
     .await?;
-    clock(Timestamp::now().plus(Duration::from_secs(31)), "31 s later: the digest window closes");
+    clock(cfg.pipeline.clock.now().plus(Duration::from_secs(31)), "31 s later: the digest window closes");
     show(&cfg, codec, seen, "one email for three berichten; the SMS still waits:", |r| {
         r.iter().any(|r| r.header("ce_type") == Some(crate::routes::notificatie::TYPE))
     })
