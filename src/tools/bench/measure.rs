@@ -37,7 +37,7 @@ pub struct Latency {
 }
 
 /// The process's CPU time (user + system, all threads) in µs, from /proc (clock ticks of 10 ms).
-fn cpu_us() -> u64 {
+pub(super) fn cpu_us() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();

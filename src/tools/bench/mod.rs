@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// memory, a tick with nothing due, a tick with one due. E.g. `--scale 10000,100000,1000000`.
     #[arg(long, value_delimiter = ',')]
     pub scale: Vec<usize>,
+    /// Instead: start the whole bridge on fresh topics, report the time until every route is
+    /// ready, then its CPU use while idle for this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle: Option<Duration>,
 }
 
 /// Resident memory of this process (bytes), from /proc.
@@ -91,6 +95,9 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
         args.latency_rate,
         args.latency_for
     );
+    if let Some(window) = args.idle {
+        return idle(&cfg, window).await;
+    }
     let mut rows = Vec::new();
     for kind in kinds {
         let (route, passthrough) = measure::route_and_passthrough(&cfg, &ids, kind, &args).await?;
@@ -113,6 +120,26 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
         println!("peak RSS of this process (bridge + bench client): {rss:.0} MiB");
     }
     println!("total wall time {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The whole bridge, idle: time from start until every route is ready, then CPU per second.
+async fn idle(cfg: &Config, window: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let running = crate::bridge::start(cfg)?;
+    while !running.stats.iter().all(|(_, s)| s.ready.load(std::sync::atomic::Ordering::SeqCst)) {
+        anyhow::ensure!(running.healthy(), "a route stopped while starting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = started.elapsed();
+    // Let group joins and first fetches settle before measuring.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu0 = measure::cpu_us();
+    tokio::time::sleep(window).await;
+    let cpu = measure::cpu_us().saturating_sub(cpu0) as f64 / window.as_secs_f64() / 1e6;
+    running.stop(cfg.shutdown_timeout()).await?;
+    println!("start to ready (every route and table): {:.2} s", ready.as_secs_f64());
+    println!("idle CPU over {window:?}: {:.2} % of one core (the whole bench process)", cpu * 100.0);
     Ok(())
 }
 

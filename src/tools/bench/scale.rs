@@ -16,9 +16,13 @@ pub(super) fn scale(n: usize) -> anyhow::Result<()> {
     let before = rss();
     let mut store = crate::state::Store::default().scheduled(route.schedule().expect("the taak route schedules"));
     let dag = crate::model::Datum::vandaag().plus(30);
+    let mut json_bytes = 0;
     for i in 0..n {
         let t = samples::taak(&format!("{i:08}-8a4b-4c5d-9e6f-7a8b9c0d1e21"), samples::BSN, dag.plus((i % 300) as i32));
         let s = TaakState::held(t, false, crate::model::Timestamp(0));
+        if i == 0 {
+            json_bytes = serde_json::to_vec(&s)?.len();
+        }
         store.put((i % 6) as i32, &s.taak.uuid.clone(), Some(s));
         if i % 10_000 == 0 {
             store.committed(); // as after each transaction: the undo log and pending changes go
@@ -40,7 +44,7 @@ pub(super) fn scale(n: usize) -> anyhow::Result<()> {
     let fired = route.tick(&mut ctx)?.len();
     let due = t1.elapsed();
     println!(
-        "held {n:>9}: {:>7.1} MiB ({:>5.0} B each); a tick with nothing due {:>9.2?}; \
+        "held {n:>9}: {:>7.1} MiB ({:>5.0} B each; one as JSON {json_bytes} B); a tick with nothing due {:>9.2?}; \
          the tick that expires the {} taken of one day ({fired} records out) {:>9.2?}",
         held as f64 / (1 << 20) as f64,
         held as f64 / n.max(1) as f64,
