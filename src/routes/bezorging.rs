@@ -32,15 +32,34 @@ pub struct Wachtend {
     pub link: Option<Link>,
 }
 
-/// One klant's notificaties on one channel, keyed `<klant>/<kanaal>`.
+/// One klant's notificaties on one channel, keyed `<klant>/<kanaal>`: what waits, and the window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Postvak {
     pub wachtend: Vec<Wachtend>,
     /// When the digest window now open closes.
     pub venster_tot: Option<Timestamp>,
-    /// Ids sent, with when: a replay of one sends nothing. Kept as long as the internal topic keeps
-    /// the records they could be read again from (at most `state_retention`).
+    /// Ids sent, as entries written before each got one of its own (`Entry::Verzonden`): still
+    /// honoured, never added to, gone after `state_retention` (a klant with many notificaties
+    /// made this list, and every change of it, grow with what was sent).
     pub verzonden: Vec<(String, Timestamp)>,
+}
+
+/// The route's state entries: a klant's postvak per channel, and one entry per notificatie sent
+/// (`<klant>/<kanaal>#<id>`), so that a replay sends nothing while what a change costs stays flat
+/// however much a klant was sent. Untagged: entries of the old form read as a `Postvak`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Entry {
+    Postvak(Postvak),
+    /// Sent at this moment. Kept as long as the internal topic keeps the records it could be read
+    /// again from (at most `state_retention`).
+    Verzonden {
+        verzonden_op: Timestamp,
+    },
+}
+
+fn sent_key(postvak: &str, id: &str) -> String {
+    format!("{postvak}#{id}")
 }
 
 pub struct BezorgingRoute {
@@ -99,11 +118,14 @@ impl BezorgingRoute {
     /// An escalation never goes out before the first notice of the same item: when the klant's
     /// other channel still holds one about it (in a digest window, in quiet hours), not before
     /// that goes out. Both postvakken are the klant's, so in the same partition.
-    fn eerste_bericht_uit(&self, ctx: &Ctx<'_, Postvak>, v: &NotificatieVerzoek) -> Timestamp {
+    fn eerste_bericht_uit(&self, ctx: &Ctx<'_, Entry>, v: &NotificatieVerzoek) -> Timestamp {
         [Kanaal::Email, Kanaal::Sms]
             .into_iter()
             .filter(|k| *k != v.opdracht.kanaal)
-            .filter_map(|k| ctx.get(&format!("{}/{k:?}", v.klant).to_lowercase()))
+            .filter_map(|k| match ctx.get(&format!("{}/{k:?}", v.klant).to_lowercase()) {
+                Some(Entry::Postvak(p)) => Some(p),
+                _ => None,
+            })
             .flat_map(|p| &p.wachtend)
             .filter(|w| w.verzoek.opdracht.referentie == v.opdracht.referentie)
             .map(|w| w.uit_op)
@@ -167,8 +189,8 @@ impl BezorgingRoute {
     }
 
     /// Send what is due in `p` at `now`: a digest of the bundled ones when there are several,
-    /// the rest one by one.
-    fn release(&self, key: &str, p: &mut Postvak, now: Timestamp) -> Result<Vec<Output>, RouteError> {
+    /// the rest one by one. `sent` gets the ids that went out.
+    fn release(&self, key: &str, p: &mut Postvak, now: Timestamp, sent: &mut Vec<String>) -> Vec<Output> {
         let (due, rest): (Vec<Wachtend>, Vec<Wachtend>) =
             std::mem::take(&mut p.wachtend).into_iter().partition(|w| w.uit_op <= now);
         p.wachtend = rest;
@@ -189,17 +211,17 @@ impl BezorgingRoute {
         for w in single {
             out.push(self.send(&w.verzoek.opdracht, now).caused_by(w.link.as_ref()));
         }
-        p.verzonden.extend(due.iter().map(|w| (w.verzoek.opdracht.id.clone(), now)));
+        sent.extend(due.iter().map(|w| w.verzoek.opdracht.id.clone()));
         if p.venster_tot.is_some_and(|t| t <= now) {
             p.venster_tot = None;
         }
-        Ok(out)
+        out
     }
 }
 
 impl Route for BezorgingRoute {
     type Input = NotificatieVerzoek;
-    type State = Postvak;
+    type State = Entry;
 
     fn name(&self) -> &'static str {
         "bezorging"
@@ -217,18 +239,26 @@ impl Route for BezorgingRoute {
         decoder.avro(bytes, &self.reader)
     }
 
-    fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Postvak>) -> Result<Vec<Output>, RouteError> {
+    fn handle(&mut self, v: NotificatieVerzoek, ctx: &mut Ctx<'_, Entry>) -> Result<Vec<Output>, RouteError> {
         super::required("klant", &v.klant)?;
         super::required("id", &v.opdracht.id)?;
         let key = format!("{}/{:?}", v.klant, v.opdracht.kanaal).to_lowercase();
-        let mut p = ctx.get(&key).cloned().unwrap_or_default();
+        let mut p = match ctx.get(&key) {
+            Some(Entry::Postvak(p)) => p.clone(),
+            _ => Postvak::default(),
+        };
         let id = &v.opdracht.id;
-        if p.verzonden.iter().any(|(s, _)| s == id) || p.wachtend.iter().any(|w| &w.verzoek.opdracht.id == id) {
-            return Ok(vec![]); // a replay
+        let replay = ctx.get(&sent_key(&key, id)).is_some()
+            || p.verzonden.iter().any(|(s, _)| s == id)
+            || p.wachtend.iter().any(|w| &w.verzoek.opdracht.id == id);
+        if replay {
+            return Ok(vec![]);
         }
         let now = ctx.now;
         // A window that closed since the last tick goes out first; this one opens a new window.
-        let mut out = if p.venster_tot.is_some_and(|t| t <= now) { self.release(&key, &mut p, now)? } else { vec![] };
+        let mut sent = Vec::new();
+        let mut out =
+            if p.venster_tot.is_some_and(|t| t <= now) { self.release(&key, &mut p, now, &mut sent) } else { vec![] };
         let bundel = self.bundelt(&v.opdracht);
         let mut uit_op = now;
         if bundel {
@@ -239,13 +269,17 @@ impl Route for BezorgingRoute {
         }
         let uit_op = self.na_stilte(&v.opdracht, uit_op);
         if uit_op <= now {
-            p.verzonden.push((id.clone(), now));
+            sent.push(id.clone());
             out.push(self.send(&v.opdracht, now));
         } else {
             tracing::info!(notificatie = %id, at = %uit_op.rfc3339(), bundel, "notificatie held");
             p.wachtend.push(Wachtend { verzoek: v, uit_op, bundel, link: ctx.link.cloned() });
         }
-        ctx.put(&key, Some(p));
+        for id in sent {
+            ctx.put(&sent_key(&key, &id), Some(Entry::Verzonden { verzonden_op: now }));
+        }
+        let empty = p.wachtend.is_empty() && p.venster_tot.is_none() && p.verzonden.is_empty();
+        ctx.put(&key, (!empty).then_some(Entry::Postvak(p)));
         Ok(out)
     }
 
@@ -253,32 +287,35 @@ impl Route for BezorgingRoute {
     /// `state_retention`, and a postvak with nothing left.
     /// The first of: a held notificatie's moment, the digest window's end, the oldest id sent
     /// being forgotten.
-    fn schedule(&self) -> Option<crate::state::Schedule<Postvak>> {
+    fn schedule(&self) -> Option<crate::state::Schedule<Entry>> {
         let retention = self.retention;
-        Some(std::sync::Arc::new(move |p: &Postvak| {
-            let held = p.wachtend.iter().map(|w| w.uit_op).min();
-            let forget = p.verzonden.iter().map(|(_, t)| t.plus(retention)).min();
-            [held, p.venster_tot, forget].into_iter().flatten().min()
+        Some(std::sync::Arc::new(move |e: &Entry| match e {
+            Entry::Postvak(p) => {
+                let held = p.wachtend.iter().map(|w| w.uit_op).min();
+                let forget = p.verzonden.iter().map(|(_, t)| t.plus(retention)).min();
+                [held, p.venster_tot, forget].into_iter().flatten().min()
+            }
+            Entry::Verzonden { verzonden_op } => Some(verzonden_op.plus(retention)),
         }))
     }
 
-    fn tick(&mut self, ctx: &mut Ctx<'_, Postvak>) -> Result<Vec<Output>, RouteError> {
+    fn tick(&mut self, ctx: &mut Ctx<'_, Entry>) -> Result<Vec<Output>, RouteError> {
         let now = ctx.now;
         let forget_before = now.minus(self.retention);
         let mut out = Vec::new();
-        for (partition, key, mut p) in ctx.state.due(now) {
-            match self.release(&key, &mut p, now) {
-                Ok(o) => out.extend(o),
-                // One postvak that cannot be handled does not hold up the others.
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "timer work refused; the postvak is left as it is");
-                    ctx.state.park(partition, &key);
-                    continue;
-                }
+        for (partition, key, entry) in ctx.state.due(now) {
+            let Entry::Postvak(mut p) = entry else {
+                ctx.state.put(partition, &key, None); // a sent id, kept long enough
+                continue;
+            };
+            let mut sent = Vec::new();
+            out.extend(self.release(&key, &mut p, now, &mut sent));
+            for id in sent {
+                ctx.state.put(partition, &sent_key(&key, &id), Some(Entry::Verzonden { verzonden_op: now }));
             }
             p.verzonden.retain(|(_, t)| *t >= forget_before);
             let empty = p.wachtend.is_empty() && p.venster_tot.is_none() && p.verzonden.is_empty();
-            ctx.state.put(partition, &key, (!empty).then_some(p));
+            ctx.state.put(partition, &key, (!empty).then_some(Entry::Postvak(p)));
         }
         Ok(out)
     }
@@ -350,7 +387,7 @@ mod tests {
     /// What `r` sends at `now` for `input` (or its tick without one), against `store`.
     fn at_time(
         r: &mut BezorgingRoute,
-        store: &mut crate::state::Store<Postvak>,
+        store: &mut crate::state::Store<Entry>,
         now: &str,
         input: Option<NotificatieVerzoek>,
     ) -> Vec<String> {
@@ -414,6 +451,29 @@ mod tests {
         other.opdracht.gebeurtenis = ESCALATIE_BERICHT.into();
         other.opdracht.referentie = "b-2".into();
         assert_eq!(at_time(&mut r, &mut store, "2027-03-01T10:02:00+01:00", Some(other)), ["s-2"]);
+    }
+
+    #[test]
+    fn what_a_klant_was_sent_never_makes_its_state_grow() {
+        let mut r = route(false, 0);
+        let mut store = crate::state::Store::default().scheduled(r.schedule().unwrap());
+        // An entry of the old form: its ids sent are still honoured.
+        let old = Postvak { verzonden: vec![("oud".into(), Timestamp(0))], ..Postvak::default() };
+        store.put(0, "k/email", Some(Entry::Postvak(old)));
+        assert!(
+            at_time(&mut r, &mut store, "2027-03-01T10:00:00+01:00", Some(verzoek("oud", Kanaal::Email))).is_empty()
+        );
+        for i in 0..500 {
+            let id = format!("n{i}");
+            assert_eq!(
+                at_time(&mut r, &mut store, "2027-03-01T10:00:00+01:00", Some(verzoek(&id, Kanaal::Email))),
+                [id]
+            );
+        }
+        // Each change writes one small entry, however much was sent before.
+        let largest = store.take_pending().iter().filter_map(|(_, _, v)| v.as_ref().map(Vec::len)).max().unwrap();
+        assert!(largest < 300, "a state entry of {largest} bytes");
+        assert!(at_time(&mut r, &mut store, "2027-03-01T10:00:00+01:00", Some(verzoek("n7", Kanaal::Email))).is_empty());
     }
 
     #[test]

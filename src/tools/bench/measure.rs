@@ -52,7 +52,19 @@ fn ends(cfg: &Config, topics: &[String]) -> anyhow::Result<TopicPartitionList> {
     for topic in topics {
         let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            // Topics just created may not have a leader yet: ask again for a while.
+            let mut tries = 0;
+            let high = loop {
+                match c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) if tries < 60 => {
+                        tries += 1;
+                        tracing::debug!(topic, error = %e, "no watermarks yet");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
         }
     }
@@ -143,7 +155,10 @@ async fn measure(
     rate: usize,
     start: impl FnOnce(&mut Stages),
 ) -> anyhow::Result<(Figures, Vec<f64>)> {
-    let producer = crate::client::producer(cfg)?;
+    // One producer for both phases: warmed up (its producer id acquired) by the backlog, so the
+    // paced phase measures the bridge, not the bench's own first connection.
+    let producer: FutureProducer =
+        cfg.producer_config().set("enable.idempotence", "true").set("linger.ms", "0").create()?;
     let from = ends(cfg, &finals)?;
     write_backlog(&producer, input, backlog).await?;
     let mut stages = Stages::new(cfg)?;
@@ -157,8 +172,6 @@ async fn measure(
         let from = ends(cfg, &finals)?;
         let (c, n) = (cfg.clone(), paced.len());
         let reader = tokio::task::spawn_blocking(move || read_finals(&c, from, n, true));
-        let fast: FutureProducer =
-            cfg.producer_config().set("enable.idempotence", "true").set("linger.ms", "0").create()?;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let per_tick = (rate / 100).max(1);
         for (i, (key, bytes)) in paced.iter().enumerate() {
@@ -168,10 +181,11 @@ async fn measure(
             let sent = crate::model::Timestamp::now().0;
             let tp = traceparent(sent, i);
             let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(&tp) });
-            fast.send_result(FutureRecord::to(input).key(key).payload(bytes).headers(headers))
+            producer
+                .send_result(FutureRecord::to(input).key(key).payload(bytes).headers(headers))
                 .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
         }
-        crate::client::flush(&fast)?;
+        crate::client::flush(&producer)?;
         let seen = reader.await??;
         let mut lat: Vec<i64> = seen.traces.iter().map(|(trace, at)| at - trace / 1_000_000).collect();
         lat.sort_unstable();
