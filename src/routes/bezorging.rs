@@ -243,9 +243,9 @@ impl Route for BezorgingRoute {
         super::required("klant", &v.klant)?;
         super::required("id", &v.opdracht.id)?;
         let key = format!("{}/{:?}", v.klant, v.opdracht.kanaal).to_lowercase();
-        let mut p = match ctx.get(&key) {
-            Some(Entry::Postvak(p)) => p.clone(),
-            _ => Postvak::default(),
+        let (mut p, had_postvak) = match ctx.get(&key) {
+            Some(Entry::Postvak(p)) => (p.clone(), true),
+            _ => (Postvak::default(), false),
         };
         let id = &v.opdracht.id;
         let replay = ctx.get(&sent_key(&key, id)).is_some()
@@ -279,7 +279,9 @@ impl Route for BezorgingRoute {
             ctx.put(&sent_key(&key, &id), Some(Entry::Verzonden { verzonden_op: now }));
         }
         let empty = p.wachtend.is_empty() && p.venster_tot.is_none() && p.verzonden.is_empty();
-        ctx.put(&key, (!empty).then_some(Entry::Postvak(p)));
+        if had_postvak || !empty {
+            ctx.put(&key, (!empty).then_some(Entry::Postvak(p)));
+        }
         Ok(out)
     }
 

@@ -143,7 +143,7 @@ impl Kind {
         }
     }
 
-    fn slug(self) -> &'static str {
+    pub fn slug(self) -> &'static str {
         match self {
             Kind::Verzoek => "verzoek",
             Kind::Zaakverzoek => "zaakverzoek",

@@ -223,20 +223,22 @@ pub async fn route_and_passthrough(
         ids.iter().find(|(s, _)| *s == subject).map(|(_, id)| *id).expect("the input's schema is registered")
     };
     let paced_n = (args.latency_rate as f64 * args.latency_for.as_secs_f64()) as usize;
+    // Ids of this route's own (a taak the taak route saw before would change nothing).
+    let (t, l) = (format!("{}-t", kind.slug()), format!("{}-l", kind.slug()));
     if kind == Kind::Antwoord {
         // An antwoord answers an open taak: the taken go through their own stages first.
         let id = id_of(Kind::Taak.stage_inputs()[0]);
         let taken: Vec<_> = (0..args.records)
-            .map(|i| Kind::Taak.input("t", i, today, id))
-            .chain((0..paced_n).map(|i| Kind::Taak.input("l", i, today, id)))
+            .map(|i| Kind::Taak.input(&t, i, today, id))
+            .chain((0..paced_n).map(|i| Kind::Taak.input(&l, i, today, id)))
             .collect::<anyhow::Result<_>>()?;
         let finals = vec![cfg.topic(crate::topics::PORTAAL_TAKEN)];
         let input = cfg.topic(Kind::Taak.stage_inputs()[0]);
         measure(cfg, &input, finals, &taken, &[], 0, |s| Kind::Taak.start(s, cfg)).await?;
     }
     let id = id_of(kind.stage_inputs()[0]);
-    let backlog: Vec<_> = (0..args.records).map(|i| kind.input("t", i, today, id)).collect::<anyhow::Result<_>>()?;
-    let paced: Vec<_> = (0..paced_n).map(|i| kind.input("l", i, today, id)).collect::<anyhow::Result<_>>()?;
+    let backlog: Vec<_> = (0..args.records).map(|i| kind.input(&t, i, today, id)).collect::<anyhow::Result<_>>()?;
+    let paced: Vec<_> = (0..paced_n).map(|i| kind.input(&l, i, today, id)).collect::<anyhow::Result<_>>()?;
     let finals: Vec<String> = kind.finals().iter().map(|t| cfg.topic(t)).collect();
     let input = cfg.topic(kind.stage_inputs()[0]);
     let rate = args.latency_rate;
