@@ -525,10 +525,16 @@ async fn dead_letters_of_a_registry_mistake_are_listed_and_replayed_twice_with_o
 
 #[test]
 fn the_binary_needs_no_system_openssl() {
-    // OpenSSL is compiled in (rdkafka's ssl-vendored): a fresh machine needs no libssl-dev.
+    // OpenSSL and zlib are compiled in (rdkafka's ssl-vendored and libz-static): a fresh machine
+    // needs no libssl-dev, and the image's last stage (distroless/cc: glibc and libgcc) nothing
+    // more than the binary and CA certificates.
     let out =
         Command::new("ldd").arg(env!("CARGO_BIN_EXE_gzac-portal-bridge")).output().expect("ldd (part of libc-bin)");
     let libs = String::from_utf8_lossy(&out.stdout);
     assert!(libs.contains("libc.so"), "ldd listed the libraries: {libs}");
     assert!(!libs.contains("libssl") && !libs.contains("libcrypto"), "links a system OpenSSL: {libs}");
+    let glibc_and_libgcc = ["linux-vdso", "libc.so", "libm.so", "libgcc_s.so", "ld-linux", "libpthread", "libdl"];
+    for lib in libs.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(glibc_and_libgcc.iter().any(|g| lib.contains(g)), "links {lib}, which distroless/cc lacks: {libs}");
+    }
 }
