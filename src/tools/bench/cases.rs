@@ -253,6 +253,7 @@ impl Stages {
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
         let handle = std::thread::Builder::new()
+            .name(route.name().to_string())
             .stack_size(crate::codec::STACK_BYTES)
             .spawn(move || pipeline::run(route, &cfg, rt, shutdown, s, plumbing))
             .expect("spawn a stage");
