@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// ready, then its CPU use while idle for this long.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub idle: Option<Duration>,
+    /// With `--idle`: first put this many open taken in the taak route's changelog, so the start
+    /// restores them (restart to ready, memory and idle CPU with that much held).
+    #[arg(long, default_value_t = 0)]
+    pub held: usize,
 }
 
 /// Resident memory of this process (bytes), from /proc.
@@ -96,7 +100,7 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
         args.latency_for
     );
     if let Some(window) = args.idle {
-        return idle(&cfg, window).await;
+        return idle(&cfg, window, args.held).await;
     }
     let mut rows = Vec::new();
     for kind in kinds {
@@ -124,21 +128,31 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
 }
 
 /// The whole bridge, idle: time from start until every route is ready, then CPU per second.
-async fn idle(cfg: &Config, window: Duration) -> anyhow::Result<()> {
+async fn idle(cfg: &Config, window: Duration, held: usize) -> anyhow::Result<()> {
+    if held > 0 {
+        scale::hold(cfg, held).await?;
+    }
+    let before = rss();
     let started = Instant::now();
     let running = crate::bridge::start(cfg)?;
-    while !running.stats.iter().all(|(_, s)| s.ready.load(std::sync::atomic::Ordering::SeqCst)) {
+    // Ready: every route and table says so, and the taak route has restored what it holds.
+    let restored = |name: &str, s: &crate::health::Stats| {
+        name != "taak" || s.rows.load(std::sync::atomic::Ordering::SeqCst) >= held as i64
+    };
+    while !running.stats.iter().all(|(n, s)| s.not_ready().is_none() && restored(n, s)) {
         anyhow::ensure!(running.healthy(), "a route stopped while starting");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready = started.elapsed();
+    let memory = rss().saturating_sub(before) as f64 / (1 << 20) as f64;
     // Let group joins and first fetches settle before measuring.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu0 = measure::cpu_us();
     tokio::time::sleep(window).await;
     let cpu = measure::cpu_us().saturating_sub(cpu0) as f64 / window.as_secs_f64() / 1e6;
     running.stop(cfg.shutdown_timeout()).await?;
-    println!("start to ready (every route and table): {:.2} s", ready.as_secs_f64());
+    println!("held {held}: start to ready (every route and table, state restored) {:.2} s", ready.as_secs_f64());
+    println!("memory of the started bridge (RSS growth): {memory:.0} MiB");
     println!("idle CPU over {window:?}: {:.2} % of one core (the whole bench process)", cpu * 100.0);
     Ok(())
 }

@@ -6,6 +6,37 @@ use crate::tools::samples;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Put `n` open taken straight into the taak route's changelog (as a run would have left them,
+/// unsealed), spread over its partitions: what a restart then restores.
+pub(super) async fn hold(cfg: &Config, n: usize) -> anyhow::Result<()> {
+    use crate::routes::taak::TaakState;
+    use rdkafka::producer::{FutureRecord, Producer};
+    let producer = crate::client::producer(cfg)?;
+    let topic = cfg.topic(crate::topics::TAKEN_STATE);
+    let partitions = crate::topology::Topology::load()?
+        .wanted(&cfg.topic_prefix)?
+        .into_iter()
+        .find(|w| w.name == topic)
+        .map_or(1, |w| w.partitions);
+    let dag = crate::model::Datum::vandaag().plus(30);
+    for i in 0..n {
+        let uuid = crate::routes::derived_id(&["held", &i.to_string()]);
+        let t = samples::taak(&uuid, samples::BSN, dag.plus((i % 300) as i32));
+        let json = serde_json::to_vec(&TaakState::held(t, false, crate::model::Timestamp(0)))?;
+        let partition = crate::partitioner::partition_for(uuid.as_bytes(), partitions);
+        loop {
+            let rec = FutureRecord::to(&topic).key(&uuid).payload(&json).partition(partition);
+            match producer.send_result(rec) {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(120))?;
+    println!("{n} open taken written to {topic}");
+    Ok(())
+}
+
 /// N open taken held by the taak route's store (indexed by its schedule as in a run): what they
 /// cost in memory, and what a tick costs with nothing due and with one due.
 pub(super) fn scale(n: usize) -> anyhow::Result<()> {
