@@ -6,7 +6,6 @@ use crate::pipeline::{self, Plumbing, Stats};
 use crate::routes::bericht::{self, BerichtRoute};
 use crate::routes::bezorging::BezorgingRoute;
 use crate::routes::partij_key;
-use crate::routes::repartition::Repartition;
 use crate::routes::taak::{self, TaakRoute};
 use crate::routes::verzoek::VerzoekRoute;
 use crate::routes::zaakverzoek::{self, ZaakVerzoekRoute};
@@ -85,55 +84,11 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
     let started = vec![
         spawn(VerzoekRoute::new(cfg), cfg, &shutdown, &plumbing),
         spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown, &plumbing),
-        spawn(
-            Repartition::<gzac::Bericht>::new(
-                cfg,
-                "bericht-herverdeling",
-                bericht::INPUT,
-                bericht::REPARTITION,
-                bericht::bericht_key,
-            ),
-            cfg,
-            &shutdown,
-            &plumbing,
-        ),
-        spawn(
-            Repartition::<portaal::BerichtGeopend>::new(
-                cfg,
-                "geopend-herverdeling",
-                bericht::GEOPEND,
-                bericht::REPARTITION,
-                bericht::geopend_key,
-            ),
-            cfg,
-            &shutdown,
-            &plumbing,
-        ),
+        spawn(bericht::herverdeling(cfg), cfg, &shutdown, &plumbing),
+        spawn(bericht::geopend_herverdeling(cfg), cfg, &shutdown, &plumbing),
         spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown, &plumbing),
-        spawn(
-            Repartition::<gzac::ExterneTaak>::new(
-                cfg,
-                "taak-herverdeling",
-                taak::GZAC_TAKEN,
-                taak::REPARTITION,
-                taak::taak_key,
-            ),
-            cfg,
-            &shutdown,
-            &plumbing,
-        ),
-        spawn(
-            Repartition::<portaal::TaakAntwoord>::new(
-                cfg,
-                "antwoord-herverdeling",
-                taak::ANTWOORDEN,
-                taak::REPARTITION,
-                taak::antwoord_key,
-            ),
-            cfg,
-            &shutdown,
-            &plumbing,
-        ),
+        spawn(taak::herverdeling(cfg), cfg, &shutdown, &plumbing),
+        spawn(taak::antwoord_herverdeling(cfg), cfg, &shutdown, &plumbing),
         spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown, &plumbing),
         spawn(BezorgingRoute::new(cfg), cfg, &shutdown, &plumbing),
     ];

@@ -11,6 +11,7 @@
 //! a reminder on a channel not used before, or GZAC hears that the klant was not reached.
 
 use super::notificatie::{self, Item, Kanalen, Notifier};
+use super::repartition::Repartition;
 use super::{afwijzing, event, portaal_ontvanger, Afwijzing};
 use crate::codec::CodecError;
 use crate::config::{BerichtEscalatie, BerichtenConfig, Config};
@@ -414,6 +415,16 @@ pub fn bericht_key(b: &gzac::Bericht) -> String {
 
 pub fn geopend_key(g: &portaal::BerichtGeopend) -> String {
     g.bericht_id.clone()
+}
+
+/// The stage before the bericht route: GZAC's berichten onto the repartition topic.
+pub fn herverdeling(cfg: &Config) -> Repartition<gzac::Bericht> {
+    Repartition::new(cfg, "bericht-herverdeling", INPUT, REPARTITION, bericht_key)
+}
+
+/// The stage before the bericht route: the portal's openings onto the same repartition topic.
+pub fn geopend_herverdeling(cfg: &Config) -> Repartition<portaal::BerichtGeopend> {
+    Repartition::new(cfg, "geopend-herverdeling", GEOPEND, REPARTITION, geopend_key)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! one state. An open taak past its verloopdatum becomes verlopen on both sides.
 
 use super::notificatie::{self, Item, Kanalen, Notifier};
+use super::repartition::Repartition;
 use super::{event, portaal_ontvanger, terugmelding, terugmelding_output};
 use crate::codec::CodecError;
 use crate::config::{Config, TaakEscalatie, TakenConfig};
@@ -443,6 +444,16 @@ pub fn taak_key(t: &gzac::ExterneTaak) -> String {
 
 pub fn antwoord_key(a: &portaal::TaakAntwoord) -> String {
     a.taak_id.clone()
+}
+
+/// The stage before the taak route: GZAC's taken onto the repartition topic.
+pub fn herverdeling(cfg: &Config) -> Repartition<gzac::ExterneTaak> {
+    Repartition::new(cfg, "taak-herverdeling", GZAC_TAKEN, REPARTITION, taak_key)
+}
+
+/// The stage before the taak route: the portal's antwoorden onto the same repartition topic.
+pub fn antwoord_herverdeling(cfg: &Config) -> Repartition<portaal::TaakAntwoord> {
+    Repartition::new(cfg, "antwoord-herverdeling", ANTWOORDEN, REPARTITION, antwoord_key)
 }
 
 #[cfg(test)]

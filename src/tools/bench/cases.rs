@@ -9,7 +9,6 @@ use crate::model::{gzac, portaal, Datum};
 use crate::pipeline::{self, Ctx, Decoder, Output, Payload, Plumbing, Route, RouteError, Stats};
 use crate::routes::bericht::{self, BerichtRoute};
 use crate::routes::bezorging::BezorgingRoute;
-use crate::routes::repartition::Repartition;
 use crate::routes::taak::{self, TaakRoute};
 use crate::routes::verzoek::VerzoekRoute;
 use crate::routes::zaakverzoek::ZaakVerzoekRoute;
@@ -95,38 +94,17 @@ impl Kind {
                 stages.spawn(ZaakVerzoekRoute::new(cfg, zaken))
             }
             Kind::Bericht => {
-                let name = "bericht-herverdeling";
-                stages.spawn(Repartition::<gzac::Bericht>::new(
-                    cfg,
-                    name,
-                    bericht::INPUT,
-                    bericht::REPARTITION,
-                    bericht::bericht_key,
-                ));
+                stages.spawn(bericht::herverdeling(cfg));
                 stages.spawn(BerichtRoute::new(cfg, voorkeuren));
                 stages.spawn(BezorgingRoute::new(cfg));
             }
             Kind::Taak => {
-                let name = "taak-herverdeling";
-                stages.spawn(Repartition::<gzac::ExterneTaak>::new(
-                    cfg,
-                    name,
-                    taak::GZAC_TAKEN,
-                    taak::REPARTITION,
-                    taak::taak_key,
-                ));
+                stages.spawn(taak::herverdeling(cfg));
                 stages.spawn(TaakRoute::new(cfg, voorkeuren));
                 stages.spawn(BezorgingRoute::new(cfg));
             }
             Kind::Antwoord => {
-                let name = "antwoord-herverdeling";
-                stages.spawn(Repartition::<portaal::TaakAntwoord>::new(
-                    cfg,
-                    name,
-                    taak::ANTWOORDEN,
-                    taak::REPARTITION,
-                    taak::antwoord_key,
-                ));
+                stages.spawn(taak::antwoord_herverdeling(cfg));
                 stages.spawn(TaakRoute::new(cfg, voorkeuren));
             }
         }
