@@ -5,7 +5,7 @@ use crate::codec::CodecError;
 use crate::config::Config;
 use crate::events::Event;
 use crate::model::common::Kanaal;
-use crate::model::{gzac, portaal, Datum};
+use crate::model::Datum;
 use crate::pipeline::{self, Ctx, Decoder, Output, Payload, Plumbing, Route, RouteError, Stats};
 use crate::routes::bericht::{self, BerichtRoute};
 use crate::routes::bezorging::BezorgingRoute;
@@ -17,7 +17,7 @@ use crate::table::GlobalTable;
 use crate::tools::samples::{self, BSN};
 use crate::topics::*;
 use crate::topology::Wanted;
-use apache_avro::{AvroSchema, Schema};
+use apache_avro::Schema;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -107,17 +107,6 @@ impl Kind {
                 stages.spawn(taak::antwoord_herverdeling(cfg));
                 stages.spawn(TaakRoute::new(cfg, voorkeuren));
             }
-        }
-    }
-
-    /// The schema of its input (to find the registered id).
-    pub fn input_schema(self) -> Schema {
-        match self {
-            Kind::Verzoek => portaal::Verzoek::get_schema(),
-            Kind::Zaakverzoek => portaal::ZaakVerzoek::get_schema(),
-            Kind::Bericht => gzac::Bericht::get_schema(),
-            Kind::Taak => gzac::ExterneTaak::get_schema(),
-            Kind::Antwoord => portaal::TaakAntwoord::get_schema(),
         }
     }
 
