@@ -1,8 +1,8 @@
 //! Wiring: which routes run, each on its own thread with the generic pipeline, until shutdown.
 
-use crate::config::Config;
+use crate::config::{Config, Gemeente};
 use crate::model::{gzac, portaal};
-use crate::pipeline::{self, Plumbing, Stats};
+use crate::pipeline::{self, Plumbing, Served, Stats};
 use crate::routes::bericht::{self, BerichtRoute};
 use crate::routes::bezorging::BezorgingRoute;
 use crate::routes::partij_key;
@@ -26,16 +26,22 @@ pub struct Running {
 
 type Started = (&'static str, JoinHandle<anyhow::Result<()>>, Arc<Stats>);
 
-fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>, plumbing: &Arc<Plumbing>) -> Started {
+/// One route for every municipality, on one thread with one consumer and one producer.
+fn spawn<R: pipeline::Route>(
+    served: Vec<Served<R>>,
+    cfg: &Config,
+    shutdown: &Arc<AtomicBool>,
+    plumbing: &Arc<Plumbing>,
+) -> Started {
     let (cfg, shutdown, rt, plumbing) = (cfg.clone(), shutdown.clone(), Handle::current(), plumbing.clone());
-    let name = route.name();
+    let name = served[0].route.name();
     let stats = Arc::new(Stats::default());
     let s = stats.clone();
     let handle = std::thread::Builder::new()
         .name(format!("route-{name}"))
         .stack_size(crate::codec::STACK_BYTES)
         .spawn(move || {
-            let result = pipeline::run(route, &cfg, rt, shutdown, s.clone(), plumbing);
+            let result = pipeline::run_served(served, &cfg, rt, shutdown, s.clone(), plumbing);
             s.stopped.store(true, Ordering::SeqCst);
             if let Err(e) = &result {
                 tracing::error!(route = name, error = %format!("{e:#}"), "route failed");
@@ -44,6 +50,11 @@ fn spawn<R: pipeline::Route>(route: R, cfg: &Config, shutdown: &Arc<AtomicBool>,
         })
         .expect("spawn route thread");
     (name, handle, stats)
+}
+
+/// The route `make` builds from each municipality's configuration (and its index).
+fn each<R: pipeline::Route>(gemeenten: &[Gemeente], make: impl Fn(usize, &Config) -> R) -> Vec<Served<R>> {
+    gemeenten.iter().enumerate().map(|(i, g)| Served::new(&g.cfg, make(i, &g.cfg))).collect()
 }
 
 /// Start every route. Call from inside a multi-threaded tokio runtime. Routes that join with a
@@ -64,37 +75,49 @@ pub fn start(cfg: &Config) -> anyhow::Result<Running> {
         let now = cfg.pipeline.clock.now().rfc3339();
         tracing::warn!(clock = %now, "the bridge runs on a simulated clock (pipeline.clock_start)");
     }
+    let gemeenten = cfg.gemeenten()?;
+    let ids: Vec<&str> = gemeenten.iter().map(|g| g.id.as_str()).collect();
+    tracing::info!(gemeenten = ?ids, "serving");
     let shutdown = Arc::new(AtomicBool::new(false));
     let rt = Handle::current();
-    let voorkeuren = Arc::new(GlobalTable::start(
+    // Each municipality's tables, by its index; one reader per table for all of them.
+    let topics_of = |name: &str| gemeenten.iter().map(|g| g.cfg.topic(name)).collect::<Vec<_>>();
+    let voorkeuren = GlobalTable::start(
         cfg,
-        cfg.topic(crate::topics::PORTAAL_KLANTVOORKEUREN),
+        &topics_of(crate::topics::PORTAAL_KLANTVOORKEUREN),
         portaal::Klantvoorkeur::get_schema(),
         |v: &portaal::Klantvoorkeur| partij_key(&v.partij),
         rt.clone(),
-    )?);
-    let zaken = Arc::new(GlobalTable::start(
+    )?;
+    let zaken = GlobalTable::start(
         cfg,
-        cfg.topic(zaakverzoek::ZAKEN),
+        &topics_of(zaakverzoek::ZAKEN),
         gzac::Zaak::get_schema(),
         |z: &gzac::Zaak| z.uuid.clone(),
         rt,
-    )?);
-    let (voorkeuren_stats, zaken_stats) = (voorkeuren.stats(), zaken.stats());
+    )?;
+    let table_name = |name: &str| match gemeenten.len() {
+        1 => format!("table:{}", gemeenten[0].cfg.topic(name)),
+        _ => format!("table:{name}"),
+    };
+    let tables = [
+        (table_name(crate::topics::PORTAAL_KLANTVOORKEUREN), voorkeuren[0].stats()),
+        (table_name(zaakverzoek::ZAKEN), zaken[0].stats()),
+    ];
+    let g = &gemeenten;
     let started = vec![
-        spawn(VerzoekRoute::new(cfg), cfg, &shutdown, &plumbing),
-        spawn(ZaakVerzoekRoute::new(cfg, zaken), cfg, &shutdown, &plumbing),
-        spawn(bericht::herverdeling(cfg), cfg, &shutdown, &plumbing),
-        spawn(bericht::geopend_herverdeling(cfg), cfg, &shutdown, &plumbing),
-        spawn(BerichtRoute::new(cfg, voorkeuren.clone()), cfg, &shutdown, &plumbing),
-        spawn(taak::herverdeling(cfg), cfg, &shutdown, &plumbing),
-        spawn(taak::antwoord_herverdeling(cfg), cfg, &shutdown, &plumbing),
-        spawn(TaakRoute::new(cfg, voorkeuren), cfg, &shutdown, &plumbing),
-        spawn(BezorgingRoute::new(cfg), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| VerzoekRoute::new(c)), cfg, &shutdown, &plumbing),
+        spawn(each(g, |i, c| ZaakVerzoekRoute::new(c, zaken[i].clone())), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| bericht::herverdeling(c)), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| bericht::geopend_herverdeling(c)), cfg, &shutdown, &plumbing),
+        spawn(each(g, |i, c| BerichtRoute::new(c, voorkeuren[i].clone())), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| taak::herverdeling(c)), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| taak::antwoord_herverdeling(c)), cfg, &shutdown, &plumbing),
+        spawn(each(g, |i, c| TaakRoute::new(c, voorkeuren[i].clone())), cfg, &shutdown, &plumbing),
+        spawn(each(g, |_, c| BezorgingRoute::new(c)), cfg, &shutdown, &plumbing),
     ];
     let mut stats: Vec<(String, Arc<Stats>)> = started.iter().map(|(n, _, s)| (n.to_string(), s.clone())).collect();
-    stats.push((format!("table:{}", cfg.topic(crate::topics::PORTAAL_KLANTVOORKEUREN)), voorkeuren_stats));
-    stats.push((format!("table:{}", cfg.topic(zaakverzoek::ZAKEN)), zaken_stats));
+    stats.extend(tables);
     let stats = Arc::new(stats);
     let threads = started.into_iter().map(|(n, t, _)| (n, t)).collect();
     Ok(Running { shutdown, threads, stats })

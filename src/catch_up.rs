@@ -9,17 +9,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Where each of `partitions` of `topic` ends now (its high watermark), for those that hold any
-/// record: a reader is caught up once its position reaches these ends.
+/// record: a reader is caught up once its position reaches these ends (by topic and partition).
 pub(crate) fn ends_of<X: ConsumerContext, C: Consumer<X>>(
     consumer: &C,
     topic: &str,
     partitions: &[i32],
-) -> KafkaResult<HashMap<i32, i64>> {
+) -> KafkaResult<HashMap<(String, i32), i64>> {
     let mut ends = HashMap::new();
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
         if high > low {
-            ends.insert(*p, high);
+            ends.insert((topic.to_string(), *p), high);
         }
     }
     Ok(ends)
@@ -29,12 +29,13 @@ pub(crate) fn ends_of<X: ConsumerContext, C: Consumer<X>>(
 /// position waits at a transaction still open, so this also waits for it to finish.
 pub(crate) fn drop_reached<X: ConsumerContext, C: Consumer<X>>(
     consumer: &C,
-    ends: &mut HashMap<i32, i64>,
+    ends: &mut HashMap<(String, i32), i64>,
 ) -> KafkaResult<()> {
     for pos in consumer.position()?.elements() {
-        if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&pos.partition())) {
+        let at = (pos.topic().to_string(), pos.partition());
+        if let (Offset::Offset(n), Some(end)) = (pos.offset(), ends.get(&at)) {
             if n >= *end {
-                ends.remove(&pos.partition());
+                ends.remove(&at);
             }
         }
     }

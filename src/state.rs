@@ -227,7 +227,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         let mut ends = ends_of(&consumer, changelog, partitions)?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            if ends.contains_key(p) {
+            if ends.contains_key(&(changelog.to_string(), *p)) {
                 tpl.add_partition_offset(changelog, *p, Offset::Beginning)?;
             }
             self.parts.entry(*p).or_default();

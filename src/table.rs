@@ -1,7 +1,8 @@
 //! Global tables: every instance reads a whole compacted reference topic (all partitions) into
 //! memory and keeps following it. Joins against them are therefore right whatever partitioner
 //! wrote the topic and however the group spreads the other inputs. A route does not start before
-//! its tables have been read up to the end they had at start-up (readiness).
+//! its tables have been read up to the end they had at start-up (readiness). One reader (one
+//! thread, one consumer) follows the same table of every municipality, each into its own rows.
 
 use crate::catch_up::{drop_reached, ends_of};
 use crate::codec::{Codec, CodecError, STACK_BYTES};
@@ -30,12 +31,17 @@ pub struct GlobalTable<T> {
     topic: String,
     rows: Arc<RwLock<Rows<T>>>,
     stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
+    /// Held, not read: the reader stops when the last of its tables is dropped.
+    _stop: Arc<Stopper>,
 }
 
-impl<T> Drop for GlobalTable<T> {
+/// Stops the reader when the last table it fills is dropped.
+#[derive(Default)]
+struct Stopper(Arc<AtomicBool>);
+
+impl Drop for Stopper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -53,41 +59,56 @@ impl<T> GlobalTable<T> {
                 stats.ready.store(true, Ordering::SeqCst);
                 stats
             },
-            stop: Arc::default(),
+            _stop: Arc::default(),
         }
     }
 }
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> GlobalTable<T> {
-    /// Start following `topic`. `lookup` gives the key a route looks rows up by (e.g. the party).
-    /// The table reader follows its topic through broker outages (librdkafka reconnects; errors
-    /// only show in `stats`); only what retrying cannot fix ends it, and then `stats` says so.
+    /// Start following `topics` (the same table of each municipality), one table each, with one
+    /// reader. `lookup` gives the key a route looks rows up by (e.g. the party). The reader
+    /// follows its topics through broker outages (librdkafka reconnects; errors only show in
+    /// `stats`, which the tables share); only what retrying cannot fix ends it, and `stats` says so.
     pub fn start(
         cfg: &Config,
-        topic: String,
+        topics: &[String],
         reader: Schema,
         lookup: fn(&T) -> String,
         rt: Handle,
-    ) -> anyhow::Result<Self> {
-        let rows = Arc::new(RwLock::new(Rows { by_key: HashMap::new(), by_lookup: HashMap::new() }));
+    ) -> anyhow::Result<Vec<Arc<Self>>> {
         let stats = Arc::new(Stats::default());
         stats.grant_grace(cfg.pipeline.authorisation_grace);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stopper::default());
+        let flag = stop.0.clone();
         let consumer: BaseConsumer<GroupContext> = cfg
             .reader_config(&format!("{}table", cfg.own_prefix()))
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-            .create_with_context(GroupContext::new("table", &topic, stats.clone()))?;
+            .create_with_context(GroupContext::new("table", topics, stats.clone()))?;
         let codec = Codec::new(cfg.sr_settings()?);
-        let (r, s, st, t) = (rows.clone(), stats.clone(), stop.clone(), topic.clone());
-        std::thread::Builder::new().name(format!("table-{topic}")).stack_size(STACK_BYTES).spawn(move || {
-            let result = follow(&consumer, &codec, &t, &reader, lookup, &rt, &r, &s, &st);
+        let tables: Vec<Arc<Self>> = topics
+            .iter()
+            .map(|topic| {
+                Arc::new(GlobalTable {
+                    topic: topic.clone(),
+                    rows: Arc::new(RwLock::new(Rows { by_key: HashMap::new(), by_lookup: HashMap::new() })),
+                    stats: stats.clone(),
+                    _stop: stop.clone(),
+                })
+            })
+            .collect();
+        let rows: HashMap<String, Arc<RwLock<Rows<T>>>> =
+            tables.iter().map(|t| (t.topic.clone(), t.rows.clone())).collect();
+        let s = stats.clone();
+        let name = topics.first().cloned().unwrap_or_default();
+        std::thread::Builder::new().name(format!("table-{name}")).stack_size(STACK_BYTES).spawn(move || {
+            let result = follow(&consumer, &codec, &reader, lookup, &rt, &rows, &s, &flag);
             if let Err(e) = result {
-                error!(topic = %t, error = %format!("{e:#}"), "global table stopped");
+                error!(topic = %name, error = %format!("{e:#}"), "global table stopped");
                 s.problem(&format!("{e:#}"));
             }
             s.stopped.store(true, Ordering::SeqCst);
         })?;
-        Ok(GlobalTable { topic, rows, stats, stop })
+        Ok(tables)
     }
 
     /// What the table reports (readiness, lag, errors), for health and metrics.
@@ -127,23 +148,26 @@ enum Change<T> {
 fn follow<T: DeserializeOwned>(
     consumer: &BaseConsumer<GroupContext>,
     codec: &Codec,
-    topic: &str,
     reader: &Schema,
     lookup: fn(&T) -> String,
     rt: &Handle,
-    rows: &RwLock<Rows<T>>,
+    tables: &HashMap<String, Arc<RwLock<Rows<T>>>>,
     stats: &Stats,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    // Where the topic ends now: the table is ready once it has read that far.
+    // Where the topics end now: the tables are ready once they have read that far.
     let (tpl, mut ends) =
-        with_retries(&format!("reading the metadata of {topic}"), stop, stats, &|| unfixable_of(consumer), || {
-            let partitions = crate::pipeline::partition_ids(consumer, topic)?;
+        with_retries("reading the metadata of the tables", stop, stats, &|| unfixable_of(consumer), || {
             let mut tpl = TopicPartitionList::new();
-            for p in &partitions {
-                tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+            let mut ends = HashMap::new();
+            for topic in tables.keys() {
+                let partitions = crate::pipeline::partition_ids(consumer, topic)?;
+                for p in &partitions {
+                    tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+                }
+                ends.extend(ends_of(consumer, topic, &partitions)?);
             }
-            Ok((tpl, ends_of(consumer, topic, &partitions)?))
+            Ok((tpl, ends))
         })?;
     consumer.assign(&tpl)?;
     let started = Instant::now();
@@ -163,10 +187,12 @@ fn follow<T: DeserializeOwned>(
             }
             // The broker is away or a partition is moving: librdkafka goes on fetching by itself.
             Some(Err(e)) => {
-                stats.retrying(&format!("reading {topic}: {e}"));
-                warn!(topic, error = %e, "table reader error; following on");
+                stats.retrying(&format!("reading a table: {e}"));
+                warn!(error = %e, "table reader error; following on");
             }
             Some(Ok(m)) => {
+                let topic = m.topic();
+                let Some(rows) = tables.get(topic) else { continue };
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
                 // Decoded before the lock is taken: a slow registry must not block lookups.
                 let change = match m.payload() {
@@ -207,8 +233,9 @@ fn follow<T: DeserializeOwned>(
                     rows.by_lookup.insert(l.clone(), key.clone());
                     rows.by_key.insert(key, (l, v));
                 }
-                stats.rows.store(rows.by_key.len() as i64, Ordering::Relaxed);
                 drop(rows);
+                let n: usize = tables.values().map(|t| t.read().unwrap_or_else(|p| p.into_inner()).by_key.len()).sum();
+                stats.rows.store(n as i64, Ordering::Relaxed);
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 stats.progressed();
                 stats.recovered();
@@ -220,8 +247,13 @@ fn follow<T: DeserializeOwned>(
             // A failed position query during an outage is tried again on the next round.
             if drop_reached(consumer, &mut ends).is_ok() && ends.is_empty() {
                 stats.ready.store(true, Ordering::SeqCst);
-                let n = rows.read().unwrap_or_else(|p| p.into_inner()).by_key.len();
-                info!(topic, rows = n, ms = started.elapsed().as_millis() as u64, "global table ready");
+                let n: usize = tables.values().map(|t| t.read().unwrap_or_else(|p| p.into_inner()).by_key.len()).sum();
+                info!(
+                    tables = tables.len(),
+                    rows = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "global tables ready"
+                );
             }
         }
     }

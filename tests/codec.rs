@@ -13,7 +13,6 @@ use gzac_portal_bridge::tools::registry::{Registry, Server};
 use gzac_portal_bridge::tools::samples;
 use schema_registry_converter::async_impl::schema_registry::post_schema;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
-use std::sync::Arc;
 
 async fn registry() -> (Server, Config) {
     let server = Registry::new().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -85,15 +84,15 @@ async fn a_taak_written_under_another_namespace_is_still_a_taak() {
     let rt = tokio::runtime::Handle::current();
     let decoded = tokio::task::spawn_blocking(move || {
         let _guard = rt.enter();
-        let table = GlobalTable::start(
+        let mut table = GlobalTable::start(
             &cfg,
-            "ns.voorkeuren".into(),
+            &["ns.voorkeuren".into()],
             portaal::Klantvoorkeur::get_schema(),
             |v: &portaal::Klantvoorkeur| v.partij.value.clone(),
             rt.clone(),
         )
         .unwrap();
-        let route = TaakRoute::new(&cfg, Arc::new(table));
+        let route = TaakRoute::new(&cfg, table.remove(0));
         let codec = Codec::new(cfg.sr_settings().unwrap());
         route
             .decode(&gzac_portal_bridge::pipeline::Decoder::new(&codec, &rt), &bytes)

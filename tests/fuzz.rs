@@ -73,10 +73,9 @@ fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
 /// A klantvoorkeuren table on no broker: it stays empty, which is all these routes need here.
 fn empty_voorkeuren(cfg: &Config, rt: &Handle) -> Arc<GlobalTable<portaal::Klantvoorkeur>> {
     let lookup = |v: &portaal::Klantvoorkeur| v.partij.value.clone();
-    Arc::new(
-        GlobalTable::start(cfg, "fz.voorkeuren".into(), portaal::Klantvoorkeur::get_schema(), lookup, rt.clone())
-            .unwrap(),
-    )
+    GlobalTable::start(cfg, &["fz.voorkeuren".into()], portaal::Klantvoorkeur::get_schema(), lookup, rt.clone())
+        .unwrap()
+        .remove(0)
 }
 
 #[derive(Default, Debug)]
@@ -189,16 +188,15 @@ async fn mutated_records_through_every_route_never_panic() {
                 let codec = Codec::new(c.sr_settings().unwrap());
                 let _rt = rt.enter();
                 let voorkeuren = empty_voorkeuren(&c, &rt);
-                let zaken = Arc::new(
-                    GlobalTable::start(
-                        &c,
-                        "fz.zaken".into(),
-                        gzac::Zaak::get_schema(),
-                        |z: &gzac::Zaak| z.uuid.clone(),
-                        rt.clone(),
-                    )
-                    .unwrap(),
-                );
+                let zaken = GlobalTable::start(
+                    &c,
+                    &["fz.zaken".into()],
+                    gzac::Zaak::get_schema(),
+                    |z: &gzac::Zaak| z.uuid.clone(),
+                    rt.clone(),
+                )
+                .unwrap()
+                .remove(0);
                 let deep = [chain(200_000), chain(MAX_RECURSIVE_BODY - plain_len - 1)];
                 let deep_results: Vec<String> = deep
                     .iter()

@@ -38,6 +38,13 @@ pub struct Config {
     #[serde(default)]
     pub topic_prefix: String,
     pub oin: String,
+    /// The municipality's id in logs and metrics (one municipality; see `gemeenten`).
+    #[serde(default = "default_gemeente")]
+    pub gemeente: String,
+    /// Many municipalities in one process: per municipality its `id` and what differs from the
+    /// settings above (`GEMEENTE_KEYS`); empty: the one municipality these settings describe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gemeenten: Vec<serde_yaml::Mapping>,
     pub registry: RegistryConfig,
     /// librdkafka properties for every client (TLS, SASL, …).
     #[serde(default)]
@@ -183,6 +190,22 @@ pub struct PipelineConfig {
 mod routes;
 pub use routes::*;
 
+fn default_gemeente() -> String {
+    "gemeente".into()
+}
+
+/// What a municipality in `gemeenten` may set for itself; everything else is shared.
+pub const GEMEENTE_KEYS: [&str; 8] =
+    ["id", "oin", "topic_prefix", "verzoek", "taken", "berichten", "notificaties", "acls"];
+
+/// One municipality the process serves: its id and the configuration its routes run with (the
+/// shared settings with its own laid over them).
+#[derive(Debug, Clone)]
+pub struct Gemeente {
+    pub id: String,
+    pub cfg: Config,
+}
+
 /// The host name (a pod's name in Kubernetes): the default instance id.
 fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
@@ -239,12 +262,75 @@ impl Config {
             cfg.group_id = cfg.default_group_id();
         }
         cfg.validate()?;
+        cfg.gemeenten()?;
         if let Some(start) = &cfg.pipeline.clock_start {
             let start = crate::model::Timestamp::parse(start)
                 .map_err(|e| ConfigError::Invalid(format!("pipeline.clock_start: {e}")))?;
             cfg.pipeline.clock = crate::model::Clock::starting_at(start);
         }
         Ok(cfg)
+    }
+
+    /// Every municipality this process serves, each with its own configuration: the shared
+    /// settings with the municipality's laid over them (sections merge key by key). Without
+    /// `gemeenten`, the one this configuration describes.
+    pub fn gemeenten(&self) -> Result<Vec<Gemeente>, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(m);
+        if self.gemeenten.is_empty() {
+            return Ok(vec![Gemeente { id: self.gemeente.clone(), cfg: self.clone() }]);
+        }
+        let mut out: Vec<Gemeente> = Vec::new();
+        for (i, over) in self.gemeenten.iter().enumerate() {
+            let text = |k: &str| over.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            let id = text("id").ok_or_else(|| bad(format!("gemeenten[{i}] needs an id")))?;
+            let at = format!("gemeenten.{id}");
+            if let Some(k) = over.keys().filter_map(|k| k.as_str()).find(|k| !GEMEENTE_KEYS.contains(k)) {
+                return Err(bad(format!("{at}.{k} cannot differ per municipality (it may set {GEMEENTE_KEYS:?})")));
+            }
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                return Err(bad(format!("{at}: an id is lower-case letters, digits and `-`")));
+            }
+            let mut cfg = self.clone();
+            cfg.gemeenten = Vec::new();
+            cfg.gemeente = id.clone();
+            cfg.oin = text("oin").ok_or_else(|| bad(format!("{at} needs its own oin")))?;
+            cfg.topic_prefix = text("topic_prefix").ok_or_else(|| bad(format!("{at} needs its own topic_prefix")))?;
+            fn section<T: Clone + Serialize + serde::de::DeserializeOwned>(
+                base: &T,
+                over: Option<&serde_yaml::Value>,
+                at: &str,
+            ) -> Result<T, ConfigError> {
+                let Some(over) = over else { return Ok(base.clone()) };
+                let mut value = serde_yaml::to_value(base).expect("a section serialises");
+                merge(&mut value, over.clone());
+                serde_yaml::from_value(value).map_err(|e| ConfigError::Invalid(format!("{at}: {e}")))
+            }
+            cfg.verzoek = section(&self.verzoek, over.get("verzoek"), &format!("{at}.verzoek"))?;
+            cfg.taken = section(&self.taken, over.get("taken"), &format!("{at}.taken"))?;
+            cfg.berichten = section(&self.berichten, over.get("berichten"), &format!("{at}.berichten"))?;
+            cfg.notificaties = section(&self.notificaties, over.get("notificaties"), &format!("{at}.notificaties"))?;
+            cfg.acls = section(&self.acls, over.get("acls"), &format!("{at}.acls"))?;
+            cfg.validate().map_err(|e| bad(format!("{at}: {e}")))?;
+            for other in &out {
+                let same = if other.id == id {
+                    Some("id")
+                } else if other.cfg.topic_prefix == cfg.topic_prefix {
+                    Some("topic_prefix")
+                } else if other.cfg.oin == cfg.oin {
+                    Some("oin")
+                } else {
+                    None
+                };
+                if let Some(what) = same {
+                    return Err(bad(format!(
+                        "gemeenten {} and {id} have the same {what}: each municipality needs its own, so Kafka keeps their records apart",
+                        other.id
+                    )));
+                }
+            }
+            out.push(Gemeente { id, cfg });
+        }
+        Ok(out)
     }
 
     /// The environment over the file. An unknown `GZAC_BRIDGE_*` variable is refused like an

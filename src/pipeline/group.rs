@@ -9,29 +9,30 @@ use super::*;
 /// global tables' readers (which assign, so only the statistics matter there).
 pub(crate) struct GroupContext {
     pub(crate) name: &'static str,
-    pub(crate) topic: String,
-    pub(crate) revoked: Mutex<Vec<i32>>,
-    pub(crate) assigned: Mutex<Vec<i32>>,
+    /// The topics it reads (every municipality's input of the route; a table's topics).
+    pub(crate) topics: Vec<String>,
+    pub(crate) revoked: Mutex<Vec<(String, i32)>>,
+    pub(crate) assigned: Mutex<Vec<(String, i32)>>,
     pub(crate) stats: Arc<Stats>,
     /// A client error that retrying cannot fix (authentication, a missing ACL).
     pub(crate) fatal: Mutex<Option<String>>,
     /// The static member was fenced (`FENCED_INSTANCE_ID`): its own session ran out during an
     /// outage, or a second instance uses our `instance_id`. The consumer is unusable either way.
     pub(crate) fenced: Mutex<Option<String>>,
-    /// Topics other than `topic` in the last assignment: a stale assignment of a static member
+    /// Topics other than `topics` in the last assignment: a stale assignment of a static member
     /// that read other topics before (an upgrade, another prefix).
     pub(crate) foreign: Mutex<Vec<String>>,
     /// librdkafka's statistics saw no broker up at some point since this was last cleared.
     pub(crate) broker_was_down: AtomicBool,
     /// The partitions the last statistics reported lag for (their gauges are dropped when gone).
-    lag_partitions: Mutex<Vec<i32>>,
+    lag_partitions: Mutex<Vec<(String, i32)>>,
 }
 
 impl GroupContext {
-    pub(crate) fn new(name: &'static str, topic: &str, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(name: &'static str, topics: &[String], stats: Arc<Stats>) -> Self {
         GroupContext {
             name,
-            topic: topic.to_string(),
+            topics: topics.to_vec(),
             revoked: Mutex::default(),
             assigned: Mutex::default(),
             stats,
@@ -51,8 +52,8 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
-    tpl.elements().iter().map(|e| e.partition()).collect()
+pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
 impl ClientContext for GroupContext {
@@ -82,23 +83,26 @@ impl ClientContext for GroupContext {
         if !up {
             self.broker_was_down.store(true, Ordering::Relaxed);
         }
-        let Some(topic) = s.topics.get(&self.topic) else { return };
         let mut lag = 0i64;
-        let label = |p: i32| vec![("partition".to_string(), p.to_string())];
+        let label =
+            |(t, p): &(String, i32)| vec![("partition".to_string(), p.to_string()), ("topic".to_string(), t.clone())];
         let mut seen = Vec::new();
-        for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
-            let at = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
-            if let (Some(at), true) = (at, p.ls_offset >= 0) {
-                let behind = (p.ls_offset - at).max(0);
-                lag += behind;
-                self.stats.partition_lag.get_or_create(&label(p.partition)).set(behind);
-                seen.push(p.partition);
+        for (name, topic) in s.topics.iter().filter(|(name, _)| self.topics.contains(name)) {
+            for p in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
+                let at = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
+                if let (Some(at), true) = (at, p.ls_offset >= 0) {
+                    let behind = (p.ls_offset - at).max(0);
+                    lag += behind;
+                    let tp = (name.clone(), p.partition);
+                    self.stats.partition_lag.get_or_create(&label(&tp)).set(behind);
+                    seen.push(tp);
+                }
             }
         }
         // Set in place (a scrape never sees a half-filled family); partitions gone are dropped.
         let mut last = lock(&self.lag_partitions);
         for gone in last.iter().filter(|p| !seen.contains(p)) {
-            self.stats.partition_lag.remove(&label(*gone));
+            self.stats.partition_lag.remove(&label(gone));
         }
         // No assigned partition with a known position: the lag stays unknown (health watches that).
         if !seen.is_empty() {
@@ -140,8 +144,8 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(tpl) => {
                 info!(route = self.name, partitions = ?partitions_of(tpl), "partitions assigned");
                 let (ours, theirs): (Vec<_>, Vec<_>) =
-                    tpl.elements().into_iter().partition(|e| e.topic() == self.topic);
-                lock(&self.assigned).extend(ours.iter().map(|e| e.partition()));
+                    tpl.elements().into_iter().partition(|e| self.topics.iter().any(|t| t == e.topic()));
+                lock(&self.assigned).extend(ours.iter().map(|e| (e.topic().to_string(), e.partition())));
                 self.stats.assigned(ours.len());
                 let mut foreign = lock(&self.foreign);
                 foreign.extend(theirs.iter().map(|e| e.topic().to_string()));

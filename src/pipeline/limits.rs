@@ -7,7 +7,8 @@ use super::*;
 /// `max.message.bytes`, whichever is smaller.
 #[derive(PartialEq)]
 pub(super) struct Limits {
-    pub(super) input: usize,
+    /// `pipeline.max_record_bytes`, when set: the largest input of any topic.
+    configured_input: Option<usize>,
     pub(super) producer: usize,
     pub(super) topics: HashMap<String, usize>,
 }
@@ -32,7 +33,7 @@ impl Limits {
     /// With both `message.max.bytes` and `pipeline.max_record_bytes` set, those are taken as
     /// they are (a topic that takes less then refuses the output: `output-refused`).
     /// `topics`: what the broker said of the topics' `max.message.bytes`.
-    pub(super) fn read(cfg: &Config, input: &str, written: &[String], topics: HashMap<String, usize>) -> Limits {
+    pub(super) fn read(cfg: &Config, written: &[String], topics: HashMap<String, usize>) -> Limits {
         let configured: Option<usize> = cfg.producer_config().get("message.max.bytes").and_then(|v| v.parse().ok());
         let topics =
             if configured.is_some() && cfg.pipeline.max_record_bytes.is_some() { HashMap::new() } else { topics };
@@ -45,11 +46,14 @@ impl Limits {
                 .fold(DEFAULT_MESSAGE_MAX_BYTES, usize::max)
                 .min(1_000_000_000),
         };
-        let input = cfg
-            .pipeline
-            .max_record_bytes
-            .unwrap_or_else(|| topics.get(input).copied().unwrap_or(DEFAULT_TOPIC_MAX_MESSAGE_BYTES));
-        Limits { input, producer, topics }
+        Limits { configured_input: cfg.pipeline.max_record_bytes, producer, topics }
+    }
+
+    /// The largest record the route takes from `input`: `pipeline.max_record_bytes`, or the
+    /// topic's own `max.message.bytes`.
+    pub(super) fn input(&self, input: &str) -> usize {
+        self.configured_input
+            .unwrap_or_else(|| self.topics.get(input).copied().unwrap_or(DEFAULT_TOPIC_MAX_MESSAGE_BYTES))
     }
 }
 

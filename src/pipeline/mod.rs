@@ -48,17 +48,48 @@ pub(crate) use startup::{partition_ids, unfixable_of};
 pub use startup::{with_retries, Unfixable, METADATA_TIMEOUT};
 use transaction::*;
 
+/// One municipality's instance of a route: its own route (its settings, tables and topics),
+/// its own state and dead-letter topic. Records are given to it by the topic they came from.
+pub struct Served<R: Route> {
+    /// The municipality's id (logs, metrics).
+    pub gemeente: String,
+    /// The CloudEvents source of its outputs (its OIN).
+    pub source: String,
+    pub route: R,
+    store: Store<R::State>,
+    input: String,
+    dlq: String,
+}
+
+impl<R: Route> Served<R> {
+    /// `route` made with `cfg`, one municipality's configuration.
+    pub fn new(cfg: &Config, route: R) -> Self {
+        Served {
+            gemeente: cfg.gemeente.clone(),
+            source: cfg.ce_source(),
+            input: route.input_topic().to_string(),
+            dlq: dlq_topic(route.input_topic()),
+            route,
+            store: Store::default(),
+        }
+    }
+}
+
+/// An input partition of one of the municipalities: (index in `served`, partition).
+pub(super) type Slot = (usize, i32);
+
 /// The running state of one route's loop.
 struct Pipeline<R: Route> {
-    route: R,
+    name: &'static str,
+    /// The route once per municipality; one consumer reads all their input topics.
+    served: Vec<Served<R>>,
+    by_topic: HashMap<String, usize>,
     cfg: Config,
     codec: Codec,
     producer: TxProducer,
     transactional_id: String,
     shutdown: Arc<AtomicBool>,
     rt: Handle,
-    source: String,
-    dlq: String,
     /// The largest record each output topic (the dead-letter topic and the changelog) takes,
     /// when that was read, and the topics it covers.
     limits: Limits,
@@ -66,7 +97,6 @@ struct Pipeline<R: Route> {
     written: Vec<String>,
     /// Base of the `ce_dataschema` URLs.
     registry_url: String,
-    store: Store<R::State>,
     /// Set from `begin_transaction` until the commit or abort has succeeded.
     open: Option<Open>,
     /// Inputs whose output the broker refused for good: dead-lettered when read again.
@@ -76,22 +106,38 @@ struct Pipeline<R: Route> {
     stats: Arc<Stats>,
 }
 
-/// Run `route` until `shutdown` is set. Blocks: call it from a dedicated thread.
+/// Run `route` for the one municipality `cfg` describes until `shutdown` is set. Blocks.
 pub fn run<R: Route>(
-    mut route: R,
+    route: R,
     cfg: &Config,
     rt: Handle,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
     plumbing: Arc<Plumbing>,
 ) -> anyhow::Result<()> {
+    run_served(vec![Served::new(cfg, route)], cfg, rt, shutdown, stats, plumbing)
+}
+
+/// Run one route for every municipality in `served` — one consumer over all their input topics,
+/// one transactional producer — until `shutdown` is set. Blocks: call it from a dedicated thread.
+pub fn run_served<R: Route>(
+    mut served: Vec<Served<R>>,
+    cfg: &Config,
+    rt: Handle,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    plumbing: Arc<Plumbing>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!served.is_empty(), "a route needs at least one municipality");
+    let name = served[0].route.name();
     let p = &cfg.pipeline;
     stats.grant_grace(p.authorisation_grace);
     // No length prefix may make the decoder allocate more than a fetch can hold (process-wide; first call wins).
     apache_avro::util::max_allocation_bytes(64 << 20);
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
-    for (topic, schema) in route.outputs() {
+    let outputs: Vec<(String, apache_avro::Schema)> = served.iter().flat_map(|s| s.route.outputs()).collect();
+    for (topic, schema) in outputs {
         loop {
             match rt.block_on(codec.prepare_output(&topic, schema.clone())) {
                 Ok(id) => break debug!(topic, id, "output schema ready"),
@@ -108,27 +154,32 @@ pub fn run<R: Route>(
         }
     }
     backoff.reset();
-    route.prepare(&Start { plumbing: &plumbing, shutdown: &shutdown, stats: &stats })?;
-
-    let mut consumer = group_consumer(cfg, route.name(), route.input_topic(), &stats)?;
-    if let Some(changelog) = route.changelog() {
+    for s in &mut served {
+        s.route.prepare(&Start { plumbing: &plumbing, shutdown: &shutdown, stats: &stats })?;
+    }
+    let inputs: Vec<String> = served.iter().map(|s| s.input.clone()).collect();
+    let mut consumer = group_consumer(cfg, name, &inputs, &stats)?;
+    for s in &served {
+        let Some(changelog) = s.route.changelog() else { continue };
         let count = |t: &str| partition_ids(&consumer, t).map(|ids| ids.len());
         let (input, log) =
             with_retries("reading topic metadata", &shutdown, &stats, &|| unfixable_of(&consumer), || {
-                Ok((count(route.input_topic())?, count(changelog)?))
+                Ok((count(&s.input)?, count(changelog)?))
             })?;
         anyhow::ensure!(
             log >= input && input > 0,
             "changelog {changelog} has {log} partitions, fewer than the {input} of {}; run `topics apply`",
-            route.input_topic()
+            s.input
         );
     }
-    let dlq = dlq_topic(route.input_topic());
-    let mut written: Vec<String> = route.outputs().into_iter().map(|(t, _)| t).collect();
-    written.push(dlq.clone());
-    written.extend(route.changelog().map(str::to_string));
-    let limits = Limits::read(cfg, route.input_topic(), &written, plumbing.topic_limits(cfg, &rt).clone());
-    let transactional_id = cfg.transactional_id(route.name());
+    let mut written: Vec<String> = Vec::new();
+    for s in &served {
+        written.extend(s.route.outputs().into_iter().map(|(t, _)| t));
+        written.push(s.dlq.clone());
+        written.extend(s.route.changelog().map(str::to_string));
+    }
+    let limits = Limits::read(cfg, &written, plumbing.topic_limits(cfg, &rt).clone());
+    let transactional_id = cfg.transactional_id(name);
     let producer = match new_producer(cfg, &transactional_id, limits.producer, &shutdown, &mut backoff, &stats) {
         Ok(Some(p)) => p,
         Ok(None) => return Ok(()),
@@ -137,22 +188,20 @@ pub fn run<R: Route>(
     if shutdown.load(Ordering::SeqCst) {
         return Ok(());
     }
-    consumer.subscribe(&[route.input_topic()])?;
-    info!(
-        route = route.name(),
-        input = route.input_topic(),
-        transactional_id = transactional_id.as_str(),
-        "route started"
-    );
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    info!(route = name, inputs = ?inputs, transactional_id = transactional_id.as_str(), "route started");
 
-    let mut store = Store::sealed(plumbing.cipher.clone());
-    if let Some(schedule) = route.schedule() {
-        store = store.scheduled(schedule);
+    for s in &mut served {
+        s.store = Store::sealed(plumbing.cipher.clone());
+        if let Some(schedule) = s.route.schedule() {
+            s.store = std::mem::take(&mut s.store).scheduled(schedule);
+        }
     }
     let mut pipe = Pipeline {
-        dlq,
-        source: cfg.ce_source(),
-        route,
+        name,
+        by_topic: served.iter().enumerate().map(|(i, s)| (s.input.clone(), i)).collect(),
+        served,
         cfg: cfg.clone(),
         codec,
         producer,
@@ -163,7 +212,6 @@ pub fn run<R: Route>(
         limits_read: Instant::now(),
         written,
         registry_url: cfg.registry.url.trim_end_matches('/').to_string(),
-        store,
         open: None,
         refused: BTreeMap::new(),
         replaced: 0,
@@ -187,16 +235,13 @@ pub fn run<R: Route>(
                         unfixable(RDKafkaErrorCode::FencedInstanceId).unwrap_or_default()
                     ));
                 }
-                warn!(
-                    route = pipe.route.name(),
-                    reason, "static member fenced (its session ran out); rejoining the group"
-                );
+                warn!(route = name, reason, "static member fenced (its session ran out); rejoining the group");
             }
             Ok(Exit::Stale(topics)) => {
                 // A static member that rejoined within its session with other topics is handed
                 // its old assignment without a rebalance. Leaving the group (unsubscribe sends
                 // LeaveGroup) removes the member, and the next join is assigned afresh.
-                warn!(route = pipe.route.name(), assigned = ?topics, input = pipe.route.input_topic(),
+                warn!(route = name, assigned = ?topics, inputs = ?inputs,
                     "assigned partitions of topics this route does not read (a stale static assignment); leaving and joining again");
                 pipe.stats.retrying(&format!("stale assignment of {topics:?}; rejoining"));
                 consumer.unsubscribe();
@@ -210,13 +255,13 @@ pub fn run<R: Route>(
         if let Err(e) = pipe.membership_lost(&shutdown, &mut backoff) {
             break Err(anyhow::anyhow!("{e}"));
         }
-        let new = match group_consumer(cfg, pipe.route.name(), pipe.route.input_topic(), &stats) {
+        let new = match group_consumer(cfg, name, &inputs, &stats) {
             Ok(c) => c,
             Err(e) => break Err(e),
         };
         // The old member is closed before the new one joins under the same group.instance.id.
-        close_within(std::mem::replace(&mut consumer, new), cfg.shutdown_timeout() / 2, pipe.route.name());
-        if let Err(e) = consumer.subscribe(&[pipe.route.input_topic()]) {
+        close_within(std::mem::replace(&mut consumer, new), cfg.shutdown_timeout() / 2, name);
+        if let Err(e) = consumer.subscribe(&topics) {
             break Err(e.into());
         }
         rejoined = Some(Instant::now());
@@ -224,7 +269,6 @@ pub fn run<R: Route>(
     if let Err(e) = &result {
         stats.problem(&format!("{e:#}"));
     }
-    let name = pipe.route.name();
     info!(route = name, "route stopped");
     close_within((consumer, pipe), cfg.shutdown_timeout() / 2, name);
     result
@@ -244,7 +288,7 @@ enum Exit {
 fn group_consumer(
     cfg: &Config,
     route: &'static str,
-    input: &str,
+    inputs: &[String],
     stats: &Arc<Stats>,
 ) -> anyhow::Result<BaseConsumer<GroupContext>> {
     Ok(cfg
@@ -258,7 +302,7 @@ fn group_consumer(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-        .create_with_context(GroupContext::new(route, input, stats.clone()))?)
+        .create_with_context(GroupContext::new(route, inputs, stats.clone()))?)
 }
 
 /// Drop Kafka clients on a thread of their own and wait at most `bound`: closing a consumer waits
@@ -295,7 +339,7 @@ impl<R: Route> Pipeline<R> {
             if shutdown.load(Ordering::SeqCst) {
                 if let Err(e) = self.commit(consumer) {
                     // Nothing is lost: aborted, its records are read again by whoever owns them next.
-                    warn!(route = self.route.name(), error = %e, "last transaction could not commit at shutdown; aborted");
+                    warn!(route = self.name, error = %e, "last transaction could not commit at shutdown; aborted");
                     let _ = self.abort_and_rewind(consumer);
                 }
                 return Ok(Exit::Shutdown);
@@ -341,12 +385,12 @@ impl<R: Route> Pipeline<R> {
                         StepError::Stop(m) => Err(StepError::Stop(m)),
                         _ => {
                             self.stats.retrying(&format!("consumer: {e}"));
-                            debug!(route = self.route.name(), error = %e, "consumer error");
+                            debug!(route = self.name, error = %e, "consumer error");
                             Ok(())
                         }
                     },
                     // Left over from a stale assignment that is being given back: never ours.
-                    Some(Ok(msg)) if msg.topic() != self.route.input_topic() => Ok(()),
+                    Some(Ok(msg)) if !self.by_topic.contains_key(msg.topic()) => Ok(()),
                     Some(Ok(msg)) => {
                         // A record fetched is a broker reached, also before librdkafka's first
                         // statistics (every 2 s) say so: readiness then names the real problem.

@@ -21,7 +21,7 @@ impl Plumbing {
         let cipher = StateCipher::from_config(&cfg.state_encryption)?.map(Arc::new);
         let stats = Arc::new(Stats::default());
         stats.grant_grace(cfg.pipeline.authorisation_grace);
-        let metadata = cfg.client_config().create_with_context(GroupContext::new("bridge", "", stats))?;
+        let metadata = cfg.client_config().create_with_context(GroupContext::new("bridge", &[], stats))?;
         Ok(Arc::new(Plumbing { cipher, topic_limits: OnceLock::new(), metadata }))
     }
 
@@ -30,10 +30,13 @@ impl Plumbing {
         self.cipher.is_some()
     }
 
-    /// The `max.message.bytes` of the contract's topics and their dead-letter topics.
+    /// The `max.message.bytes` of every municipality's contract topics and dead-letter topics.
     pub(super) fn topic_limits(&self, cfg: &Config, rt: &Handle) -> &HashMap<String, usize> {
         self.topic_limits.get_or_init(|| {
-            let topics: Vec<String> = crate::topics::ALL.iter().map(|t| cfg.topic(t)).collect();
+            let gemeenten: Vec<Config> =
+                cfg.gemeenten().map(|g| g.into_iter().map(|g| g.cfg).collect()).unwrap_or_default();
+            let topics: Vec<String> =
+                gemeenten.iter().flat_map(|c: &Config| crate::topics::ALL.iter().map(|t| c.topic(t))).collect();
             let all: Vec<String> = topics.iter().cloned().chain(topics.iter().map(|t| dlq_topic(t))).collect();
             rt.block_on(topic_limits(cfg, &all)).unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the topics' max.message.bytes; using the defaults");

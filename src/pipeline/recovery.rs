@@ -27,8 +27,10 @@ impl<R: Route> Pipeline<R> {
             self.open = None;
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.rolled_back();
-        self.store.forget_all();
+        for s in &mut self.served {
+            s.store.rolled_back();
+            s.store.forget_all();
+        }
         self.refused.clear();
         Ok(())
     }
@@ -51,7 +53,7 @@ impl<R: Route> Pipeline<R> {
             e = match e {
                 StepError::Stop(m) => anyhow::bail!("{m}"),
                 StepError::Transient(m) => {
-                    warn!(route = self.route.name(), error = %m, "transaction aborted, retrying");
+                    warn!(route = self.name, error = %m, "transaction aborted, retrying");
                     match self.abort_and_rewind(consumer) {
                         Ok(()) => return Ok(()),
                         Err(next) => {
@@ -61,7 +63,7 @@ impl<R: Route> Pipeline<R> {
                     }
                 }
                 StepError::Fatal(m) => {
-                    error!(route = self.route.name(), error = %m, "producer unusable; replacing it and rebuilding state");
+                    error!(route = self.name, error = %m, "producer unusable; replacing it and rebuilding state");
                     match self.replace_producer(consumer, shutdown, backoff) {
                         Ok(()) => return Ok(()),
                         Err(next) => {
@@ -97,19 +99,16 @@ impl<R: Route> Pipeline<R> {
         if self.open.take().is_some() {
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.rolled_back();
+        for s in &mut self.served {
+            s.store.rolled_back();
+        }
         match new_producer(&self.cfg, &self.transactional_id, self.limits.producer, shutdown, backoff, &self.stats)? {
             Some(p) => self.producer = p,
             None => return Ok(()),
         }
-        let assigned: Vec<i32> = consumer
-            .assignment()
-            .map_err(|e| classify("reading the assignment", &e, &self.stats))?
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        self.restore(&assigned, shutdown, backoff);
+        let assigned =
+            partitions_of(&consumer.assignment().map_err(|e| classify("reading the assignment", &e, &self.stats))?);
+        self.restore(assigned, shutdown, backoff);
         self.abort_and_rewind(consumer)
     }
 
@@ -122,53 +121,74 @@ impl<R: Route> Pipeline<R> {
         shutdown: &AtomicBool,
         backoff: &mut Backoff,
     ) -> Result<bool, StepError> {
-        let revoked: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().revoked));
-        let assigned: Vec<i32> = std::mem::take(&mut *lock(&consumer.context().assigned));
+        let revoked = std::mem::take(&mut *lock(&consumer.context().revoked));
+        let assigned = std::mem::take(&mut *lock(&consumer.context().assigned));
         let mut outcome = Ok(true);
         if !revoked.is_empty() {
             if self.open.is_some() {
-                info!(route = self.route.name(), "rebalance: aborting the open transaction");
+                info!(route = self.name, "rebalance: aborting the open transaction");
                 // A failed abort is handled by the caller; the partitions change hands regardless.
                 outcome = self.abort_and_rewind(consumer).map(|()| false);
             }
-            self.store.forget(&revoked);
+            for (i, partitions) in self.per_served(revoked) {
+                self.served[i].store.forget(&partitions);
+            }
         }
-        self.restore(&assigned, shutdown, backoff);
+        self.restore(assigned, shutdown, backoff);
         outcome
     }
 
-    /// Rebuild the state of `partitions` from the changelog, retrying until it succeeds.
-    pub(super) fn restore(&mut self, partitions: &[i32], shutdown: &AtomicBool, backoff: &mut Backoff) {
-        let Some(changelog) = self.route.changelog().map(str::to_string) else { return };
-        if partitions.is_empty() {
+    /// Topic partitions grouped by the municipality whose input they are (others are ignored:
+    /// a stale assignment, handled by the loop).
+    fn per_served(&self, partitions: Vec<(String, i32)>) -> BTreeMap<usize, Vec<i32>> {
+        let mut out: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+        for (topic, p) in partitions {
+            if let Some(i) = self.by_topic.get(&topic) {
+                out.entry(*i).or_default().push(p);
+            }
+        }
+        out
+    }
+
+    /// Rebuild the state of `partitions` from their changelogs, retrying until it succeeds.
+    pub(super) fn restore(&mut self, partitions: Vec<(String, i32)>, shutdown: &AtomicBool, backoff: &mut Backoff) {
+        let per_served = self.per_served(partitions);
+        if per_served.is_empty() || self.served[0].route.changelog().is_none() {
             return;
         }
         self.stats.restoring.store(true, Ordering::SeqCst);
         let client = self.cfg.reader_config(&format!("{}restore", self.cfg.own_prefix()));
-        loop {
-            match self.store.restore(&client, &changelog, partitions) {
-                Ok(skipped) => {
-                    self.stats.rows.store(self.store.len() as i64, Ordering::Relaxed);
-                    if skipped > 0 {
-                        error!(
-                            route = self.route.name(),
-                            skipped, "changelog entries that no longer parse were skipped"
-                        );
-                        self.stats.bad_state_rows.fetch_add(skipped, Ordering::Relaxed);
-                    }
-                    break;
-                }
-                Err(e) => {
-                    self.stats.retrying(&format!("restoring state: {e:#}"));
-                    warn!(route = self.route.name(), error = %format!("{e:#}"), "restoring state failed, retrying");
-                    backoff.wait(shutdown);
-                    if shutdown.load(Ordering::SeqCst) {
+        for (i, partitions) in per_served {
+            let s = &mut self.served[i];
+            let Some(changelog) = s.route.changelog().map(str::to_string) else { continue };
+            loop {
+                match s.store.restore(&client, &changelog, &partitions) {
+                    Ok(skipped) => {
+                        if skipped > 0 {
+                            error!(
+                                route = self.name,
+                                gemeente = s.gemeente.as_str(),
+                                skipped,
+                                "changelog entries that no longer parse were skipped"
+                            );
+                            self.stats.bad_state_rows.fetch_add(skipped, Ordering::Relaxed);
+                        }
                         break;
+                    }
+                    Err(e) => {
+                        self.stats.retrying(&format!("restoring state: {e:#}"));
+                        warn!(route = self.name, gemeente = s.gemeente.as_str(), error = %format!("{e:#}"),
+                            "restoring state failed, retrying");
+                        backoff.wait(shutdown);
+                        if shutdown.load(Ordering::SeqCst) {
+                            break;
+                        }
                     }
                 }
             }
+            info!(route = self.name, gemeente = s.gemeente.as_str(), partitions = ?partitions, entries = s.store.len(), "state restored");
         }
+        self.stats.rows.store(self.served.iter().map(|s| s.store.len() as i64).sum(), Ordering::Relaxed);
         self.stats.restoring.store(false, Ordering::SeqCst);
-        info!(route = self.route.name(), partitions = ?partitions, entries = self.store.len(), "state restored");
     }
 }

@@ -8,9 +8,9 @@ use super::*;
 /// the dead letter of an input record. A refused one is handled by what it was made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Origin {
-    Input(i32, i64),
+    Input(Slot, i64),
     Timer,
-    DeadLetter(i32, i64),
+    DeadLetter(Slot, i64),
 }
 
 /// Delivery reports of the transactional producer: outputs the broker refused for good.
@@ -71,7 +71,7 @@ pub(super) fn classify(what: &str, e: &KafkaError, stats: &Stats) -> StepError {
 /// The open transaction: when it began, the next offset per input partition, records in it.
 pub(super) struct Open {
     pub(super) started: Instant,
-    pub(super) offsets: BTreeMap<i32, i64>,
+    pub(super) offsets: BTreeMap<Slot, i64>,
     pub(super) records: usize,
     /// Input records (not timer work) in it, and how many of them went to the dead-letter topic.
     pub(super) inputs: u64,
@@ -165,7 +165,7 @@ impl<R: Route> Pipeline<R> {
     ) -> Result<KafkaResult<()>, StepError> {
         self.producer.call(what, timeout, &self.shutdown, op).map_err(|hung: Hung| {
             let m = format!("{hung}; giving the producer up");
-            error!(route = self.route.name(), transactional_id = self.transactional_id.as_str(), "{m}");
+            error!(route = self.name, transactional_id = self.transactional_id.as_str(), "{m}");
             self.stats.hung(&m);
             StepError::Fatal(m)
         })
@@ -208,8 +208,8 @@ impl<R: Route> Pipeline<R> {
         let t0 = Instant::now();
         if !open.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (partition, next) in &open.offsets {
-                tpl.add_partition_offset(self.route.input_topic(), *partition, Offset::Offset(*next))
+            for ((i, partition), next) in &open.offsets {
+                tpl.add_partition_offset(&self.served[*i].input, *partition, Offset::Offset(*next))
                     .map_err(|e| StepError::Transient(e.to_string()))?;
             }
             let tpl = Arc::new(tpl);
@@ -244,8 +244,10 @@ impl<R: Route> Pipeline<R> {
             }
         }
         let open = self.open.take().expect("a transaction was open");
-        self.store.committed();
-        self.stats.rows.store(self.store.len() as i64, Ordering::Relaxed);
+        for s in &mut self.served {
+            s.store.committed();
+        }
+        self.stats.rows.store(self.served.iter().map(|s| s.store.len() as i64).sum(), Ordering::Relaxed);
         self.refused.clear();
         self.replaced = 0;
         self.stats.committed(open.inputs, open.dead_letters);
@@ -263,7 +265,7 @@ impl<R: Route> Pipeline<R> {
             self.stats.dead_letters_by_class.get_or_create(&vec![("class".to_string(), class.to_string())]).inc();
         }
         debug!(
-            route = self.route.name(),
+            route = self.name,
             records = open.records,
             open_ms = open.started.elapsed().as_millis() as u64,
             offsets_ms = (t1 - t0).as_millis() as u64,
@@ -290,15 +292,13 @@ impl<R: Route> Pipeline<R> {
                     self.refused.insert(origin, reason);
                 }
                 Origin::Timer => {
-                    return Err(StepError::Stop(format!("route {}: timer output refused: {reason}", self.route.name())))
+                    return Err(StepError::Stop(format!("route {}: timer output refused: {reason}", self.name)))
                 }
-                Origin::DeadLetter(partition, offset) => {
+                Origin::DeadLetter((i, partition), offset) => {
                     return Err(StepError::Stop(format!(
                         "route {}: the dead letter of {}/{partition}/{offset} was refused ({reason}); \
                          raise max.message.bytes of {} (nothing was lost: the record is read again)",
-                        self.route.name(),
-                        self.route.input_topic(),
-                        self.dlq
+                        self.name, self.served[i].input, self.served[i].dlq
                     )))
                 }
             }
@@ -336,7 +336,9 @@ impl<R: Route> Pipeline<R> {
             self.open = None;
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.rolled_back();
+        for s in &mut self.served {
+            s.store.rolled_back();
+        }
         let rewind = || -> KafkaResult<()> {
             let assigned = consumer.assignment()?;
             if assigned.count() == 0 {
