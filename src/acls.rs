@@ -36,6 +36,8 @@ pub enum Operation {
 /// with it, when `prefixed`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Acl {
+    /// The municipality whose role this is (empty: the bridge's own, or a deployment of one).
+    pub gemeente: String,
     pub role: String,
     pub principal: String,
     pub resource: Resource,
@@ -58,8 +60,26 @@ pub fn principal(cfg: &Config, role: &str) -> String {
 /// consumer groups starting with their prefix (`acls.group_prefixes.<role>`, default `<role>.`);
 /// the operator also transactional ids under it (`dlq replay`). Every writer may write
 /// idempotently.
+///
+/// With many municipalities (`gemeenten`), each one's roles get its own topics only, by its own
+/// principals (`gemeenten[].acls.principals`) and group prefixes (default `<its topic_prefix><role>.`);
+/// the bridge's principal gets every municipality's.
 pub fn plan(cfg: &Config, topology: &Topology) -> anyhow::Result<Vec<Acl>> {
-    let acls = unchecked_plan(cfg, topology);
+    let gemeenten = cfg.gemeenten()?;
+    let many = gemeenten.len() > 1;
+    let mut acls: Vec<Acl> = Vec::new();
+    for g in &gemeenten {
+        for mut a in unchecked_plan(&g.cfg, topology) {
+            if a.role == "bridge" {
+                a.principal = principal(cfg, "bridge");
+            } else if many {
+                a.gemeente = g.id.clone();
+            }
+            acls.push(a);
+        }
+    }
+    acls.sort();
+    acls.dedup();
     let overlaps = overlaps(&acls);
     anyhow::ensure!(
         overlaps.is_empty(),
@@ -80,7 +100,7 @@ pub fn overlaps(acls: &[Acl]) -> Vec<String> {
     let mut found = Vec::new();
     for a in &prefixed {
         for b in &prefixed {
-            if a.role < b.role
+            if (&a.gemeente, &a.role) < (&b.gemeente, &b.role)
                 && a.resource == b.resource
                 && (a.name.starts_with(&b.name) || b.name.starts_with(&a.name))
             {
@@ -96,7 +116,15 @@ pub fn overlaps(acls: &[Acl]) -> Vec<String> {
 fn unchecked_plan(cfg: &Config, topology: &Topology) -> Vec<Acl> {
     let mut acls = Vec::new();
     let mut add = |role: &str, resource, name: String, prefixed, operation| {
-        acls.push(Acl { role: role.to_string(), principal: principal(cfg, role), resource, name, prefixed, operation })
+        acls.push(Acl {
+            gemeente: String::new(),
+            role: role.to_string(),
+            principal: principal(cfg, role),
+            resource,
+            name,
+            prefixed,
+            operation,
+        })
     };
     for t in &topology.topics {
         let name = cfg.topic(&t.name);
@@ -158,10 +186,14 @@ pub fn role_table(topology: &Topology) -> String {
 impl fmt::Display for Acl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pattern = if self.prefixed { "prefixed" } else { "literal" };
+        let role = match self.gemeente.as_str() {
+            "" => self.role.clone(),
+            g => format!("{g}/{}", self.role),
+        };
         write!(
             f,
-            "{:<10} {:<18} {:?} {:?} {} ({pattern})",
-            self.role, self.principal, self.operation, self.resource, self.name
+            "{role:<10} {:<18} {:?} {:?} {} ({pattern})",
+            self.principal, self.operation, self.resource, self.name
         )
     }
 }
@@ -418,6 +450,28 @@ mod tests {
         let readme = include_str!("../README.md");
         let table = role_table(&Topology::load().unwrap());
         assert!(readme.contains(&table), "README.md's role table differs from topics.yaml; it should read:\n{table}");
+    }
+
+    #[test]
+    fn each_municipalitys_roles_get_its_own_topics_and_groups_only() {
+        let path = std::env::temp_dir().join(format!("acls-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, crate::config::tests::TWO_GEMEENTEN).unwrap();
+        let cfg = Config::load_with_env(Some(&path), &[]).unwrap();
+        let acls = plan(&cfg, &Topology::load().unwrap()).unwrap();
+        let of = |g: &str, role: &str| acls.iter().filter(|a| a.gemeente == g && a.role == role).collect::<Vec<_>>();
+        let utrecht = of("utrecht", "portal");
+        assert!(utrecht.iter().all(|a| a.principal == "User:utrecht-portaal"));
+        assert!(utrecht.iter().any(|a| a.operation == Operation::Write && a.name == "utrecht.portaal.verzoeken.v1"));
+        for a in utrecht.iter().filter(|a| a.resource != Resource::Cluster) {
+            assert!(a.name.starts_with("utrecht."), "{a}");
+        }
+        let zeist = of("zeist", "portal");
+        assert!(zeist.iter().all(|a| a.principal == "User:portal"));
+        assert!(zeist.iter().filter(|a| a.resource != Resource::Cluster).all(|a| a.name.starts_with("zeist.")));
+        // The bridge reads and writes both, as one principal.
+        assert!(can(&acls, "bridge", Operation::Read, "utrecht.portaal.verzoeken.v1"));
+        assert!(can(&acls, "bridge", Operation::Read, "zeist.portaal.verzoeken.v1"));
+        assert!(acls.iter().filter(|a| a.role == "bridge").all(|a| a.gemeente.is_empty()));
     }
 
     #[test]

@@ -216,7 +216,12 @@ async fn main() -> anyhow::Result<()> {
             let cfg = cfg()?;
             let topo = topology::Topology::load()?;
             let rf = replication_factor.unwrap_or(topo.defaults.replication_factor);
-            let steps = topology::apply(&cfg.client_config(), &topo.wanted(&cfg.topic_prefix)?, rf, dry_run).await?;
+            // Every municipality's topics (each its own prefix).
+            let mut wanted = Vec::new();
+            for g in cfg.gemeenten()? {
+                wanted.extend(topo.wanted(&g.cfg.topic_prefix)?);
+            }
+            let steps = topology::apply(&cfg.client_config(), &wanted, rf, dry_run).await?;
             for s in &steps {
                 println!("{s}");
             }
@@ -306,8 +311,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Schemas { action: SchemasAction::Register } => {
             let cfg = cfg()?;
-            for (subject, id) in schemas::register_all(&cfg.sr_settings()?, &cfg.topic_prefix).await? {
-                println!("{subject}\tid {id}");
+            for g in cfg.gemeenten()? {
+                for (subject, id) in schemas::register_all(&cfg.sr_settings()?, &g.cfg.topic_prefix).await? {
+                    println!("{subject}\tid {id}");
+                }
             }
             Ok(())
         }

@@ -45,6 +45,10 @@ pub struct Config {
     /// settings above (`GEMEENTE_KEYS`); empty: the one municipality these settings describe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gemeenten: Vec<serde_yaml::Mapping>,
+    /// Set on the configuration of one of many municipalities: its roles' group prefixes then
+    /// start with its topic prefix (`role_prefix`), so no two municipalities share one.
+    #[serde(skip)]
+    pub one_of_many: bool,
     pub registry: RegistryConfig,
     /// librdkafka properties for every client (TLS, SASL, …).
     #[serde(default)]
@@ -292,6 +296,7 @@ impl Config {
             }
             let mut cfg = self.clone();
             cfg.gemeenten = Vec::new();
+            cfg.one_of_many = true;
             cfg.gemeente = id.clone();
             cfg.oin = text("oin").ok_or_else(|| bad(format!("{at} needs its own oin")))?;
             cfg.topic_prefix = text("topic_prefix").ok_or_else(|| bad(format!("{at} needs its own topic_prefix")))?;
@@ -494,7 +499,10 @@ impl Config {
     pub fn role_prefix(&self, role: &str) -> String {
         match role {
             "bridge" => self.own_prefix(),
-            _ => self.acls.group_prefixes.get(role).cloned().unwrap_or_else(|| format!("{role}.")),
+            _ => self.acls.group_prefixes.get(role).cloned().unwrap_or_else(|| match self.one_of_many {
+                true => format!("{}{role}.", self.topic_prefix),
+                false => format!("{role}."),
+            }),
         }
     }
 
@@ -572,4 +580,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -86,3 +86,67 @@ fn unknown_field_is_refused() {
     let err = Config::load(Some(&dir)).unwrap_err().to_string();
     assert!(err.contains("batch_max_recrods"), "{err}");
 }
+
+/// Two municipalities: shared settings plus each one's own, every id, prefix and OIN distinct.
+pub(crate) const TWO_GEMEENTEN: &str = r#"
+notificaties:
+  portaal_url: "https://mijn.gedeeld.example"
+gemeenten:
+  - id: utrecht
+    oin: "00000001002220647000"
+    topic_prefix: "utrecht."
+    notificaties:
+      portaal_url: "https://mijn.utrecht.example"
+      templates:
+        bericht:
+          email: { nld: "11111111-51e4-4b53-9d7a-2f6c1b8e4a01" }
+    acls:
+      principals: { portal: "User:utrecht-portaal" }
+  - id: zeist
+    oin: "00000001003214345000"
+    topic_prefix: "zeist."
+"#;
+
+fn load_yaml(yaml: &str) -> Result<Config, ConfigError> {
+    let path = std::env::temp_dir().join(format!("gemeenten-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, yaml).unwrap();
+    let loaded = Config::load_with_env(Some(&path), &[]);
+    let _ = std::fs::remove_file(&path);
+    loaded
+}
+
+#[test]
+fn each_municipality_gets_the_shared_settings_with_its_own_laid_over_them() {
+    let cfg = load_yaml(TWO_GEMEENTEN).unwrap();
+    let g = cfg.gemeenten().unwrap();
+    assert_eq!(g.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), ["utrecht", "zeist"]);
+    let (utrecht, zeist) = (&g[0].cfg, &g[1].cfg);
+    assert_eq!(utrecht.topic("portaal.verzoeken.v1"), "utrecht.portaal.verzoeken.v1");
+    assert_eq!(zeist.ce_source(), "urn:nld:oin:00000001003214345000:systeem:gzac-portal-bridge");
+    assert_eq!(utrecht.notificaties.portaal_url, "https://mijn.utrecht.example");
+    assert_eq!(zeist.notificaties.portaal_url, "https://mijn.gedeeld.example", "shared unless its own");
+    // A section merges key by key: utrecht's own bericht email template, the shared sms one.
+    assert_eq!(utrecht.notificaties.templates.bericht.email["nld"], "11111111-51e4-4b53-9d7a-2f6c1b8e4a01");
+    assert_eq!(utrecht.notificaties.templates.bericht.sms, zeist.notificaties.templates.bericht.sms);
+    assert_eq!(utrecht.role_prefix("portal"), "utrecht.portal.");
+    assert_eq!(utrecht.role_prefix("bridge"), cfg.role_prefix("bridge"), "one bridge for all");
+    // Without `gemeenten`, the one municipality the file describes.
+    let one = Config::defaults().gemeenten().unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].cfg.topic_prefix, "");
+}
+
+#[test]
+fn municipalities_that_could_share_topics_or_settings_they_cannot_own_are_refused() {
+    let same_prefix = TWO_GEMEENTEN.replace("topic_prefix: \"zeist.\"", "topic_prefix: \"utrecht.\"");
+    let err = load_yaml(&same_prefix).unwrap_err().to_string();
+    assert!(err.contains("same topic_prefix"), "{err}");
+    let same_oin = TWO_GEMEENTEN.replace("00000001003214345000", "00000001002220647000");
+    assert!(load_yaml(&same_oin).unwrap_err().to_string().contains("same oin"));
+    let shared_only = TWO_GEMEENTEN
+        .replace("    topic_prefix: \"zeist.\"", "    topic_prefix: \"zeist.\"\n    bootstrap_servers: x:1");
+    let err = load_yaml(&shared_only).unwrap_err().to_string();
+    assert!(err.contains("gemeenten.zeist.bootstrap_servers cannot differ"), "{err}");
+    let bad_template = TWO_GEMEENTEN.replace("11111111-51e4", "not-a-uuid");
+    assert!(load_yaml(&bad_template).unwrap_err().to_string().contains("gemeenten.utrecht"));
+}
