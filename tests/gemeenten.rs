@@ -260,3 +260,73 @@ async fn three_municipalities_every_pattern_and_a_sigkill_nothing_crosses_exactl
     assert!(recs.iter().all(|r| gemeenten.iter().any(|g| r.topic.starts_with(&g.cfg.topic_prefix))));
     assert_eq!(recs.len(), expected, "nothing besides the outputs above");
 }
+
+/// Adding a municipality is a configuration change and a restart: the restarted instance (same
+/// instance id, so the same static group members) reads the new municipality's topics at once,
+/// besides the ones it served before, and keeps their state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_municipality_added_by_a_restart_is_served_at_once() {
+    let w = World::new("erbij").await;
+    let mut gemeenten = Vec::new();
+    for (id, oin) in &GEMEENTEN[..2] {
+        let mut cfg = w.cfg.clone();
+        cfg.topic_prefix = format!("{}{id}.", w.cfg.topic_prefix);
+        cfg.oin = oin.to_string();
+        let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
+        let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
+        topology::apply(&cfg.client_config(), &wanted, 1, false).await.unwrap();
+        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
+        gemeenten.push(Gemeente { id, oin, cfg, ids });
+    }
+    let yaml = |n: usize| {
+        let mut y = String::from("gemeenten:\n");
+        for g in &gemeenten[..n] {
+            y.push_str(&format!(
+                "  - id: {}\n    oin: \"{}\"\n    topic_prefix: \"{}\"\n",
+                g.id, g.oin, g.cfg.topic_prefix
+            ));
+        }
+        y
+    };
+    let p = client::producer(&w.cfg).unwrap();
+    let send = |g: &Gemeente, key: &str| {
+        let (p, topic, bytes) =
+            (p.clone(), g.topic("portaal.verzoeken.v1"), g.frame("portaal.verzoeken.v1", &samples::verzoek(key)));
+        let key = key.to_string();
+        async move { client::send(&p, &topic, &key, &bytes, None).await.unwrap() }
+    };
+    let read = |topics: Vec<String>, n: usize| {
+        let cfg = w.cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            client::read_n(&cfg, &topics, n, Duration::from_secs(60), Duration::from_secs(2)).unwrap()
+        })
+    };
+    let out = |g: &Gemeente| g.topic("gzac.verzoeken.v1");
+
+    let config = w.config_file(&yaml(1));
+    let args = ["--config", config.to_str().unwrap()];
+    let mut bridge = spawn_bridge(&w, "i0", &args);
+    send(&gemeenten[0], "u-1").await;
+    // Zeist's verzoek waits: no bridge serves it yet.
+    send(&gemeenten[1], "z-1").await;
+    assert_eq!(read(vec![out(&gemeenten[0])], 1).await.unwrap().len(), 1);
+    assert!(sigterm(&mut bridge).success());
+
+    // Within the old members' session: without a rebalance the group would hand back the old
+    // assignment, which has none of zeist's partitions.
+    let config = w.config_file(&yaml(2));
+    let args = ["--config", config.to_str().unwrap()];
+    let mut bridge = spawn_bridge(&w, "i0", &args);
+    send(&gemeenten[0], "u-1").await; // the same again: answered once in all
+    send(&gemeenten[0], "u-2").await;
+    send(&gemeenten[1], "z-2").await;
+    let recs = read(vec![out(&gemeenten[0]), out(&gemeenten[1])], 4).await.unwrap();
+    assert!(sigterm(&mut bridge).success());
+    let mut keys: Vec<(bool, String)> =
+        recs.iter().map(|r| (r.topic == out(&gemeenten[0]), r.key_str().to_string())).collect();
+    keys.sort();
+    let want = |utrecht: bool, k: &str| (utrecht, derived_id(&["verzoek", k]));
+    let mut expected = vec![want(true, "u-1"), want(true, "u-2"), want(false, "z-1"), want(false, "z-2")];
+    expected.sort();
+    assert_eq!(keys, expected, "zeist's verzoeken (also the one sent before) answered, utrecht's once");
+}

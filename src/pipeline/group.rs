@@ -22,6 +22,8 @@ pub(crate) struct GroupContext {
     /// Topics other than `topics` in the last assignment: a stale assignment of a static member
     /// that read other topics before (an upgrade, another prefix).
     pub(crate) foreign: Mutex<Vec<String>>,
+    /// The inputs of which the last assignment had no partition (set at every assignment).
+    pub(crate) unassigned: Mutex<Option<Vec<String>>>,
     /// librdkafka's statistics saw no broker up at some point since this was last cleared.
     pub(crate) broker_was_down: AtomicBool,
     /// The partitions the last statistics reported lag for (their gauges are dropped when gone).
@@ -39,6 +41,7 @@ impl GroupContext {
             fatal: Mutex::default(),
             fenced: Mutex::default(),
             foreign: Mutex::default(),
+            unassigned: Mutex::default(),
             broker_was_down: AtomicBool::new(false),
             lag_partitions: Mutex::default(),
         }
@@ -150,6 +153,8 @@ impl ConsumerContext for GroupContext {
                 let mut foreign = lock(&self.foreign);
                 foreign.extend(theirs.iter().map(|e| e.topic().to_string()));
                 foreign.dedup();
+                let lacking = self.topics.iter().filter(|t| !ours.iter().any(|e| e.topic() == t.as_str()));
+                *lock(&self.unassigned) = Some(lacking.cloned().collect());
             }
             Rebalance::Error(e) => {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {

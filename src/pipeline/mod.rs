@@ -103,6 +103,8 @@ struct Pipeline<R: Route> {
     refused: BTreeMap<Origin, String>,
     /// Producers replaced in a row without a commit in between (a second process with our id).
     replaced: u32,
+    /// Whether the first assignment of this process was checked for inputs it lacks.
+    first_assignment_checked: bool,
     stats: Arc<Stats>,
 }
 
@@ -215,6 +217,7 @@ pub fn run_served<R: Route>(
         open: None,
         refused: BTreeMap::new(),
         replaced: 0,
+        first_assignment_checked: false,
         stats: stats.clone(),
     };
     stats.ready.store(true, Ordering::SeqCst);
@@ -237,13 +240,12 @@ pub fn run_served<R: Route>(
                 }
                 warn!(route = name, reason, "static member fenced (its session ran out); rejoining the group");
             }
-            Ok(Exit::Stale(topics)) => {
+            Ok(Exit::Stale(why)) => {
                 // A static member that rejoined within its session with other topics is handed
                 // its old assignment without a rebalance. Leaving the group (unsubscribe sends
                 // LeaveGroup) removes the member, and the next join is assigned afresh.
-                warn!(route = name, assigned = ?topics, inputs = ?inputs,
-                    "assigned partitions of topics this route does not read (a stale static assignment); leaving and joining again");
-                pipe.stats.retrying(&format!("stale assignment of {topics:?}; rejoining"));
+                warn!(route = name, inputs = ?inputs, "{why} (a stale static assignment?); leaving and joining again");
+                pipe.stats.retrying(&format!("{why}; rejoining"));
                 consumer.unsubscribe();
                 let until = Instant::now() + Duration::from_secs(5);
                 while Instant::now() < until && consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
@@ -280,8 +282,9 @@ enum Exit {
     /// The static member was fenced: rejoin with a new consumer, or stop when it shows a second
     /// instance with our `instance_id`.
     Fenced(String),
-    /// The group assigned partitions of other topics than the input: leave and join again.
-    Stale(Vec<String>),
+    /// The group assigned partitions of other topics than the inputs, or (at the first
+    /// assignment) none of some input: leave and join again.
+    Stale(String),
 }
 
 /// The route's consumer in its group `<group_id>.<route>` (not yet subscribed).
@@ -363,7 +366,18 @@ impl<R: Route> Pipeline<R> {
             }
             let foreign = std::mem::take(&mut *lock(&ctx.foreign));
             if !foreign.is_empty() {
-                return Ok(Exit::Stale(foreign));
+                return Ok(Exit::Stale(format!("assigned partitions of topics this route does not read: {foreign:?}")));
+            }
+            // A restart that added inputs (a municipality more) is handed the old assignment,
+            // which has none of the new ones: once per start, such an assignment is given back.
+            // (With more instances than partitions, the next one may lack them too; that stands.)
+            if let Some(unassigned) = lock(&ctx.unassigned).take() {
+                if !self.first_assignment_checked {
+                    self.first_assignment_checked = true;
+                    if !unassigned.is_empty() {
+                        return Ok(Exit::Stale(format!("assigned no partition of {unassigned:?}")));
+                    }
+                }
             }
             let step = self.after_rebalance(consumer, shutdown, backoff).and_then(|kept_going| {
                 if !kept_going {
