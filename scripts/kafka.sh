@@ -59,6 +59,8 @@ answers() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 roles="portal gzac bridge notifier operator integrator"
+# Principals of two municipalities' portals and GZACs on one bridge (tests/secured.rs).
+gemeente_users="portal-utrecht portal-zeist gzac-utrecht gzac-zeist"
 
 # A CA, and a broker certificate for 127.0.0.1 signed by it, in a PKCS12 keystore; the CA as PEM
 # for clients (librdkafka's ssl.ca.location).
@@ -152,7 +154,7 @@ start() {
   if [ -n "$secure" ]; then
     certificates
     scram+=(--add-scram "SCRAM-SHA-512=[name=admin,password=admin-secret]")
-    for r in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$r,password=$r-secret]"); done
+    for r in $roles $gemeente_users; do scram+=(--add-scram "SCRAM-SHA-512=[name=$r,password=$r-secret]"); done
   fi
   { if [ -n "$secure" ]; then secure_properties; else listener_properties PLAINTEXT PLAINTEXT; fi; } > "$state/server.properties"
   node_properties 1 1 1 >> "$state/server.properties"

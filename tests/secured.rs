@@ -114,11 +114,13 @@ async fn write_as(w: &World, user: &str, topic: &str) -> Result<(), RDKafkaError
 /// Read `topic` from the beginning as `user` (in a group of its role's prefix): Ok(records seen
 /// within a few seconds), or the broker's refusal.
 fn read_as(w: &World, user: &str, topic: &str) -> Result<usize, RDKafkaErrorCode> {
-    let c: BaseConsumer = client_of(w, user)
-        .set("group.id", format!("{user}.secured-test"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    read_in(w, user, &format!("{user}.secured-test"), topic)
+}
+
+/// `read_as` in `group`.
+fn read_in(w: &World, user: &str, group: &str, topic: &str) -> Result<usize, RDKafkaErrorCode> {
+    let c: BaseConsumer =
+        client_of(w, user).set("group.id", group).set("isolation.level", "read_committed").create().unwrap();
     let topic = w.topic(topic);
     let mut tpl = TopicPartitionList::new();
     for p in 0..3 {
@@ -314,6 +316,8 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
     }
     assert!(read("operator", "portaal.verzoeken.v1.dlq").is_ok(), "the operator reads dead letters");
 
+    two_municipalities_each_refused_the_others_topics(&w).await;
+
     // A wrong password, or a principal without the bridge's ACLs: the bridge stops within
     // seconds and says what to fix — it does not retry forever.
     // A refusal by an ACL is waited out for `authorisation_grace` after start (ACLs just created
@@ -342,4 +346,92 @@ async fn only_what_each_role_may_do_works_on_a_secured_broker() {
         let log = std::fs::read_to_string(common::bridge_log(&w, user)).unwrap();
         assert!(log.contains(says), "{user}: the message names what to fix: {log}");
     }
+}
+
+/// One bridge for two municipalities, each with its own portal and GZAC principals: the bridge
+/// serves both; each municipality's principals are refused the other's topics and groups.
+async fn two_municipalities_each_refused_the_others_topics(w: &World) {
+    let mut yaml = format!("group_id: {}-multi\ngemeenten:\n", w.cfg.group_id);
+    for (id, oin) in [("utrecht", "00000001002220647000"), ("zeist", "00000001003214345000")] {
+        yaml.push_str(&format!(
+            "  - id: {id}\n    oin: \"{oin}\"\n    topic_prefix: \"{}{id}.\"\n    acls:\n      principals: {{ portal: \"User:portal-{id}\", gzac: \"User:gzac-{id}\" }}\n",
+            w.cfg.topic_prefix
+        ));
+    }
+    let file = w.config_file(&yaml);
+    let env = w.env();
+    let mut multi = gzac_portal_bridge::config::Config::load_with_env(Some(&file), &env).unwrap();
+    multi.pipeline.clock = w.cfg.pipeline.clock.clone();
+    let topo = Topology::load().unwrap();
+    let mut ids = Vec::new();
+    for g in multi.gemeenten().unwrap() {
+        let wanted = topo.wanted(&g.cfg.topic_prefix).unwrap();
+        let wanted: Vec<_> =
+            wanted.into_iter().map(|t| gzac_portal_bridge::topology::Wanted { partitions: 3, ..t }).collect();
+        gzac_portal_bridge::topology::apply(&multi.client_config(), &wanted, 1, false).await.unwrap();
+        ids.extend(
+            gzac_portal_bridge::schemas::register_all(&multi.sr_settings().unwrap(), &g.cfg.topic_prefix)
+                .await
+                .unwrap(),
+        );
+    }
+    let plan = acls::plan(&multi, &topo).unwrap();
+    let admin = multi.client_config();
+    tokio::task::spawn_blocking(move || acls::apply(&admin, &plan, Duration::from_secs(30))).await.unwrap().unwrap();
+
+    let as_user = |user: &str| {
+        let mut c = multi.clone();
+        for (k, v) in sasl(user, &format!("{user}-secret")) {
+            c.kafka.insert(k.to_string(), v);
+        }
+        c
+    };
+    let running = bridge::start(&as_user("bridge")).unwrap();
+    let gemeenten = multi.gemeenten().unwrap();
+    let utrecht = &gemeenten[0].cfg;
+    let subject = gzac_portal_bridge::schemas::subject(&utrecht.topic("portaal.verzoeken.v1"));
+    let id = ids.iter().find(|(s, _)| *s == subject).map(|(_, id)| *id).unwrap();
+    let portal = client::producer(&as_user("portal-utrecht")).unwrap();
+    let bytes = client::frame(id, &samples::verzoek("u-1")).unwrap();
+    client::send(&portal, &utrecht.topic("portaal.verzoeken.v1"), "u-1", &bytes, None).await.unwrap();
+    let c = as_user("gzac-utrecht");
+    let topics = vec![utrecht.topic("gzac.verzoeken.v1")];
+    let got =
+        tokio::task::spawn_blocking(move || client::read_n(&c, &topics, 1, Duration::from_secs(60), Duration::ZERO))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(got.len(), 1, "utrecht's GZAC reads what the bridge made of utrecht's verzoek");
+    running.stop(Duration::from_secs(10)).await.unwrap();
+
+    let denied = Some(RDKafkaErrorCode::TopicAuthorizationFailed);
+    assert!(write_as(w, "portal-zeist", "zeist.portaal.verzoeken.v1").await.is_ok(), "zeist's portal, zeist's topic");
+    assert_eq!(write_as(w, "portal-utrecht", "zeist.portaal.verzoeken.v1").await.err(), denied);
+    assert_eq!(write_as(w, "portal-zeist", "utrecht.portaal.taakantwoorden.v1").await.err(), denied);
+    assert_eq!(write_as(w, "gzac-zeist", "utrecht.gzac.berichten.v1").await.err(), denied);
+    assert_eq!(
+        write_as(w, "portal", "utrecht.portaal.verzoeken.v1").await.err(),
+        denied,
+        "the one-municipality portal"
+    );
+    // Each reads in a group under its own prefix (`<topic_prefix><role>.`).
+    let read = |user: &str, topic: &str| {
+        let (id, role) = user.split_once('-').map(|(r, g)| (g, r)).unwrap();
+        read_in(w, user, &format!("{}{id}.{role}.test", w.cfg.topic_prefix), topic)
+    };
+    assert!(read("gzac-utrecht", "utrecht.gzac.verzoeken.v1").unwrap() >= 1);
+    assert_eq!(read("gzac-zeist", "utrecht.gzac.verzoeken.v1").err(), denied);
+    assert_eq!(read("portal-zeist", "utrecht.portaal.terugmeldingen.v1").err(), denied);
+    assert_eq!(read("portal-utrecht", "zeist.portaal.taken.v1").err(), denied);
+    // Groups: each municipality's portal only under its own prefix.
+    let (c, topic) = (as_user("portal-utrecht"), utrecht.topic("portaal.taken.v1"));
+    let own = format!("{}x", utrecht.role_prefix("portal"));
+    assert_eq!(tokio::task::spawn_blocking(move || join_as(&c, &own, &topic)).await.unwrap(), Ok(()));
+    let (c, topic) = (as_user("portal-zeist"), gemeenten[1].cfg.topic("portaal.taken.v1"));
+    let other = format!("{}x", utrecht.role_prefix("portal"));
+    assert_eq!(
+        tokio::task::spawn_blocking(move || join_as(&c, &other, &topic)).await.unwrap(),
+        Err(RDKafkaErrorCode::GroupAuthorizationFailed),
+        "zeist's portal in utrecht's group"
+    );
 }
