@@ -59,6 +59,9 @@ pub struct Stats {
     pub state_writes: AtomicU64,
     /// Dead letters by error class.
     pub dead_letters_by_class: Family<Vec<(String, String)>, Counter>,
+    /// Input records whose transaction committed, by municipality and result (`processed`,
+    /// `dead_letter`).
+    pub by_gemeente: Family<Vec<(String, String)>, Counter>,
     /// How long committing a transaction took (offsets, deliveries, commit).
     pub commit_seconds: Histogram,
     /// Input records per committed transaction.
@@ -95,6 +98,7 @@ impl Default for Stats {
             problem: Mutex::new(String::new()),
             outputs: Counter::default(),
             dead_letters_by_class: Family::default(),
+            by_gemeente: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             batch_records: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             end_to_end_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
@@ -241,6 +245,11 @@ pub fn metrics(components: &Components, bound: Duration) -> String {
             "dead_letters",
             "Input records sent to the dead-letter topic, by error class",
             st.dead_letters_by_class.clone(),
+        );
+        r.register(
+            "gemeente_records",
+            "Input records whose transaction committed, by municipality and result (processed, dead_letter)",
+            st.by_gemeente.clone(),
         );
         r.register("transactions_committed", "Committed transactions", count(&st.commits));
         r.register("transactions_aborted", "Aborted transactions (retried)", count(&st.aborts));

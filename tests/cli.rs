@@ -216,6 +216,9 @@ async fn health_ready_and_metrics_tell_what_the_bridge_does() {
         // three verzoeken and their terugmeldingen; the junk only a dead letter, by its class
         "gzac_bridge_output_records_total{component=\"verzoek\"} 6",
         "gzac_bridge_dead_letters_total{component=\"verzoek\",class=\"too-short\"} 1",
+        // per municipality (one here, `gemeente` by default)
+        "gzac_bridge_gemeente_records_total{component=\"verzoek\",gemeente=\"gemeente\",result=\"processed\"} 3",
+        "gzac_bridge_gemeente_records_total{component=\"verzoek\",gemeente=\"gemeente\",result=\"dead_letter\"} 1",
         "gzac_bridge_end_to_end_latency_seconds_count{component=\"verzoek\"} 4",
         // from librdkafka's statistics (every 2 s): the lag of each assigned partition
         "gzac_bridge_partition_lag_records{component=\"verzoek\",partition=\"",

@@ -55,6 +55,7 @@ impl<R: Route> Pipeline<R> {
                 self.dead_letter(i, msg, &cause, class, &message)?;
                 self.open_mut().dead_letters += 1;
                 self.open_mut().classes.push(class.as_str());
+                self.open_mut().by_served.entry(i).or_default().1 += 1;
             }
         }
         let open = self.open_mut();
@@ -62,6 +63,7 @@ impl<R: Route> Pipeline<R> {
         open.offsets.insert(slot, msg.offset() + 1);
         open.records += 1;
         open.inputs += 1;
+        open.by_served.entry(i).or_default().0 += 1;
         Ok(())
     }
 

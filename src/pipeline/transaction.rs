@@ -82,6 +82,8 @@ pub(super) struct Open {
     /// Changelog records sent in it.
     pub(super) state_writes: u64,
     pub(super) classes: Vec<&'static str>,
+    /// Per municipality (index in `served`): input records in it, and of those dead letters.
+    pub(super) by_served: BTreeMap<usize, (u64, u64)>,
     pub(super) input_times: Vec<i64>,
 }
 
@@ -185,6 +187,7 @@ impl<R: Route> Pipeline<R> {
                 outputs: 0,
                 state_writes: 0,
                 classes: Vec::new(),
+                by_served: BTreeMap::new(),
                 input_times: Vec::new(),
             });
         }
@@ -260,6 +263,18 @@ impl<R: Route> Pipeline<R> {
         }
         for t in &open.input_times {
             self.stats.end_to_end_seconds.observe((now - t).max(0) as f64 / 1000.0);
+        }
+        for (i, (inputs, dead)) in &open.by_served {
+            let label = |result: &str| {
+                vec![
+                    ("gemeente".to_string(), self.served[*i].gemeente.clone()),
+                    ("result".to_string(), result.to_string()),
+                ]
+            };
+            self.stats.by_gemeente.get_or_create(&label("processed")).inc_by(inputs - dead);
+            if *dead > 0 {
+                self.stats.by_gemeente.get_or_create(&label("dead_letter")).inc_by(*dead);
+            }
         }
         for class in &open.classes {
             self.stats.dead_letters_by_class.get_or_create(&vec![("class".to_string(), class.to_string())]).inc();
