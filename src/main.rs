@@ -23,6 +23,9 @@ struct Cli {
     /// Log format on stderr: `human` (default) or `json` (one object per line, for log shippers).
     #[arg(long, global = true, env = "GZAC_BRIDGE_LOG_FORMAT", default_value = "human")]
     log_format: LogFormat,
+    /// With many municipalities (`gemeenten`): the one whose topics `tail`, `send` and `dlq` use.
+    #[arg(long, global = true)]
+    gemeente: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -181,6 +184,8 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
     let cfg = || Config::load(cli.config.as_deref()).context("loading configuration");
+    // One municipality's configuration, for the commands that read or write its topics.
+    let one = || -> anyhow::Result<Config> { Ok(cfg()?.of_gemeente(cli.gemeente.as_deref())?) };
     match cli.command {
         Command::Run { health } => {
             let stop = shutdown_signal();
@@ -257,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action, role } => {
-            let cfg = cfg()?.as_role(&role);
+            let cfg = one()?.as_role(&role);
             match action {
                 DlqAction::List { topic } => {
                     let rows =
@@ -298,13 +303,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tail { topic, from, follow, key } => {
-            let cfg = cfg()?;
+            let cfg = one()?;
             let mut out = std::io::stdout().lock();
             gzac_portal_bridge::console::tail(&cfg, &topic, from, follow, key.as_deref(), &mut out).await?;
             Ok(())
         }
         Command::Send { topic } => {
-            let cfg = cfg()?;
+            let cfg = one()?;
             let n = gzac_portal_bridge::console::send(&cfg, &topic, std::io::stdin().lock()).await?;
             eprintln!("{n} record(s) written to {topic}");
             Ok(())

@@ -329,4 +329,24 @@ async fn a_municipality_added_by_a_restart_is_served_at_once() {
     let mut expected = vec![want(true, "u-1"), want(true, "u-2"), want(false, "z-1"), want(false, "z-2")];
     expected.sort();
     assert_eq!(keys, expected, "zeist's verzoeken (also the one sent before) answered, utrecht's once");
+
+    // The operator's tools take the municipality by name; with many, they need it.
+    let tail = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gzac-portal-bridge"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(extra)
+            .args(["tail", "gzac.verzoeken.v1"])
+            .envs(w.env())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, _) = tail(&["--gemeente", "zeist"]);
+    assert!(ok && stdout.lines().count() == 2 && stdout.contains(&derived_id(&["verzoek", "z-2"])), "{stdout}");
+    let (ok, _, stderr) = tail(&[]);
+    assert!(!ok && stderr.contains("--gemeente"), "{stderr}");
 }

@@ -338,6 +338,20 @@ impl Config {
         Ok(out)
     }
 
+    /// The configuration of the municipality `id` (`--gemeente`): needed when there are many,
+    /// refused when there is none of that id.
+    pub fn of_gemeente(&self, id: Option<&str>) -> Result<Config, ConfigError> {
+        let all = self.gemeenten()?;
+        let ids: Vec<&str> = all.iter().map(|g| g.id.as_str()).collect();
+        match (id, all.len()) {
+            (None, 1) => Ok(all[0].cfg.clone()),
+            (None, _) => Err(ConfigError::Invalid(format!("name the municipality with --gemeente (one of {ids:?})"))),
+            (Some(id), _) => all.iter().find(|g| g.id == id).map(|g| g.cfg.clone()).ok_or_else(|| {
+                ConfigError::Invalid(format!("--gemeente {id}: no such municipality (configured: {ids:?})"))
+            }),
+        }
+    }
+
     /// The environment over the file. An unknown `GZAC_BRIDGE_*` variable is refused like an
     /// unknown key (a typo would otherwise be ignored silently).
     fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {

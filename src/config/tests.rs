@@ -150,3 +150,12 @@ fn municipalities_that_could_share_topics_or_settings_they_cannot_own_are_refuse
     let bad_template = TWO_GEMEENTEN.replace("11111111-51e4", "not-a-uuid");
     assert!(load_yaml(&bad_template).unwrap_err().to_string().contains("gemeenten.utrecht"));
 }
+
+#[test]
+fn the_tools_take_one_municipality_by_its_id() {
+    let cfg = load_yaml(TWO_GEMEENTEN).unwrap();
+    assert_eq!(cfg.of_gemeente(Some("zeist")).unwrap().topic_prefix, "zeist.");
+    assert!(cfg.of_gemeente(None).unwrap_err().to_string().contains("--gemeente"));
+    assert!(cfg.of_gemeente(Some("amersfoort")).unwrap_err().to_string().contains("no such municipality"));
+    assert_eq!(Config::defaults().of_gemeente(None).unwrap().topic_prefix, "");
+}
