@@ -13,6 +13,7 @@
 //! `read_committed` consumer.
 
 mod cases;
+mod gemeenten;
 mod measure;
 mod scale;
 
@@ -52,6 +53,10 @@ pub struct BenchArgs {
     /// restores them (restart to ready, memory and idle CPU with that much held).
     #[arg(long, default_value_t = 0)]
     pub held: usize,
+    /// Instead: the whole bridge serving this many municipalities (`--records` verzoeken spread
+    /// over them): start to ready, threads, memory, verzoeken/s, idle CPU.
+    #[arg(long)]
+    pub gemeenten: Option<usize>,
 }
 
 /// Resident memory of this process (bytes), from /proc.
@@ -82,6 +87,9 @@ pub async fn bench(args: BenchArgs, mut cfg: Config) -> anyhow::Result<()> {
     let registry = Registry::new();
     let server = registry.serve("127.0.0.1:0".parse()?).await?;
     cfg.registry.url = format!("http://{}", server.addr);
+    if let Some(n) = args.gemeenten {
+        return gemeenten::gemeenten(cfg, n.max(1), args.records).await;
+    }
 
     let mut wanted = topology::Topology::load()?.wanted(&cfg.topic_prefix)?;
     for kind in &kinds {
