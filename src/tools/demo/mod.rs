@@ -20,6 +20,7 @@ pub use crate::tools::bench::{bench, BenchArgs};
 use crate::tools::samples::{self, BSN, OTHER_BSN};
 
 mod communicatie;
+mod gemeenten;
 
 /// Writes scenario records and says what each one is.
 struct Writer<'a> {
@@ -354,6 +355,8 @@ pub async fn run(keep_running: bool, stop: impl Future<Output = ()>) -> anyhow::
     let mut seen: std::collections::HashSet<(String, i32, i64)> =
         written.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
     let running = communicatie::run(&cfg, &mut w, &codec, &mut seen).await?;
+    running.stop(cfg.shutdown_timeout()).await?;
+    let running = gemeenten::run(&cfg, &mock, &mut w, &codec, &mut seen).await?;
 
     if keep_running {
         println!("\nstill running. Point your own client at:");
