@@ -70,7 +70,10 @@ pub fn document() -> anyhow::Result<Value> {
         channels.insert(
             t.name.clone(),
             json!({
-                "address": t.name,
+                // Every municipality its own topics: the deployment's (or the municipality's)
+                // topic prefix before the contract name.
+                "address": format!("{{prefix}}{}", t.name),
+                "parameters": {"prefix": {"$ref": "#/components/parameters/prefix"}},
                 "title": t.name,
                 "description": format!(
                     "Pattern {}. Key: {}. Written by {}; read by {}.{}",
@@ -82,7 +85,6 @@ pub fn document() -> anyhow::Result<Value> {
                 ),
                 "messages": {message_id.clone(): {"$ref": format!("#/components/messages/{message_id}")}},
                 "bindings": {"kafka": {
-                    "topic": t.name,
                     "partitions": w.partitions,
                     "replicas": topology.defaults.replication_factor,
                     "topicConfiguration": config,
@@ -110,7 +112,7 @@ pub fn document() -> anyhow::Result<Value> {
         "info": {
             "title": "gzac-portal-bridge",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The Kafka topics between a municipality's citizen portal (NL Portal, Open Formulieren) and GZAC (Open VTB), translated exactly once by gzac-portal-bridge. Generated from topics.yaml and schemas/ by `gzac-portal-bridge asyncapi`; read with isolation.level=read_committed.",
+            "description": "The Kafka topics between a municipality's citizen portal (NL Portal, Open Formulieren) and GZAC (Open VTB), translated exactly once by gzac-portal-bridge. Every municipality has its own set, under its topic prefix (`{prefix}`); one bridge may serve many. Generated from topics.yaml and schemas/ by `gzac-portal-bridge asyncapi`; read with isolation.level=read_committed.",
             "license": {"name": "EUPL-1.2", "url": "https://opensource.org/licenses/EUPL-1.2"},
         },
         "defaultContentType": "application/avro",
@@ -124,6 +126,10 @@ pub fn document() -> anyhow::Result<Value> {
         "operations": operations,
         "components": {
             "messages": messages,
+            "parameters": {"prefix": {
+                "description": "The topic prefix of the municipality (`topic_prefix`, or `gemeenten[].topic_prefix` when one bridge serves many; e.g. `utrecht.`), empty for a deployment without one. Each municipality's principals get only its own topics (`acls plan`).",
+                "examples": ["", "utrecht."],
+            }},
             "securitySchemes": {"scram": {
                 "type": "scramSha512",
                 "description": "SASL/SCRAM-SHA-512 over TLS; ACLs per role from `gzac-portal-bridge acls plan`.",
