@@ -13,7 +13,7 @@ use crate::catch_up::{drop_reached, ends_of};
 use crate::encryption::{open_with, StateCipher};
 use crate::model::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -209,12 +209,13 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
     }
 
     /// Rebuild `partitions` from `changelog` (other partitions stay as they are).
-    /// `reader` is a read_committed consumer configuration (`Config::reader_config`). An entry
+    /// `consumer` is a read_committed reader (`Config::reader_config`), assigned here to
+    /// exactly these partitions (one reader serves every municipality's store in turn). An entry
     /// that no longer parses (written by another version, damaged) is skipped and counted: the
     /// count is returned, and the key keeps its previous entry.
     pub(crate) fn restore(
         &mut self,
-        reader: &ClientConfig,
+        consumer: &BaseConsumer,
         changelog: &str,
         partitions: &[i32],
     ) -> anyhow::Result<u64> {
@@ -223,8 +224,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
         if partitions.is_empty() {
             return Ok(skipped);
         }
-        let consumer: BaseConsumer = reader.create()?;
-        let mut ends = ends_of(&consumer, changelog, partitions)?;
+        let mut ends = ends_of(consumer, changelog, partitions)?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             if ends.contains_key(&(changelog.to_string(), *p)) {
@@ -250,6 +250,9 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
             let polled = consumer.poll(Duration::from_millis(100));
             if let Some(m) = &polled {
                 let m = m.as_ref().map_err(|e| e.clone())?;
+                if m.topic() != changelog {
+                    continue; // left from the reader's previous assignment
+                }
                 last_progress = Instant::now();
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
                 match m.payload() {
@@ -275,7 +278,7 @@ impl<S: Clone + Serialize + DeserializeOwned> Store<S> {
             since_check += 1;
             if polled.is_none() || since_check >= 1000 {
                 since_check = 0;
-                drop_reached(&consumer, &mut ends)?;
+                drop_reached(consumer, &mut ends)?;
             }
         }
         Ok(skipped)

@@ -157,12 +157,23 @@ impl<R: Route> Pipeline<R> {
             return;
         }
         self.stats.restoring.store(true, Ordering::SeqCst);
-        let client = self.cfg.reader_config(&format!("{}restore", self.cfg.own_prefix()));
+        let reader = self.cfg.reader_config(&format!("{}restore", self.cfg.own_prefix()));
+        // One reader for every municipality's changelog, each in turn (not one per municipality).
+        let mut consumer: Option<BaseConsumer> = None;
         for (i, partitions) in per_served {
             let s = &mut self.served[i];
             let Some(changelog) = s.route.changelog().map(str::to_string) else { continue };
             loop {
-                match s.store.restore(&client, &changelog, &partitions) {
+                // A reader that failed is not used again.
+                let restored = match consumer.take().map_or_else(|| reader.create(), Ok) {
+                    Ok(c) => {
+                        let r = s.store.restore(&c, &changelog, &partitions);
+                        consumer = r.is_ok().then_some(c);
+                        r
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match restored {
                     Ok(skipped) => {
                         if skipped > 0 {
                             error!(
