@@ -34,6 +34,19 @@ struct Gemeente {
 }
 
 impl Gemeente {
+    /// Municipality `id` in `w`: its topics (prefix `<w's prefix><id>.`, three partitions) and
+    /// schemas.
+    async fn on(w: &World, id: &'static str, oin: &'static str) -> Gemeente {
+        let mut cfg = w.cfg.clone();
+        cfg.topic_prefix = format!("{}{id}.", w.cfg.topic_prefix);
+        cfg.oin = oin.into();
+        let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
+        let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
+        topology::apply(&cfg.client_config(), &wanted, 1, false).await.unwrap();
+        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
+        Gemeente { id, oin, cfg, ids }
+    }
+
     fn topic(&self, name: &str) -> String {
         self.cfg.topic(name)
     }
@@ -93,14 +106,7 @@ async fn three_municipalities_every_pattern_and_a_sigkill_nothing_crosses_exactl
     let mut gemeenten = Vec::new();
     let mut yaml = String::from("gemeenten:\n");
     for (id, oin) in GEMEENTEN {
-        let mut cfg = w.cfg.clone();
-        cfg.topic_prefix = format!("{}{id}.", w.cfg.topic_prefix);
-        cfg.oin = oin.into();
-        let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
-        let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
-        topology::apply(&cfg.client_config(), &wanted, 1, false).await.unwrap();
-        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
-        let g = Gemeente { id, oin, cfg, ids };
+        let g = Gemeente::on(&w, id, oin).await;
         yaml.push_str(&format!(
             "  - id: {id}\n    oin: \"{oin}\"\n    topic_prefix: \"{}\"\n    notificaties:\n      portaal_url: \"{}\"\n      templates:\n        bericht:\n          email: {{ nld: \"{}\" }}\n        taak:\n          email: {{ nld: \"{}\" }}\n",
             g.cfg.topic_prefix,
@@ -269,14 +275,7 @@ async fn a_municipality_added_by_a_restart_is_served_at_once() {
     let w = World::new("erbij").await;
     let mut gemeenten = Vec::new();
     for (id, oin) in &GEMEENTEN[..2] {
-        let mut cfg = w.cfg.clone();
-        cfg.topic_prefix = format!("{}{id}.", w.cfg.topic_prefix);
-        cfg.oin = oin.to_string();
-        let wanted = topology::Topology::load().unwrap().wanted(&cfg.topic_prefix).unwrap();
-        let wanted: Vec<_> = wanted.into_iter().map(|w| topology::Wanted { partitions: 3, ..w }).collect();
-        topology::apply(&cfg.client_config(), &wanted, 1, false).await.unwrap();
-        let ids = schemas::register_all(&cfg.sr_settings().unwrap(), &cfg.topic_prefix).await.unwrap();
-        gemeenten.push(Gemeente { id, oin, cfg, ids });
+        gemeenten.push(Gemeente::on(&w, id, oin).await);
     }
     let yaml = |n: usize| {
         let mut y = String::from("gemeenten:\n");
