@@ -223,6 +223,7 @@ fn follow<T: DeserializeOwned>(
                     },
                 };
                 let mut rows = rows.write().unwrap_or_else(|p| p.into_inner());
+                let before = rows.by_key.len() as i64;
                 if !matches!(change, Change::Keep) {
                     if let Some((old_lookup, _)) = rows.by_key.remove(&key) {
                         rows.by_lookup.remove(&old_lookup);
@@ -233,9 +234,9 @@ fn follow<T: DeserializeOwned>(
                     rows.by_lookup.insert(l.clone(), key.clone());
                     rows.by_key.insert(key, (l, v));
                 }
+                // Rows of every table this reader fills: changed by this row's difference only.
+                stats.rows.fetch_add(rows.by_key.len() as i64 - before, Ordering::Relaxed);
                 drop(rows);
-                let n: usize = tables.values().map(|t| t.read().unwrap_or_else(|p| p.into_inner()).by_key.len()).sum();
-                stats.rows.store(n as i64, Ordering::Relaxed);
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 stats.progressed();
                 stats.recovered();
@@ -247,10 +248,9 @@ fn follow<T: DeserializeOwned>(
             // A failed position query during an outage is tried again on the next round.
             if drop_reached(consumer, &mut ends).is_ok() && ends.is_empty() {
                 stats.ready.store(true, Ordering::SeqCst);
-                let n: usize = tables.values().map(|t| t.read().unwrap_or_else(|p| p.into_inner()).by_key.len()).sum();
                 info!(
                     tables = tables.len(),
-                    rows = n,
+                    rows = stats.rows.load(Ordering::Relaxed),
                     ms = started.elapsed().as_millis() as u64,
                     "global tables ready"
                 );

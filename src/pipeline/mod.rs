@@ -70,6 +70,7 @@ impl<R: Route> Served<R> {
             input: route.input_topic().to_string(),
             dlq: dlq_topic(route.input_topic()),
             route,
+            // Sealed and scheduled by `run_served`, which has the cipher.
             store: Store::default(),
         }
     }
@@ -139,9 +140,9 @@ pub fn run_served<R: Route>(
     let mut backoff = Backoff::new(p.retry_backoff_initial, p.retry_backoff_max);
     let mut codec = Codec::new(cfg.sr_settings()?);
     let outputs: Vec<(String, apache_avro::Schema)> = served.iter().flat_map(|s| s.route.outputs()).collect();
-    for (topic, schema) in outputs {
+    for (topic, schema) in &outputs {
         loop {
-            match rt.block_on(codec.prepare_output(&topic, schema.clone())) {
+            match rt.block_on(codec.prepare_output(topic, schema.clone())) {
                 Ok(id) => break debug!(topic, id, "output schema ready"),
                 Err(CodecError::Transient(e)) => {
                     stats.retrying(&e.to_string());
@@ -174,9 +175,8 @@ pub fn run_served<R: Route>(
             s.input
         );
     }
-    let mut written: Vec<String> = Vec::new();
+    let mut written: Vec<String> = outputs.into_iter().map(|(t, _)| t).collect();
     for s in &served {
-        written.extend(s.route.outputs().into_iter().map(|(t, _)| t));
         written.push(s.dlq.clone());
         written.extend(s.route.changelog().map(str::to_string));
     }
@@ -195,10 +195,11 @@ pub fn run_served<R: Route>(
     info!(route = name, inputs = ?inputs, transactional_id = transactional_id.as_str(), "route started");
 
     for s in &mut served {
-        s.store = Store::sealed(plumbing.cipher.clone());
-        if let Some(schedule) = s.route.schedule() {
-            s.store = std::mem::take(&mut s.store).scheduled(schedule);
-        }
+        let store = Store::sealed(plumbing.cipher.clone());
+        s.store = match s.route.schedule() {
+            Some(schedule) => store.scheduled(schedule),
+            None => store,
+        };
     }
     let mut pipe = Pipeline {
         name,

@@ -53,7 +53,6 @@ impl<R: Route> Pipeline<R> {
                     );
                 }
                 self.dead_letter(i, msg, &cause, class, &message)?;
-                self.open_mut().dead_letters += 1;
                 self.open_mut().classes.push(class.as_str());
                 self.open_mut().by_served.entry(i).or_default().1 += 1;
             }
@@ -62,7 +61,6 @@ impl<R: Route> Pipeline<R> {
         open.input_times.extend(msg.timestamp().to_millis());
         open.offsets.insert(slot, msg.offset() + 1);
         open.records += 1;
-        open.inputs += 1;
         open.by_served.entry(i).or_default().0 += 1;
         Ok(())
     }
@@ -148,6 +146,8 @@ impl<R: Route> Pipeline<R> {
         for i in 0..self.served.len() {
             self.tick_one(i)?;
         }
+        let parked = self.served.iter().map(|s| s.store.parked()).sum();
+        self.stats.timer_refusals.store(parked, Ordering::Relaxed);
         Ok(())
     }
 
@@ -175,8 +175,6 @@ impl<R: Route> Pipeline<R> {
                 return Err(StepError::Stop(format!("route {name} ({gemeente}): timer work panicked")));
             }
         };
-        let parked = self.served.iter().map(|s| s.store.parked()).sum();
-        self.stats.timer_refusals.store(parked, Ordering::Relaxed);
         let timer = Cause { topic: "timer", partition: -1, offset: -1, traceparent: None }.link();
         let records: Result<Vec<_>, CodecError> = outputs.into_iter().map(|o| self.encode(i, o, &timer)).collect();
         let records = match records {

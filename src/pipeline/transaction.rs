@@ -73,16 +73,14 @@ pub(super) struct Open {
     pub(super) started: Instant,
     pub(super) offsets: BTreeMap<Slot, i64>,
     pub(super) records: usize,
-    /// Input records (not timer work) in it, and how many of them went to the dead-letter topic.
-    pub(super) inputs: u64,
-    pub(super) dead_letters: u64,
     /// Output records sent in it, dead-letter classes, and the inputs' timestamps (ms): metrics
     /// once it commits.
     pub(super) outputs: u64,
     /// Changelog records sent in it.
     pub(super) state_writes: u64,
     pub(super) classes: Vec<&'static str>,
-    /// Per municipality (index in `served`): input records in it, and of those dead letters.
+    /// Per municipality (index in `served`): input records (not timer work) in it, and how many
+    /// of them went to the dead-letter topic.
     pub(super) by_served: BTreeMap<usize, (u64, u64)>,
     pub(super) input_times: Vec<i64>,
 }
@@ -182,8 +180,6 @@ impl<R: Route> Pipeline<R> {
                 started: Instant::now(),
                 offsets: BTreeMap::new(),
                 records: 0,
-                inputs: 0,
-                dead_letters: 0,
                 outputs: 0,
                 state_writes: 0,
                 classes: Vec::new(),
@@ -253,13 +249,14 @@ impl<R: Route> Pipeline<R> {
         self.stats.rows.store(self.served.iter().map(|s| s.store.len() as i64).sum(), Ordering::Relaxed);
         self.refused.clear();
         self.replaced = 0;
-        self.stats.committed(open.inputs, open.dead_letters);
+        let (inputs, dead_letters) = open.by_served.values().fold((0, 0), |(n, d), (i, x)| (n + i, d + x));
+        self.stats.committed(inputs, dead_letters);
         let now = crate::model::Timestamp::now().0;
         self.stats.outputs.inc_by(open.outputs);
         self.stats.state_writes.fetch_add(open.state_writes, Ordering::Relaxed);
         self.stats.commit_seconds.observe(t0.elapsed().as_secs_f64());
-        if open.inputs > 0 {
-            self.stats.batch_records.observe(open.inputs as f64);
+        if inputs > 0 {
+            self.stats.batch_records.observe(inputs as f64);
         }
         for t in &open.input_times {
             self.stats.end_to_end_seconds.observe((now - t).max(0) as f64 / 1000.0);

@@ -59,10 +59,6 @@ pub(super) async fn run(
         .flat_map(|g| ["portaal.berichten.v1", "notificaties.opdrachten.v1"].map(|t| g.cfg.topic(t)))
         .collect();
     let c = cfg.clone();
-    let about = |r: &Received| {
-        let item = [ZEIST_BERICHT, OWN_BERICHT];
-        item.iter().any(|i| r.key_str() == *i) || r.topic.ends_with("notificaties.opdrachten.v1")
-    };
     let recs = tokio::task::spawn_blocking(move || {
         let mut reached = None;
         client::read_until(&c, &topics, Duration::from_secs(60), |recs| {
@@ -75,13 +71,7 @@ pub(super) async fn run(
     })
     .await??;
     println!("\neach on its own municipality's topics, with its own OIN (ce_source), template and link:");
-    let mut mine: Vec<&Received> = recs
-        .iter()
-        .filter(|r| {
-            let bericht = [ZEIST_BERICHT, OWN_BERICHT].iter().any(|i| r.key_str() == *i);
-            bericht || r.value.as_deref().is_some_and(|v| [ZEIST_BERICHT, OWN_BERICHT].iter().any(|i| contains(v, i)))
-        })
-        .collect();
+    let mut mine: Vec<&Received> = recs.iter().filter(|r| about(r)).collect();
     mine.sort_by_key(|r| r.timestamp);
     for r in mine {
         let oin = r.header("ce_source").and_then(|s| s.split(':').nth(3)).unwrap_or("-");
@@ -91,6 +81,11 @@ pub(super) async fn run(
     Ok(running)
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+/// A record about one of this part's berichten: the bericht (by its key) or a notificatie that
+/// names it.
+fn about(r: &Received) -> bool {
+    let contains = |v: &[u8], id: &str| v.windows(id.len()).any(|w| w == id.as_bytes());
+    [ZEIST_BERICHT, OWN_BERICHT]
+        .iter()
+        .any(|id| r.key_str() == *id || r.value.as_deref().is_some_and(|v| contains(v, id)))
 }
